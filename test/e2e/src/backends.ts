@@ -1,0 +1,156 @@
+/**
+ * Starts and stops vhost-user-blk backends as child processes: qemu-storage-daemon (the
+ * reference) and this repository's `vhost-user-blk` CLI. Both listen on a unix socket that
+ * QEMU then connects to; `start*` resolves once the socket exists.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { hasExited, stopChild, track } from './children.js';
+import { detectEnv } from './env.js';
+
+/** Options shared by every blk backend. */
+export interface BlkBackendOptions {
+  /** Raw image file exported as the disk. */
+  readonly image: string;
+  /** Unix socket path the backend listens on (≤ 107 bytes). */
+  readonly socket: string;
+  readonly readOnly?: boolean;
+  readonly numQueues?: number;
+  /** How long to wait for the socket to appear (default 15 s; tsx start-up is slow). */
+  readonly startTimeoutMs?: number;
+}
+
+/** A running backend process. */
+export interface Backend {
+  /** Which implementation this is (`qemu-storage-daemon` or `vhost-ts`). */
+  readonly kind: BlkBackendKind;
+  readonly socket: string;
+  readonly argv: readonly string[];
+  readonly process: ChildProcess;
+  /** Everything the backend wrote to stdout and stderr so far. */
+  logs(): string;
+  /** True once the process has exited. */
+  exited(): boolean;
+  /** SIGTERM, SIGKILL after a grace period; resolves when gone. Idempotent. */
+  stop(): Promise<void>;
+}
+
+/** The blk backends the tests can drive. */
+export type BlkBackendKind = 'qemu-storage-daemon' | 'vhost-ts';
+
+/** Failure to start a backend; carries its logs. */
+export class BackendError extends Error {
+  override readonly name = 'BackendError';
+  constructor(readonly code: 'NOT_FOUND' | 'EXITED' | 'TIMEOUT', message: string, readonly logs: string) {
+    super(logs === '' ? message : `${message}\n--- backend output ---\n${logs.slice(-4000)}`);
+  }
+}
+
+/** Repository root (this file is test/e2e/src/backends.ts). */
+export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
+
+/** A fresh short-named directory for sockets and images; `cleanup()` removes it. */
+export function makeWorkDir(prefix = 'vte2e-'): { dir: string; cleanup(): void } {
+  // Unix socket paths are limited to 108 bytes: stay directly under the tmpdir.
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+function isSocket(path: string): boolean {
+  try {
+    return statSync(path).isSocket();
+  } catch {
+    return false;
+  }
+}
+
+async function launch(kind: BlkBackendKind, cmd: string, args: readonly string[], socket: string, timeoutMs: number): Promise<Backend> {
+  // A stale socket would make us "see" the backend before it listens.
+  rmSync(socket, { force: true });
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], cwd: REPO_ROOT });
+  track(child);
+  let logs = '';
+  child.stdout?.on('data', (c: Buffer) => (logs += c.toString('utf8')));
+  child.stderr?.on('data', (c: Buffer) => (logs += c.toString('utf8')));
+  let spawnError: Error | null = null;
+  child.once('error', (e) => (spawnError = e));
+  const backend: Backend = {
+    kind,
+    socket,
+    argv: [cmd, ...args],
+    process: child,
+    logs: () => logs,
+    exited: () => hasExited(child),
+    stop: () => stopChild(child),
+  };
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (isSocket(socket)) return backend;
+    if (spawnError !== null || hasExited(child)) {
+      await backend.stop();
+      const why = spawnError !== null ? (spawnError as Error).message : `exit code ${child.exitCode}, signal ${child.signalCode}`;
+      throw new BackendError('EXITED', `${kind} exited before listening on ${socket} (${why}); argv: ${[cmd, ...args].join(' ')}`, logs);
+    }
+    if (Date.now() > deadline) {
+      await backend.stop();
+      throw new BackendError('TIMEOUT', `${kind} did not create ${socket} within ${timeoutMs} ms`, logs);
+    }
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+/**
+ * Starts qemu-storage-daemon exporting `image` as vhost-user-blk (QEMU 7.2 syntax, see
+ * `qemu-storage-daemon --help`). `discard=unmap` on both nodes lets guest discards punch holes.
+ */
+export function startQemuStorageDaemon(opts: BlkBackendOptions): Promise<Backend> {
+  const qsd = detectEnv().qemuStorageDaemon;
+  if (qsd === null) return Promise.reject(new BackendError('NOT_FOUND', 'qemu-storage-daemon not found', ''));
+  const ro = opts.readOnly === true;
+  const args = [
+    '--blockdev', `driver=file,node-name=file0,filename=${opts.image},discard=unmap${ro ? ',read-only=on' : ''}`,
+    '--blockdev', `driver=raw,node-name=disk0,file=file0,discard=unmap${ro ? ',read-only=on' : ''}`,
+    '--export',
+    `type=vhost-user-blk,id=exp0,node-name=disk0,addr.type=unix,addr.path=${opts.socket},writable=${ro ? 'off' : 'on'}` +
+      (opts.numQueues !== undefined ? `,num-queues=${opts.numQueues}` : ''),
+  ];
+  return launch('qemu-storage-daemon', qsd, args, opts.socket, opts.startTimeoutMs ?? 15_000);
+}
+
+/**
+ * How to run our `vhost-user-blk` CLI: `VHOST_TS_BLK_CLI` (a .js or .ts path) if set, else the
+ * TypeScript source through tsx (what the unit tests run too, so no stale dist/), else the built
+ * `dist/cli.js`. Null when neither exists yet.
+ */
+export function findVhostTsBlkCli(): { readonly command: string; readonly prefixArgs: readonly string[]; readonly path: string } | null {
+  const override = process.env.VHOST_TS_BLK_CLI;
+  const candidates = [
+    ...(override !== undefined && override !== '' ? [resolve(override)] : []),
+    join(REPO_ROOT, 'packages/devices-blk/src/cli.ts'),
+    join(REPO_ROOT, 'packages/devices-blk/dist/cli.js'),
+  ];
+  for (const path of candidates) {
+    if (!existsSync(path)) continue;
+    const prefixArgs = path.endsWith('.ts') ? ['--conditions=vhost-ts-source', '--import', 'tsx', path] : [path];
+    return { command: process.execPath, prefixArgs, path };
+  }
+  return null;
+}
+
+/** Starts our CLI: `vhost-user-blk --socket-path SOCK --blk-file IMG [--read-only] [--num-queues N]`. */
+export function startVhostTsBlk(opts: BlkBackendOptions): Promise<Backend> {
+  const cli = findVhostTsBlkCli();
+  if (cli === null) return Promise.reject(new BackendError('NOT_FOUND', 'vhost-user-blk CLI not built yet', ''));
+  const args = [...cli.prefixArgs, '--socket-path', opts.socket, '--blk-file', opts.image];
+  if (opts.readOnly === true) args.push('--read-only');
+  if (opts.numQueues !== undefined) args.push('--num-queues', String(opts.numQueues));
+  return launch('vhost-ts', cli.command, args, opts.socket, opts.startTimeoutMs ?? 15_000);
+}
+
+/** Starts the named blk backend. */
+export function startBlkBackend(kind: BlkBackendKind, opts: BlkBackendOptions): Promise<Backend> {
+  return kind === 'qemu-storage-daemon' ? startQemuStorageDaemon(opts) : startVhostTsBlk(opts);
+}

@@ -14,7 +14,7 @@ import { MARKER_BEGIN, MARKER_INSMOD_FAILED, MARKER_RESULT } from './initramfs.j
 /** A vhost-user-blk disk: QEMU connects to `socket` (the backend listens there). */
 export interface VhostUserBlkDisk {
   readonly socket: string;
-  /** `num-queues` of vhost-user-blk-pci (left to QEMU's default when unset). */
+  /** `num-queues` of vhost-user-blk-pci. When unset QEMU 7.2 uses one per vCPU, which fails against a backend offering fewer. */
   readonly numQueues?: number;
 }
 

@@ -1,0 +1,130 @@
+// memfd, ftruncate, mmap/munmap.
+//
+// mmap() returns an *external* ArrayBuffer over the mapping. munmap() first
+// detaches that ArrayBuffer (every view then reads as length 0, so later
+// access is harmless instead of a segfault) and only then unmaps. A mapping
+// the program never unmaps is unmapped by the ArrayBuffer's finalizer.
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <mutex>
+#include <unordered_map>
+
+#include "sys.h"
+
+namespace vts {
+
+namespace {
+
+std::mutex gMapLock;
+std::unordered_map<void*, Mapping*> gMappings;  // live mappings by address
+
+void FinalizeMapping(napi_env /*env*/, void* /*data*/, void* hint) {
+  Mapping* m = static_cast<Mapping*>(hint);
+  {
+    std::lock_guard<std::mutex> lock(gMapLock);
+    if (m->mapped) {
+      gMappings.erase(m->addr);
+      m->mapped = false;
+      ::munmap(m->addr, m->length);
+    }
+  }
+  delete m;
+}
+
+Napi::Value MemfdCreate(const Napi::CallbackInfo& info) {
+  std::string name;
+  if (!ArgString(info, 0, "memfd_create", "name", &name)) return info.Env().Undefined();
+  int fd = ::memfd_create(name.c_str(), MFD_CLOEXEC);
+  if (fd < 0) return ThrowSys(info.Env(), errno, "memfd_create");
+  return Napi::Number::New(info.Env(), fd);
+}
+
+Napi::Value Ftruncate(const Napi::CallbackInfo& info) {
+  int fd;
+  double size;
+  if (!ArgFd(info, 0, "ftruncate", &fd) || !ArgInt(info, 1, "ftruncate", "size", 0, kMaxSafe, &size))
+    return info.Env().Undefined();
+  int r;
+  do r = ::ftruncate(fd, static_cast<off_t>(size)); while (r < 0 && errno == EINTR);
+  if (r < 0) return ThrowSys(info.Env(), errno, "ftruncate");
+  return info.Env().Undefined();
+}
+
+// mmap(fd, length, offset, writable)
+Napi::Value Mmap(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  double length, offset;
+  bool writable;
+  if (!ArgFd(info, 0, "mmap", &fd) || !ArgInt(info, 1, "mmap", "length", 1, kMaxSafe, &length) ||
+      !ArgInt(info, 2, "mmap", "offset", 0, kMaxSafe, &offset) ||
+      !ArgBool(info, 3, "mmap", "writable", true, &writable))
+    return env.Undefined();
+  int prot = PROT_READ | (writable ? PROT_WRITE : 0);
+  void* addr = ::mmap(nullptr, static_cast<size_t>(length), prot, MAP_SHARED, fd, static_cast<off_t>(offset));
+  if (addr == MAP_FAILED) return ThrowSys(env, errno, "mmap");
+  Mapping* m = new Mapping{addr, static_cast<size_t>(length), true};
+  {
+    std::lock_guard<std::mutex> lock(gMapLock);
+    gMappings[addr] = m;
+  }
+  napi_value ab;
+  napi_status st = napi_create_external_arraybuffer(env, addr, m->length, FinalizeMapping, m, &ab);
+  if (st != napi_ok) {
+    // Typically a length above what this Node can put in one ArrayBuffer.
+    // Node may or may not have run the finalizer already (it does so
+    // synchronously on some failure paths), so unmap only if it did not and
+    // leave the small record to the finalizer rather than risk a double free.
+    if (env.IsExceptionPending()) env.GetAndClearPendingException();
+    std::lock_guard<std::mutex> lock(gMapLock);
+    auto it = gMappings.find(addr);
+    if (it != gMappings.end() && it->second == m && m->mapped) {
+      gMappings.erase(it);
+      m->mapped = false;
+      ::munmap(addr, m->length);
+    }
+    return ThrowSys(env, EINVAL, "mmap", "cannot wrap the mapping in an ArrayBuffer (too large for this Node?)");
+  }
+  return Napi::Value(env, ab);
+}
+
+// munmap(arrayBuffer): only buffers returned by mmap() and not yet unmapped.
+Napi::Value Munmap(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsArrayBuffer()) return ThrowArg(env, "munmap", "buffer must be an ArrayBuffer");
+  napi_value ab = info[0];
+  void* data = nullptr;
+  size_t len = 0;
+  if (napi_get_arraybuffer_info(env, ab, &data, &len) != napi_ok) return ThrowArg(env, "munmap", "bad ArrayBuffer");
+  Mapping* m = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(gMapLock);
+    auto it = data != nullptr ? gMappings.find(data) : gMappings.end();
+    if (it != gMappings.end() && it->second->length == len) m = it->second;
+  }
+  if (m == nullptr) return ThrowSys(env, EINVAL, "munmap", "buffer is not a live mapping made by mmap()");
+  // Detach before unmapping: once detached no JS view can reach the address.
+  if (napi_detach_arraybuffer(env, ab) != napi_ok) {
+    if (env.IsExceptionPending()) env.GetAndClearPendingException();
+    return ThrowSys(env, EINVAL, "munmap", "buffer cannot be detached");
+  }
+  std::lock_guard<std::mutex> lock(gMapLock);
+  if (m->mapped) {
+    gMappings.erase(m->addr);
+    m->mapped = false;
+    if (::munmap(m->addr, m->length) < 0) return ThrowSys(env, errno, "munmap");
+  }
+  return env.Undefined();
+}
+
+}  // namespace
+
+void InitMemory(Napi::Env env, Napi::Object exports) {
+  exports.Set("memfdCreate", Napi::Function::New(env, MemfdCreate, "memfdCreate"));
+  exports.Set("ftruncate", Napi::Function::New(env, Ftruncate, "ftruncate"));
+  exports.Set("mmap", Napi::Function::New(env, Mmap, "mmap"));
+  exports.Set("munmap", Napi::Function::New(env, Munmap, "munmap"));
+}
+
+}  // namespace vts

@@ -11,11 +11,11 @@ import { gunzipSync } from 'node:zlib';
 import { makeWorkDir, startQemuStorageDaemon } from './src/backends.js';
 import { defaultPlan, expectedImage, firstDifference, patternBytes, patternScript, sha256, SRC_SIZE } from './src/blk-checks.js';
 import { buildNewcCpio } from './src/cpio.js';
-import { detectEnv, e2eTest, which } from './src/env.js';
+import { detectEnv, e2eTest, verdict, type E2eEnv } from './src/env.js';
 import { BLK_MODULES, NET_MODULES, buildInitramfs, resolveModules } from './src/initramfs.js';
 import { GuestError, parseConsole, parseKeyValues, runGuest } from './src/qemu.js';
 
-t.test('newc writer output is read back by cpio(1)', { skip: which('cpio') === null ? 'cpio(1) not installed' : false }, async (t) => {
+t.test('newc writer output is read back by cpio(1)', (t) => e2eTest(t, 'cpio -t', { needs: ['cpio'] }, async (t) => {
   const archive = buildNewcCpio([
     { type: 'dir', path: 'd' },
     { type: 'file', path: 'd/f', data: Buffer.from('hello\n'), mode: 0o640 },
@@ -27,7 +27,7 @@ t.test('newc writer output is read back by cpio(1)', { skip: which('cpio') === n
   t.match(listing, /^-rw-r----- .* 6 .* d\/f$/m);
   t.match(listing, /^lrwxrwxrwx .* d\/l -> f$/m);
   t.match(listing, /^-rw-r--r-- .* 3 .* odd$/m);
-});
+}));
 
 t.test('console parsing finds the script output and rc between the markers', async (t) => {
   const text = 'SeaBIOS noise\r\n@@E2E-INSMOD-FAILED virtio_blk@@\r\n@@E2E-BEGIN@@\r\nA=1\r\nhello\r\n@@E2E-RESULT rc=3@@\r\n[ 9.1] reboot: Power down\r\n';
@@ -38,9 +38,23 @@ t.test('console parsing finds the script output and rc between the markers', asy
   t.same([...parseKeyValues('A=1\nnot a pair\nB.c=x=y\nA=2\n')], [['A', '2'], ['B.c', 'x=y']]);
 });
 
+t.test('prerequisite rule: skip when missing, fail under E2E=1, pending always skips', async (t) => {
+  const full: E2eEnv = { qemu: '/q', qemuStorageDaemon: '/qsd', busybox: '/bb', cpio: '/c', kernel: { version: 'v', vmlinuz: '/k', modulesDir: '/m' } };
+  const noQemu: E2eEnv = { ...full, qemu: null };
+  t.same(verdict(['qemu', 'kernel'], { env: full, required: true }), { action: 'run' });
+  const skip = verdict(['qemu'], { env: noQemu, required: false });
+  t.equal(skip.action, 'skip');
+  t.match((skip as { reason: string }).reason, /qemu-system-x86_64 not found/);
+  const fail = verdict(['qemu'], { env: noQemu, required: true });
+  t.equal(fail.action, 'fail');
+  t.match((fail as { reason: string }).reason, /^E2E=1 .*qemu-system-x86_64/);
+  t.same(verdict(['busybox'], { env: noQemu, required: true }), { action: 'run' }, 'only the needed tools count');
+  t.same(verdict([], { env: full, required: true, pendingReason: 'not built yet' }), { action: 'skip', reason: 'not built yet' });
+});
+
 const env = detectEnv();
 
-t.test('module resolution puts dependencies first', { skip: env.kernel === null ? 'no guest kernel' : false }, async (t) => {
+t.test('module resolution puts dependencies first', (t) => e2eTest(t, 'resolve', { needs: ['kernel'] }, async (t) => {
   const kernel = env.kernel!;
   for (const list of [BLK_MODULES, NET_MODULES]) {
     const order = resolveModules(kernel, list);
@@ -55,9 +69,9 @@ t.test('module resolution puts dependencies first', { skip: env.kernel === null 
     t.equal(new Set(names).size, names.length, 'no duplicates');
   }
   t.throws(() => resolveModules(kernel, ['no_such_module_e2e']), { code: 'MODULE_NOT_FOUND' });
-});
+}));
 
-t.test('initramfs is cached and holds /init, /test.sh and the modules', { skip: env.kernel === null || env.busybox === null ? 'no kernel/busybox' : false }, async (t) => {
+t.test('initramfs is cached and holds /init, /test.sh and the modules', (t) => e2eTest(t, 'build', { needs: ['kernel', 'busybox', 'cpio'] }, async (t) => {
   const cacheDir = makeWorkDir('vte2e-cache-');
   t.teardown(cacheDir.cleanup);
   const opts = { kernel: env.kernel!, busybox: env.busybox!, script: 'echo hi\n', cacheDir: cacheDir.dir };
@@ -68,13 +82,11 @@ t.test('initramfs is cached and holds /init, /test.sh and the modules', { skip: 
   const b = buildInitramfs(opts);
   t.equal(a, b, 'same inputs: same cached file');
   t.not(buildInitramfs({ ...opts, script: 'echo other\n' }), a, 'different script: different image');
-  if (which('cpio') !== null) {
-    const listing = execFileSync('cpio', ['-it', '--quiet'], { input: gunzipSync(readFileSync(a)), encoding: 'utf8' }).split('\n');
-    for (const f of ['init', 'test.sh', 'bin/busybox', 'bin/sh', 'dev/console', 'modules.order', 'lib/modules/virtio_blk.ko']) {
-      t.ok(listing.includes(f), `contains ${f}`);
-    }
+  const listing = execFileSync('cpio', ['-it', '--quiet'], { input: gunzipSync(readFileSync(a)), encoding: 'utf8' }).split('\n');
+  for (const f of ['init', 'test.sh', 'bin/busybox', 'bin/sh', 'dev/console', 'modules.order', 'lib/modules/virtio_blk.ko']) {
+    t.ok(listing.includes(f), `contains ${f}`);
   }
-});
+}));
 
 t.test('a guest that does not finish is killed at the timeout', async (t) => {
   await e2eTest(t, 'timeout', { needs: ['qemu', 'kernel', 'busybox'] }, async (t) => {

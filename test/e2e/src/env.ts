@@ -24,16 +24,19 @@ export interface E2eEnv {
   readonly qemuStorageDaemon: string | null;
   readonly busybox: string | null;
   readonly kernel: KernelInfo | null;
+  /** cpio(1); only the harness's own format check uses it (the initramfs is written in TS). */
+  readonly cpio: string | null;
 }
 
 /** Names of the prerequisites a test can ask for. */
-export type Prerequisite = 'qemu' | 'qemuStorageDaemon' | 'busybox' | 'kernel';
+export type Prerequisite = 'qemu' | 'qemuStorageDaemon' | 'busybox' | 'kernel' | 'cpio';
 
 const HINTS: Record<Prerequisite, string> = {
   qemu: 'qemu-system-x86_64 not found (apt-get install qemu-system-x86)',
   qemuStorageDaemon: 'qemu-storage-daemon not found (apt-get install qemu-system-x86 / qemu-utils)',
   busybox: 'static busybox not found (apt-get install busybox-static)',
   kernel: 'no /boot/vmlinuz-<ver> with /lib/modules/<ver>/modules.dep (apt-get install linux-image-amd64)',
+  cpio: 'cpio(1) not found (apt-get install cpio)',
 };
 
 /** Finds an executable on PATH (plus the sbin directories a non-root PATH may lack). */
@@ -114,6 +117,7 @@ export function detectEnv(): E2eEnv {
     qemuStorageDaemon: which('qemu-storage-daemon'),
     busybox: findBusybox(),
     kernel: findKernel(),
+    cpio: which('cpio'),
   };
   return cached;
 }
@@ -126,6 +130,32 @@ export function e2eRequired(): boolean {
 /** Human-readable reasons for each missing prerequisite (empty when all are present). */
 export function missingPrerequisites(needs: readonly Prerequisite[], env: E2eEnv = detectEnv()): string[] {
   return needs.filter((n) => env[n] === null).map((n) => HINTS[n]);
+}
+
+/** What to do with a test, given its prerequisites. */
+export type Verdict =
+  | { readonly action: 'run' }
+  | { readonly action: 'skip'; readonly reason: string }
+  | { readonly action: 'fail'; readonly reason: string };
+
+/**
+ * The shared rule: all prerequisites present → run; something missing → skip with the reasons,
+ * or fail when `required` (E2E=1). `pendingReason` (code of this repository not written yet)
+ * always skips — it is temporary and not a property of the machine.
+ */
+export function verdict(
+  needs: readonly Prerequisite[],
+  opts: { env?: E2eEnv; required?: boolean; pendingReason?: string | null } = {},
+): Verdict {
+  const missing = missingPrerequisites(needs, opts.env ?? detectEnv());
+  if (missing.length > 0) {
+    const reason = missing.join('; ');
+    return (opts.required ?? e2eRequired())
+      ? { action: 'fail', reason: `E2E=1 but a prerequisite is missing: ${reason}` }
+      : { action: 'skip', reason };
+  }
+  if (opts.pendingReason !== undefined && opts.pendingReason !== null) return { action: 'skip', reason: opts.pendingReason };
+  return { action: 'run' };
 }
 
 /** Options of {@link e2eTest}. */
@@ -142,22 +172,19 @@ export interface E2eTestOptions {
 }
 
 /**
- * Declares an e2e subtest with the shared prerequisite rule: if something in `needs` is
- * missing, the subtest is skipped with the reason — or, under `E2E=1`, fails with it.
+ * Declares an e2e subtest with the shared prerequisite rule ({@link verdict}): if something in
+ * `needs` is missing, the subtest is skipped with the reason — or, under `E2E=1`, fails with it.
  */
 export function e2eTest(t: Test, name: string, opts: E2eTestOptions, fn: (t: Test) => Promise<void>): Promise<unknown> {
-  const missing = missingPrerequisites(opts.needs);
-  if (missing.length > 0) {
-    const reason = missing.join('; ');
-    if (e2eRequired()) {
+  const v = verdict(opts.needs, { pendingReason: opts.pendingReason ?? null });
+  switch (v.action) {
+    case 'fail':
       return t.test(name, async (tt) => {
-        tt.fail(`E2E=1 but a prerequisite is missing: ${reason}`);
+        tt.fail(v.reason);
       });
-    }
-    return t.test(name, { skip: reason }, async () => {});
+    case 'skip':
+      return t.test(name, { skip: v.reason }, async () => {});
+    case 'run':
+      return t.test(name, { timeout: opts.timeout ?? 180_000 }, fn);
   }
-  if (opts.pendingReason !== undefined && opts.pendingReason !== null) {
-    return t.test(name, { skip: opts.pendingReason }, async () => {});
-  }
-  return t.test(name, { timeout: opts.timeout ?? 180_000 }, fn);
 }

@@ -1,2 +1,15 @@
-/** @module */
-export {};
+/**
+ * @vhost-ts/devices-net — the virtio-net device and its backends (tap, switch, loopback).
+ * @module
+ */
+export * from './constants.js';
+export { NetError } from './errors.js';
+export * from './mac-address.js';
+export * from './net-header.js';
+export * from './net-config.js';
+export { FrameBatch, FrameRing } from './frame-batch.js';
+export { PortCounters, countersToPrometheus } from './port-counters.js';
+export type { NetBackend, NetBackendPort, NetPortSink } from './net-backend.js';
+export { MacTable, DEFAULT_MAC_AGE_MS } from './mac-table.js';
+export { SwitchBackend, SwitchCounters, type SwitchOptions } from './switch-backend.js';
+export { LoopbackBackend } from './loopback-backend.js';

@@ -5,6 +5,7 @@
 // access is harmless instead of a segfault) and only then unmaps. A mapping
 // the program never unmaps is unmapped by the ArrayBuffer's finalizer.
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <mutex>
@@ -61,8 +62,21 @@ Napi::Value Mmap(const Napi::CallbackInfo& info) {
       !ArgInt(info, 2, "mmap", "offset", 0, kMaxSafe, &offset) ||
       !ArgBool(info, 3, "mmap", "writable", true, &writable))
     return env.Undefined();
-  int prot = PROT_READ | (writable ? PROT_WRITE : 0);
-  void* addr = ::mmap(nullptr, static_cast<size_t>(length), prot, MAP_SHARED, fd, static_cast<off_t>(offset));
+  // Touching a page past the end of a file raises SIGBUS, which would kill
+  // the process: refuse mappings that reach beyond a regular file (memfds
+  // are regular files). A frontend that shrinks the file afterwards can still
+  // cause SIGBUS; sealing against that is the frontend's job.
+  struct stat st;
+  if (::fstat(fd, &st) < 0) return ThrowSys(env, errno, "mmap");
+  if (S_ISREG(st.st_mode) && offset + length > static_cast<double>(st.st_size))
+    return ThrowSys(env, EINVAL, "mmap", "range extends past the end of the file");
+  // A read-only request is mapped MAP_PRIVATE but writable: an ArrayBuffer
+  // cannot be made read-only, and a JS store into a PROT_READ page would
+  // crash the process. Private pages still show the file's contents (until
+  // written locally) and local writes never reach the file.
+  int prot = PROT_READ | PROT_WRITE;
+  int flags = writable ? MAP_SHARED : MAP_PRIVATE;
+  void* addr = ::mmap(nullptr, static_cast<size_t>(length), prot, flags, fd, static_cast<off_t>(offset));
   if (addr == MAP_FAILED) return ThrowSys(env, errno, "mmap");
   Mapping* m = new Mapping{addr, static_cast<size_t>(length), true};
   {
@@ -70,8 +84,8 @@ Napi::Value Mmap(const Napi::CallbackInfo& info) {
     gMappings[addr] = m;
   }
   napi_value ab;
-  napi_status st = napi_create_external_arraybuffer(env, addr, m->length, FinalizeMapping, m, &ab);
-  if (st != napi_ok) {
+  napi_status status = napi_create_external_arraybuffer(env, addr, m->length, FinalizeMapping, m, &ab);
+  if (status != napi_ok) {
     // Typically a length above what this Node can put in one ArrayBuffer.
     // Node may or may not have run the finalizer already (it does so
     // synchronously on some failure paths), so unmap only if it did not and

@@ -25,9 +25,15 @@ export function ftruncate(fd: number, size: number): void {
 }
 
 /**
- * `mmap(NULL, length, PROT_READ [| PROT_WRITE], MAP_SHARED, fd, offset)` as an
+ * `mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, offset)` as an
  * ArrayBuffer over the mapping. Release it with {@link munmap}; a buffer that
  * is simply dropped is unmapped when garbage-collected.
+ *
+ * With `writable = false` the mapping is MAP_PRIVATE (still PROT_WRITE): an
+ * ArrayBuffer cannot be read-only and a store into a PROT_READ page would
+ * kill the process, so local writes are allowed but never reach the file.
+ * A range past the end of a regular file is refused (EINVAL): touching it
+ * would raise SIGBUS.
  */
 export function mmap(fd: number, length: number, offset: number, writable = true): ArrayBuffer {
   assertFd(fd, 'mmap');

@@ -39,7 +39,7 @@ t.test('console parsing finds the script output and rc between the markers', asy
 });
 
 t.test('prerequisite rule: skip when missing, fail under E2E=1, pending always skips', async (t) => {
-  const full: E2eEnv = { qemu: '/q', qemuStorageDaemon: '/qsd', busybox: '/bb', cpio: '/c', kernel: { version: 'v', vmlinuz: '/k', modulesDir: '/m' } };
+  const full: E2eEnv = { qemu: '/q', qemuStorageDaemon: '/qsd', busybox: '/bb', cpio: '/c', testpmd: '/t', kernel: { version: 'v', vmlinuz: '/k', modulesDir: '/m' } };
   const noQemu: E2eEnv = { ...full, qemu: null };
   t.same(verdict(['qemu', 'kernel'], { env: full, required: true }), { action: 'run' });
   const skip = verdict(['qemu'], { env: noQemu, required: false });

@@ -25,8 +25,8 @@ export interface BlkBackendOptions {
 
 /** A running backend process. */
 export interface Backend {
-  /** Which implementation this is (`qemu-storage-daemon` or `vhost-ts`). */
-  readonly kind: BlkBackendKind;
+  /** Which implementation this is. */
+  readonly kind: BackendKind;
   readonly socket: string;
   readonly argv: readonly string[];
   readonly process: ChildProcess;
@@ -40,6 +40,9 @@ export interface Backend {
 
 /** The blk backends the tests can drive. */
 export type BlkBackendKind = 'qemu-storage-daemon' | 'vhost-ts';
+
+/** Every kind of backend process this module starts. */
+export type BackendKind = BlkBackendKind | 'testpmd';
 
 /** Failure to start a backend; carries its logs. */
 export class BackendError extends Error {
@@ -67,10 +70,17 @@ function isSocket(path: string): boolean {
   }
 }
 
-async function launch(kind: BlkBackendKind, cmd: string, args: readonly string[], socket: string, timeoutMs: number): Promise<Backend> {
+async function launch(
+  kind: BackendKind,
+  cmd: string,
+  args: readonly string[],
+  socket: string,
+  timeoutMs: number,
+  stdin: 'ignore' | 'pipe' = 'ignore',
+): Promise<Backend> {
   // A stale socket would make us "see" the backend before it listens.
   rmSync(socket, { force: true });
-  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], cwd: REPO_ROOT });
+  const child = spawn(cmd, args, { stdio: [stdin, 'pipe', 'pipe'], cwd: REPO_ROOT });
   track(child);
   let logs = '';
   child.stdout?.on('data', (c: Buffer) => (logs += c.toString('utf8')));
@@ -153,4 +163,47 @@ export function startVhostTsBlk(opts: BlkBackendOptions): Promise<Backend> {
 /** Starts the named blk backend. */
 export function startBlkBackend(kind: BlkBackendKind, opts: BlkBackendOptions): Promise<Backend> {
   return kind === 'qemu-storage-daemon' ? startQemuStorageDaemon(opts) : startVhostTsBlk(opts);
+}
+
+/** Options of {@link startTestpmd}. */
+export interface TestpmdOptions {
+  /** Unix socket the vhost PMD listens on. */
+  readonly socket: string;
+  /** Queue pairs offered (default 1). */
+  readonly queuePairs?: number;
+  /** testpmd forwarding mode (default `icmpecho`: answers ARP and ICMP echo requests). */
+  readonly forwardMode?: string;
+  readonly startTimeoutMs?: number;
+}
+
+/**
+ * Starts DPDK testpmd as a vhost-user-net backend (vhost PMD in server mode) — the reference
+ * peer for net e2e tests. No hugepages (`--no-huge`: the vhost PMD copies into its own mbufs,
+ * guest memory comes from QEMU's fds) and no PCI; a per-process `--file-prefix` keeps parallel
+ * instances apart. Non-interactive testpmd exits on a byte (or EOF) on stdin, so stdin is a
+ * pipe held open until stop().
+ */
+export function startTestpmd(opts: TestpmdOptions): Promise<Backend> {
+  const testpmd = detectEnv().testpmd;
+  if (testpmd === null) return Promise.reject(new BackendError('NOT_FOUND', 'dpdk-testpmd not found', ''));
+  const qp = opts.queuePairs ?? 1;
+  const prefix = `vte2e${process.pid}x${Date.now() % 100000}`;
+  const args = [
+    '-l', '0-1', '--no-huge', '-m', '256', '--no-pci', '--no-shconf', '--no-telemetry',
+    '--file-prefix', prefix,
+    '--vdev', `net_vhost0,iface=${opts.socket},queues=${qp}`,
+    '--',
+    `--forward-mode=${opts.forwardMode ?? 'icmpecho'}`, '--auto-start', '--stats-period', '0',
+    '--nb-cores=1', `--rxq=${qp}`, `--txq=${qp}`, '--total-num-mbufs=4096',
+  ];
+  // EAL still creates a runtime directory per prefix; remove it with the process.
+  const runtimeDirs = [join('/var/run/dpdk', prefix), join(process.env.XDG_RUNTIME_DIR ?? tmpdir(), 'dpdk', prefix)];
+  const removeRuntime = (): void => runtimeDirs.forEach((d) => rmSync(d, { recursive: true, force: true }));
+  return launch('testpmd', testpmd, args, opts.socket, opts.startTimeoutMs ?? 15_000, 'pipe').then(
+    (b) => ({ ...b, stop: () => b.stop().then(removeRuntime) }),
+    (err: unknown) => {
+      removeRuntime();
+      throw err;
+    },
+  );
 }

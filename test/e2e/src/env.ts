@@ -26,10 +26,12 @@ export interface E2eEnv {
   readonly kernel: KernelInfo | null;
   /** cpio(1); only the harness's own format check uses it (the initramfs is written in TS). */
   readonly cpio: string | null;
+  /** DPDK's testpmd, the reference vhost-user-net peer (vhost PMD). */
+  readonly testpmd: string | null;
 }
 
 /** Names of the prerequisites a test can ask for. */
-export type Prerequisite = 'qemu' | 'qemuStorageDaemon' | 'busybox' | 'kernel' | 'cpio';
+export type Prerequisite = 'qemu' | 'qemuStorageDaemon' | 'busybox' | 'kernel' | 'cpio' | 'testpmd';
 
 const HINTS: Record<Prerequisite, string> = {
   qemu: 'qemu-system-x86_64 not found (apt-get install qemu-system-x86)',
@@ -37,6 +39,7 @@ const HINTS: Record<Prerequisite, string> = {
   busybox: 'static busybox not found (apt-get install busybox-static)',
   kernel: 'no /boot/vmlinuz-<ver> with /lib/modules/<ver>/modules.dep (apt-get install linux-image-amd64)',
   cpio: 'cpio(1) not found (apt-get install cpio)',
+  testpmd: 'dpdk-testpmd not found (apt-get install dpdk)',
 };
 
 /** Finds an executable on PATH (plus the sbin directories a non-root PATH may lack). */
@@ -118,6 +121,7 @@ export function detectEnv(): E2eEnv {
     busybox: findBusybox(),
     kernel: findKernel(),
     cpio: which('cpio'),
+    testpmd: which('dpdk-testpmd'),
   };
   return cached;
 }

@@ -1,0 +1,302 @@
+/**
+ * SplitQueueDevice — the device side of a split virtqueue (virtio 1.2 §2.7).
+ *
+ * Typical handler loop (correct with and without EVENT_IDX):
+ * ```ts
+ * for (;;) {
+ *   let r;
+ *   while ((r = q.pop(chain)) === 1) { handle(chain); q.pushUsed(chain.head, written); }
+ *   if (r < 0) { ctx.broken(q.error!.message); break; }
+ *   q.publishUsed();
+ *   if (q.shouldNotify()) ctx.notify();
+ *   if (!q.enableNotify()) break;   // true = more arrived while re-enabling: go again
+ * }
+ * ```
+ * Guest-shared indices are read and written only with `Atomics` (seq-cst), everything else
+ * through the views validated once by SplitRingViews.
+ * @module
+ */
+import { VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_USED_F_NO_NOTIFY } from './constants.js';
+import { ChainWalker } from './chain-walker.js';
+import type { DescriptorChain } from './descriptor-chain.js';
+import { ChainError, QueueError } from './errors.js';
+import { vringNeedEvent } from './event-idx.js';
+import { FAULT_AVAIL_IDX_JUMP, FAULT_HEAD_OUT_OF_RANGE, isMemoryFault } from './faults.js';
+import type { GuestMemory } from './guest-memory.js';
+import { AVAIL_FLAGS, AVAIL_IDX, AVAIL_RING, SplitRingViews, USED_FLAGS, USED_IDX, type SplitQueueLayout } from './ring-views.js';
+
+/** Options of the device side. */
+export interface SplitQueueDeviceOptions {
+  /** VIRTIO_RING_F_EVENT_IDX negotiated. */
+  eventIdx: boolean;
+  /** VIRTIO_RING_F_INDIRECT_DESC negotiated. */
+  indirect: boolean;
+  /** Most segments per chain (a longer chain is a `too-many-segments` fault). */
+  maxSegments?: number;
+  /** Most entries per indirect table (default: the queue size). */
+  maxIndirect?: number;
+  /** Initial next-available index (SET_VRING_BASE); default 0. */
+  nextAvail?: number;
+}
+
+/** The device side of one split virtqueue. */
+export class SplitQueueDevice {
+  readonly memory: GuestMemory;
+  readonly layout: SplitQueueLayout;
+  readonly size: number;
+  readonly eventIdx: boolean;
+  readonly indirect: boolean;
+  /** Memory generation the views were built for. */
+  readonly generation: number;
+  /** True once a guest fault was seen; every later pop returns `fault`. */
+  isBroken: boolean;
+  /** The fault that broke the queue (FAULT_*), or 0. */
+  fault: number;
+  /** Head index involved in the fault, or -1. */
+  faultHead: number;
+  /** Chains popped since construction. */
+  popped: number;
+  /** Whether the device currently asks for kicks. */
+  notifyEnabled: boolean;
+
+  private readonly views: SplitRingViews;
+  private readonly walker: ChainWalker;
+  private readonly mask: number;
+  private readonly avail: Uint16Array;
+  private readonly used16: Uint16Array;
+  private readonly used32: Uint32Array;
+  private readonly usedEventIndex: number;
+  private readonly availEventIndex: number;
+  private readonly usedGpa: number;
+  /** Next avail ring entry to consume (16-bit, wraps). */
+  private nextAvailIdx: number;
+  /** avail.idx as last read; entries in [nextAvailIdx, availShadow) are known published. */
+  private availShadow: number;
+  /** used.idx the next pushUsed writes at. */
+  private usedShadow: number;
+  /** used.idx as last stored in the ring. */
+  private usedPublished: number;
+  /** used.idx at the last notification decision (EVENT_IDX "old"). */
+  private signalledUsed: number;
+  private signalledValid: boolean;
+
+  /** @throws QueueError when the layout is invalid (see SplitRingViews). */
+  constructor(memory: GuestMemory, layout: SplitQueueLayout, opts: SplitQueueDeviceOptions) {
+    const views = new SplitRingViews(memory, layout, opts.eventIdx);
+    this.memory = memory;
+    this.layout = { ...layout };
+    this.size = views.size;
+    this.eventIdx = opts.eventIdx;
+    this.indirect = opts.indirect;
+    this.generation = memory.generation;
+    this.isBroken = false;
+    this.fault = 0;
+    this.faultHead = -1;
+    this.popped = 0;
+    this.notifyEnabled = true;
+    this.views = views;
+    this.walker = new ChainWalker(memory, views.desc, views.size, {
+      indirect: opts.indirect, maxIndirect: opts.maxIndirect, maxSegments: opts.maxSegments,
+    });
+    this.mask = views.mask;
+    this.avail = views.avail;
+    this.used16 = views.used16;
+    this.used32 = views.used32;
+    this.usedEventIndex = views.usedEventIndex;
+    this.availEventIndex = views.availEventIndex;
+    this.usedGpa = layout.usedGpa;
+    const start = (opts.nextAvail ?? 0) & 0xffff;
+    this.nextAvailIdx = start;
+    this.availShadow = start;
+    // Resume from whatever the ring says was already used (as libvhost-user does at
+    // SET_VRING_ADDR); setUsedIdx() overrides it for inflight recovery.
+    const used = Atomics.load(this.used16, USED_IDX);
+    this.usedShadow = used;
+    this.usedPublished = used;
+    this.signalledUsed = used;
+    this.signalledValid = false;
+  }
+
+  /** Next available-ring index the device will consume (GET/SET_VRING_BASE). */
+  get nextAvail(): number {
+    return this.nextAvailIdx;
+  }
+
+  set nextAvail(value: number) {
+    this.nextAvailIdx = value & 0xffff;
+    this.availShadow = this.nextAvailIdx; // forces a fresh, checked read of avail.idx
+    this.signalledValid = false;
+  }
+
+  /** used.idx the device will write next (pushed, maybe not yet published). */
+  get usedIdx(): number {
+    return this.usedShadow;
+  }
+
+  /** Published used.idx (the value stored in the ring). */
+  get publishedUsedIdx(): number {
+    return this.usedPublished;
+  }
+
+  /** Sets the used index (inflight recovery) without writing the ring. */
+  setUsedIdx(value: number): void {
+    this.usedShadow = value & 0xffff;
+    this.usedPublished = this.usedShadow;
+    this.signalledValid = false;
+  }
+
+  /** Re-reads used.idx from the ring into the device's shadow (restart). */
+  syncUsedIdxFromRing(): number {
+    this.setUsedIdx(Atomics.load(this.used16, USED_IDX));
+    return this.usedShadow;
+  }
+
+  /** Entries published by the driver and not yet popped (reads avail.idx; no fault check). */
+  availableCount(): number {
+    return (Atomics.load(this.avail, AVAIL_IDX) - this.nextAvailIdx) & 0xffff;
+  }
+
+  /**
+   * Pops the next available chain into `chain`.
+   * @returns 1 when a chain was popped, 0 when the ring is empty, or a FAULT_* (< 0); after a
+   *   fault the queue is broken and every call returns the same fault.
+   */
+  pop(chain: DescriptorChain): number {
+    if (this.isBroken) return this.fault;
+    const next = this.nextAvailIdx;
+    if (next === this.availShadow) {
+      // One Atomics load of avail.idx per batch, not per chain.
+      const r = this.refreshAvail(next);
+      if (r <= 0) return r;
+    }
+    // The seq-cst load of avail.idx above orders these plain reads after it (virtio 1.2 §2.7.13.3
+    // has the driver write the ring entry before the index).
+    const head = this.avail[AVAIL_RING + (next & this.mask)];
+    this.nextAvailIdx = (next + 1) & 0xffff;
+    if (head >= this.size) return this.breakQueue(FAULT_HEAD_OUT_OF_RANGE, head);
+    const r = this.walker.walk(head, chain);
+    if (r !== 0) return this.breakQueue(r, head);
+    this.popped++;
+    return 1;
+  }
+
+  /** Reads avail.idx and checks it; 1 = entries available, 0 = empty, < 0 = fault. */
+  private refreshAvail(next: number): number {
+    let idx = Atomics.load(this.avail, AVAIL_IDX);
+    if (idx === next) {
+      if (!(this.eventIdx && this.notifyEnabled)) return 0;
+      // EVENT_IDX (virtio 1.2 §2.7.10): ask for a kick when the driver adds entry `idx`, then
+      // re-check so an entry added meanwhile is not missed (store → load, both seq-cst).
+      this.writeAvailEvent(idx);
+      idx = Atomics.load(this.avail, AVAIL_IDX);
+      if (idx === next) return 0;
+    }
+    // The driver may have at most `size` entries outstanding; anything else is a corrupt or
+    // hostile index (a backwards move shows up as a huge forward distance).
+    if (((idx - next) & 0xffff) > this.size) return this.breakQueue(FAULT_AVAIL_IDX_JUMP, -1);
+    this.availShadow = idx;
+    return 1;
+  }
+
+  private writeAvailEvent(value: number): void {
+    Atomics.store(this.used16, this.availEventIndex, value);
+    if (this.memory.dirtyLog !== null) this.memory.markDirty(this.usedGpa + this.availEventIndex * 2, 2);
+  }
+
+  private breakQueue(fault: number, head: number): number {
+    this.isBroken = true;
+    this.fault = fault;
+    this.faultHead = head;
+    return fault;
+  }
+
+  /** The typed error for the fault that broke the queue, or null. */
+  get error(): ChainError | QueueError | null {
+    if (!this.isBroken) return null;
+    if (this.fault === FAULT_AVAIL_IDX_JUMP) return new QueueError(this.fault);
+    return new ChainError(this.fault, this.faultHead);
+  }
+
+  /** True if the fault that broke the queue was a memory translation failure. */
+  get faultIsMemory(): boolean {
+    return this.isBroken && isMemoryFault(this.fault);
+  }
+
+  /**
+   * Writes a used element {head, len} (not visible to the driver until `publishUsed`).
+   * virtio 1.2 §2.7.8.2: `len` is the number of bytes written into the writable buffers.
+   * @throws RangeError if `head` is not a descriptor index (a device bug, not a guest fault).
+   */
+  pushUsed(head: number, len: number): void {
+    if (!(head >= 0 && head < this.size)) throw new RangeError(`pushUsed: head ${head} out of range`);
+    const i = this.usedShadow & this.mask;
+    const w = 1 + (i << 1);
+    this.used32[w] = head;
+    this.used32[w + 1] = len;
+    if (this.memory.dirtyLog !== null) this.memory.markDirty(this.usedGpa + 4 + i * 8, 8);
+    this.usedShadow = (this.usedShadow + 1) & 0xffff;
+  }
+
+  /**
+   * Makes every pushed element visible: one seq-cst store of used.idx, after the elements
+   * (virtio 1.2 §2.7.8.2: the device MUST set len prior to updating the used idx).
+   */
+  publishUsed(): void {
+    if (this.usedShadow === this.usedPublished) return;
+    Atomics.store(this.used16, USED_IDX, this.usedShadow);
+    this.usedPublished = this.usedShadow;
+    if (this.memory.dirtyLog !== null) this.memory.markDirty(this.usedGpa + 2, 2);
+  }
+
+  /**
+   * Whether to signal the driver now for what was published since the last call.
+   * EVENT_IDX: vring_need_event(used_event, new, old) (virtio 1.2 §2.7.7.2); otherwise the
+   * driver's VIRTQ_AVAIL_F_NO_INTERRUPT flag, and never when nothing new was published.
+   */
+  shouldNotify(): boolean {
+    const newIdx = this.usedPublished;
+    const old = this.signalledUsed;
+    const valid = this.signalledValid;
+    this.signalledUsed = newIdx;
+    this.signalledValid = true;
+    if (this.eventIdx) {
+      // §2.7.7.2: with EVENT_IDX the device MUST ignore avail.flags and use used_event.
+      if (!valid) return true;
+      return vringNeedEvent(Atomics.load(this.avail, this.usedEventIndex), newIdx, old);
+    }
+    if (valid && newIdx === old) return false;
+    return (Atomics.load(this.avail, AVAIL_FLAGS) & VIRTQ_AVAIL_F_NO_INTERRUPT) === 0;
+  }
+
+  /**
+   * Asks the driver for kicks again (clears VIRTQ_USED_F_NO_NOTIFY, or sets avail_event to the
+   * current avail.idx with EVENT_IDX).
+   * @returns true when entries are already waiting — the caller must pop again, since the
+   *   driver may have skipped its kick for them.
+   */
+  enableNotify(): boolean {
+    this.notifyEnabled = true;
+    if (this.eventIdx) {
+      this.writeAvailEvent(Atomics.load(this.avail, AVAIL_IDX));
+    } else {
+      Atomics.store(this.used16, USED_FLAGS, 0);
+      if (this.memory.dirtyLog !== null) this.memory.markDirty(this.usedGpa, 2);
+    }
+    return Atomics.load(this.avail, AVAIL_IDX) !== this.nextAvailIdx;
+  }
+
+  /** Asks the driver not to kick (a hint: drivers may still kick). */
+  disableNotify(): void {
+    this.notifyEnabled = false;
+    if (!this.eventIdx) {
+      Atomics.store(this.used16, USED_FLAGS, VIRTQ_USED_F_NO_NOTIFY);
+      if (this.memory.dirtyLog !== null) this.memory.markDirty(this.usedGpa, 2);
+    }
+    // With EVENT_IDX avail_event is simply left behind: the driver stops kicking once past it.
+  }
+
+  /** The ring views (for tests and tools). */
+  get ringViews(): SplitRingViews {
+    return this.views;
+  }
+}

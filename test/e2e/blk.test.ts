@@ -14,7 +14,7 @@
 import t from 'tap';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { findVhostTsBlkCli, makeWorkDir, startBlkBackend, type Backend, type BlkBackendKind } from './src/backends.js';
+import { abortOnExit, findVhostTsBlkCli, makeWorkDir, startBlkBackend, type Backend, type BlkBackendKind } from './src/backends.js';
 import { defaultPlan, expectedImage, firstDifference, patternBytes, patternScript, sha256, SRC_SIZE, type DiscardRange } from './src/blk-checks.js';
 import { detectEnv, e2eTest, type Prerequisite } from './src/env.js';
 import { buildInitramfs } from './src/initramfs.js';
@@ -129,6 +129,7 @@ for (const kind of selectedBackends()) {
         smp: 2,
         blkDisks: [{ socket: rw.socket, numQueues: NUM_QUEUES }, { socket: ro.socket, numQueues: 1 }],
         rawDisks: [{ path: srcImage }],
+        signal: abortOnExit(backends),
       }).catch((err: unknown) => {
         for (const b of backends) t.comment(`${b.kind} ${b.socket} logs:\n${b.logs().slice(-3000)}`);
         throw err;

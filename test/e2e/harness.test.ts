@@ -8,7 +8,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
-import { makeWorkDir, startQemuStorageDaemon } from './src/backends.js';
+import { abortOnExit, makeWorkDir, startQemuStorageDaemon } from './src/backends.js';
 import { defaultPlan, expectedImage, firstDifference, patternBytes, patternScript, sha256, SRC_SIZE } from './src/blk-checks.js';
 import { buildNewcCpio } from './src/cpio.js';
 import { detectEnv, e2eTest, verdict, type E2eEnv } from './src/env.js';
@@ -99,6 +99,25 @@ t.test('a guest that does not finish is killed at the timeout', async (t) => {
   });
 });
 
+t.test('a backend that dies aborts the guest run at once', async (t) => {
+  await e2eTest(t, 'abort', { needs: ['qemu', 'qemuStorageDaemon', 'kernel', 'busybox'] }, async (t) => {
+    const work = makeWorkDir();
+    t.teardown(work.cleanup);
+    const image = join(work.dir, 'disk.img');
+    writeFileSync(image, Buffer.alloc(1024 * 1024));
+    const backend = await startQemuStorageDaemon({ image, socket: join(work.dir, 'blk.sock') });
+    t.teardown(() => backend.stop());
+    const initrd = buildInitramfs({ kernel: env.kernel!, busybox: env.busybox!, script: 'sleep 1000\n' });
+    setTimeout(() => backend.process.kill('SIGKILL'), 1500);
+    const started = Date.now();
+    const err = await runGuest({ kernel: env.kernel!, initrd, blkDisks: [{ socket: backend.socket }], signal: abortOnExit([backend]) }).catch((e: unknown) => e);
+    t.type(err, GuestError);
+    t.equal((err as GuestError).code, 'ABORTED');
+    t.match((err as GuestError).message, /qemu-storage-daemon backend on .* exited \(code null, signal SIGKILL\)/);
+    t.ok(Date.now() - started < 8000, `aborted after ${Date.now() - started} ms, long before the 90 s timeout`);
+  });
+});
+
 t.test('guest on qemu-storage-daemon: size, O_DIRECT pattern writes, host image check', async (t) => {
   await e2eTest(t, 'qsd guest', { needs: ['qemu', 'qemuStorageDaemon', 'kernel', 'busybox'] }, async (t) => {
     const work = makeWorkDir();
@@ -124,7 +143,7 @@ t.test('guest on qemu-storage-daemon: size, O_DIRECT pattern writes, host image 
     const backend = await startQemuStorageDaemon({ image, socket: join(work.dir, 'blk.sock') });
     t.teardown(() => backend.stop());
 
-    const r = await runGuest({ kernel: env.kernel!, initrd, blkDisks: [{ socket: backend.socket }], rawDisks: [{ path: srcPath }] });
+    const r = await runGuest({ kernel: env.kernel!, initrd, blkDisks: [{ socket: backend.socket }], rawDisks: [{ path: srcPath }], signal: abortOnExit([backend]) });
     t.comment(`guest ran ${r.durationMs} ms`);
     t.same(r.insmodFailures, [], 'all modules loaded');
     t.equal(r.rc, 0, 'script exit status', { output: r.output });

@@ -6,7 +6,7 @@
  */
 import t from 'tap';
 import { join } from 'node:path';
-import { makeWorkDir, startTestpmd } from './src/backends.js';
+import { abortOnExit, makeWorkDir, startTestpmd } from './src/backends.js';
 import { detectEnv, e2eTest } from './src/env.js';
 import { buildInitramfs, NET_MODULES } from './src/initramfs.js';
 import { parseKeyValues, runGuest } from './src/qemu.js';
@@ -34,7 +34,7 @@ t.test('guest on testpmd (vhost PMD, icmpecho): link, MAC, ping', (t) =>
     const initrd = buildInitramfs({ kernel: env.kernel!, busybox: env.busybox!, modules: NET_MODULES, script });
     const backend = await startTestpmd({ socket: join(work.dir, 'net.sock') });
     t.teardown(() => backend.stop());
-    const r = await runGuest({ kernel: env.kernel!, initrd, netDevs: [{ socket: backend.socket, mac: MAC }] });
+    const r = await runGuest({ kernel: env.kernel!, initrd, netDevs: [{ socket: backend.socket, mac: MAC }], signal: abortOnExit([backend]) });
     t.comment(`guest ran ${r.durationMs} ms`);
     t.same(r.insmodFailures, [], 'all modules loaded');
     t.equal(r.rc, 0, 'guest script completed', { output: r.output, backend: backend.logs().slice(-2000) });

@@ -207,3 +207,21 @@ export function startTestpmd(opts: TestpmdOptions): Promise<Backend> {
     },
   );
 }
+
+/**
+ * An AbortSignal that fires when any of `backends` exits (reason: which one, with its exit
+ * status and the end of its logs). Pass it to `runGuest({ signal })`.
+ */
+export function abortOnExit(backends: readonly Backend[]): AbortSignal {
+  const controller = new AbortController();
+  for (const b of backends) {
+    const fire = (): void => {
+      if (controller.signal.aborted) return;
+      const p = b.process;
+      controller.abort(new Error(`${b.kind} backend on ${b.socket} exited (code ${p.exitCode}, signal ${p.signalCode}):\n${b.logs().slice(-2000)}`));
+    };
+    if (b.exited()) fire();
+    else b.process.once('exit', fire);
+  }
+  return controller.signal;
+}

@@ -51,6 +51,12 @@ export interface GuestOptions {
   readonly extraArgs?: readonly string[];
   /** QEMU binary (default: the detected qemu-system-x86_64). */
   readonly qemu?: string;
+  /**
+   * Aborts the run (QEMU is killed, {@link GuestError} `ABORTED`) unless the result is already
+   * in — e.g. {@link abortOnExit} of the backends, so a crashed backend fails the test at once
+   * instead of leaving the guest hanging until the timeout.
+   */
+  readonly signal?: AbortSignal;
 }
 
 /** What the guest run produced. */
@@ -72,7 +78,7 @@ export interface GuestResult {
 export class GuestError extends Error {
   override readonly name = 'GuestError';
   constructor(
-    readonly code: 'TIMEOUT' | 'NO_RESULT' | 'SPAWN_FAILED' | 'NO_QEMU',
+    readonly code: 'TIMEOUT' | 'NO_RESULT' | 'SPAWN_FAILED' | 'NO_QEMU' | 'ABORTED',
     message: string,
     readonly consoleTail: string,
   ) {
@@ -196,16 +202,28 @@ export async function runGuest(opts: GuestOptions): Promise<GuestResult> {
     child.once('error', (err) => {
       spawnError = err;
     });
+    let abortReason: string | null = null;
+    const onAbort = (): void => {
+      if (result !== null || hasExited(child)) return;
+      const r: unknown = opts.signal?.reason;
+      abortReason = r instanceof Error ? r.message : String(r ?? 'aborted');
+      child.kill('SIGKILL');
+    };
+    if (opts.signal?.aborted === true) onAbort();
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
     child.once('close', (code, signal) => {
       clearTimeout(timer);
       clearInterval(poll);
       if (graceTimer !== null) clearTimeout(graceTimer);
+      opts.signal?.removeEventListener('abort', onAbort);
       const durationMs = Date.now() - started;
       result ??= parseConsole(consoleText);
       if (result !== null) {
         resolve({ ...result, console: consoleText.replace(/\r/g, ''), durationMs, argv: [qemu, ...argv] });
       } else if (spawnError !== null) {
         reject(new GuestError('SPAWN_FAILED', `cannot start ${qemu}: ${(spawnError as Error).message}`, tail()));
+      } else if (abortReason !== null) {
+        reject(new GuestError('ABORTED', `guest run aborted: ${abortReason}`, tail()));
       } else if (timedOut) {
         reject(new GuestError('TIMEOUT', `guest did not finish within ${timeoutMs} ms (killed)`, tail()));
       } else {

@@ -83,8 +83,8 @@ async function launch(
   const child = spawn(cmd, args, { stdio: [stdin, 'pipe', 'pipe'], cwd: REPO_ROOT });
   track(child);
   let logs = '';
-  child.stdout?.on('data', (c: Buffer) => (logs += c.toString('utf8')));
-  child.stderr?.on('data', (c: Buffer) => (logs += c.toString('utf8')));
+  child.stdout?.setEncoding('utf8').on('data', (c: string) => (logs += c));
+  child.stderr?.setEncoding('utf8').on('data', (c: string) => (logs += c));
   let spawnError: Error | null = null;
   child.once('error', (e) => (spawnError = e));
   const backend: Backend = {

@@ -175,12 +175,13 @@ export async function runGuest(opts: GuestOptions): Promise<GuestResult> {
   track(child);
   let consoleText = '';
   let result: ReturnType<typeof parseConsole> = null;
-  const onData = (chunk: Buffer): void => {
-    consoleText += chunk.toString('utf8');
+  const onData = (chunk: string): void => {
+    consoleText += chunk;
     if (result === null && consoleText.includes(MARKER_RESULT)) result = parseConsole(consoleText);
   };
-  child.stdout.on('data', onData);
-  child.stderr.on('data', onData);
+  // setEncoding keeps multi-byte characters split across chunks intact.
+  child.stdout.setEncoding('utf8').on('data', onData);
+  child.stderr.setEncoding('utf8').on('data', onData);
 
   const tail = (): string => consoleText.replace(/\r/g, '').slice(-TAIL_CHARS);
   return new Promise<GuestResult>((resolve, reject) => {

@@ -474,7 +474,11 @@ class IoUring : public Napi::ObjectWrap<IoUring> {
       __kernel_timespec ts{0, 50 * 1000 * 1000};
       io_uring_getevents_arg arg{};
       arg.ts = reinterpret_cast<uintptr_t>(&ts);
-      SysEnter(ringFd_, 0, 1, IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG, &arg, sizeof arg);
+      if (SysEnter(ringFd_, 0, 1, IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG, &arg, sizeof arg) < 0 &&
+          errno == EINVAL) {
+        timespec nap{0, 1000 * 1000};  // kernel < 5.11 has no EXT_ARG timeout: poll instead of spinning
+        nanosleep(&nap, nullptr);
+      }
     }
   }
 

@@ -1,9 +1,11 @@
 import { closeSync, openSync, readFileSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import t from 'tap';
 import {
   close, eventfdRead, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, FdWatcher, ftruncate,
-  IORING_OP, IoUring, memfdCreate, mmap, munmap, OP_STRIDE, openFile, READABLE,
+  IORING_OP, IoUring, memfdCreate, mmap, munmap, OP_STRIDE, openFile, READABLE, sendMsg, socketpair,
 } from '../src/index.js';
 import { tempDir, throwsSys } from './helpers.js';
 
@@ -286,4 +288,48 @@ t.test('lifecycle and constructor errors', async (t) => {
   r2.close();
   t.equal(r2.inflight, 0, 'nothing left in flight after close');
   close(file);
+});
+
+t.test('buffers stay alive while requests are in flight; close() cancels pending ones', async (t) => {
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  const [a, b] = socketpair();
+  const ring = new IoUring(4);
+  let collected = false;
+  const registry = new FinalizationRegistry(() => {
+    collected = true;
+  });
+  (() => {
+    const buf = new ArrayBuffer(1 << 16);
+    registry.register(buf, 'buf');
+    ring.setBuffer(0, buf);
+  })();
+  const ops = new Float64Array(OP_STRIDE);
+  op(ops, 0, [IORING_OP.READ, b, 0, 77, 0, 1, 0, 0]); // waits: nothing written to the socket yet
+  t.equal(ring.submit(ops, 1, new Float64Array([0, 0, 100])), 1);
+  ring.setBuffer(0, null); // the kernel still holds the address
+  for (let i = 0; i < 3; i++) {
+    gc();
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  t.notOk(collected, 'cleared buffer is not collected while its read is in flight');
+  sendMsg(a, new Uint8Array([1, 2, 3]));
+  const res = await completions(ring, 1);
+  t.equal(res.get(77), 3, 'read completed');
+  for (let i = 0; i < 5 && !collected; i++) {
+    gc();
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  t.ok(collected, 'released once the ring is idle');
+
+  // close() with a read that would never complete: cancelled, not a 2 s wait
+  ring.setBuffer(1, new ArrayBuffer(64));
+  op(ops, 0, [IORING_OP.READ, b, 0, 78, 0, 1, 0, 0]);
+  ring.submit(ops, 1, new Float64Array([1, 0, 64]));
+  const start = Date.now();
+  ring.close();
+  t.ok(Date.now() - start < 1000, `close() returned after ${Date.now() - start} ms`);
+  t.equal(ring.inflight, 0);
+  close(a);
+  close(b);
 });

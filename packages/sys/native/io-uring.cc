@@ -416,9 +416,11 @@ class IoUring : public Napi::ObjectWrap<IoUring> {
       return ThrowArg(env, "io_uring_reap", "out must be a Float64Array of length >= 2");
     const size_t max = outLen / 2;
     size_t got = 0;
-    for (int round = 0; round < 2; round++) {
+    bool flushed = false;
+    for (;;) {
       unsigned head = *cqHead_;  // only we write it
       const unsigned tail = LoadAcquire(cqTail_);
+      const size_t before = got;
       while (head != tail && got < max) {
         const io_uring_cqe* c = &cqes_[head & cqMask_];
         out[2 * got] = static_cast<double>(c->user_data);
@@ -428,9 +430,14 @@ class IoUring : public Napi::ObjectWrap<IoUring> {
       }
       StoreRelease(cqHead_, head);
       // With IORING_FEAT_NODROP, completions that found the CQ full wait in
-      // a kernel backlog; entering with GETEVENTS moves them into the ring.
+      // a kernel backlog; entering with GETEVENTS moves as many as fit into
+      // the ring. Repeat while there is room in `out` and progress is made.
       if (got == max || (LoadAcquire(sqFlags_) & IORING_SQ_CQ_OVERFLOW) == 0) break;
-      SysEnter(ringFd_, 0, 0, IORING_ENTER_GETEVENTS);
+      if (flushed && got == before) break;  // the last flush moved nothing: do not spin
+      flushed = true;
+      int r;
+      do r = SysEnter(ringFd_, 0, 0, IORING_ENTER_GETEVENTS); while (r < 0 && errno == EINTR);
+      if (r < 0) break;
     }
     inflight_ = got < inflight_ ? inflight_ - got : 0;
     if (inflight_ == 0 && !retired_.empty()) ReleaseRetired();

@@ -1,0 +1,263 @@
+/**
+ * The RX side of one queue pair: writes frames into the guest's receive chains.
+ *
+ * With VIRTIO_NET_F_MRG_RXBUF a frame may be spread over several chains and `num_buffers` in
+ * the first header says how many (virtio 1.2 §5.1.6.4); without it a frame must fit one chain.
+ * When the guest has posted no buffers, frames wait in a bounded hold ring (then are dropped
+ * and counted), the queue asks for a kick, and the next kick retries — nothing spins.
+ * @module
+ */
+import { DescriptorChain, type SplitQueueDevice } from '@vhost-ts/virtqueue';
+import type { QueueContext, QueueHandler } from '@vhost-ts/vhost-user';
+import { VIRTIO_NET_HDR_V1_SIZE } from './constants.js';
+import { copyToChain, WritablePrefix } from './chain-copy.js';
+import { FrameRing, type FrameBatch } from './frame-batch.js';
+import { HDR_NUM_BUFFERS } from './net-header.js';
+import type { PortCounters } from './port-counters.js';
+import type { RxFilter } from './rx-filter.js';
+
+/** writeFrame results. */
+const WROTE = 0;
+const NO_BUFFERS = 1;
+const DROPPED = 2;
+const BROKEN = 3;
+
+/** Settings shared by the RX queues of a device (decided at SET_FEATURES). */
+export interface RxSettings {
+  /** Header size in the guest's buffers: 12 (VERSION_1 or MRG_RXBUF) or 10 (legacy). */
+  hdrLen: number;
+  /** VIRTIO_NET_F_MRG_RXBUF negotiated. */
+  mergeable: boolean;
+  /** Clear checksum/GSO fields before delivery (the path negotiated no guest offloads). */
+  clearHeader: boolean;
+}
+
+/** Per-RX-queue worker, also the {@link QueueHandler} the vhost-user back-end drives. */
+export class RxQueue implements QueueHandler {
+  readonly pair: number;
+  private readonly queue: SplitQueueDevice;
+  private readonly ctx: QueueContext;
+  private readonly chain: DescriptorChain;
+  private readonly hold: FrameRing;
+  private readonly prefix = new WritablePrefix();
+  private readonly scratch = new Uint8Array(VIRTIO_NET_HDR_V1_SIZE);
+  private running = true;
+  /** True while frames wait for buffers and a kick was requested. */
+  waiting = false;
+
+  constructor(
+    pair: number, ctx: QueueContext, private readonly settings: RxSettings,
+    private readonly counters: PortCounters, private readonly filter: RxFilter,
+    holdCapacity: number, slotSize: number, private readonly onSpace: (pair: number) => void,
+  ) {
+    this.pair = pair;
+    this.ctx = ctx;
+    this.queue = ctx.queue;
+    this.chain = new DescriptorChain(Math.min(ctx.queue.size, 1024));
+    this.hold = new FrameRing(holdCapacity, slotSize);
+    // RX buffers are consumed when frames arrive, not on kicks: only ask for kicks while waiting.
+    this.queue.disableNotify();
+  }
+
+  get isRunning(): boolean {
+    return this.running && !this.queue.isBroken;
+  }
+
+  /** Frames waiting for guest buffers. */
+  get held(): number {
+    return this.hold.size;
+  }
+
+  /** True when frames can be written now without queueing behind held ones. */
+  get ready(): boolean {
+    return this.running && this.hold.size === 0 && !this.queue.isBroken;
+  }
+
+  /** See NetPortSink.deliver. */
+  deliver(batch: FrameBatch, indices: Uint16Array | null, count: number): void {
+    if (!this.isRunning) {
+      this.counters.rxDropped += count;
+      return;
+    }
+    let i = 0;
+    let wrote = 0;
+    // Keep order: new frames queue behind held ones.
+    if (this.hold.size > 0) wrote += this.flushHold();
+    if (this.hold.size === 0) {
+      for (; i < count; i++) {
+        const slot = indices === null ? i : indices[i];
+        const r = this.writeFrame(batch.data, slot * batch.slotSize, batch.lengths[slot]);
+        if (r === NO_BUFFERS) break;
+        if (r === BROKEN) { this.counters.rxDropped += count - i; i = count; break; }
+        if (r === WROTE) wrote++;
+      }
+    }
+    for (; i < count; i++) {
+      const slot = indices === null ? i : indices[i];
+      if (this.hold.pushFrom(batch, slot)) this.counters.rxHeld++;
+      else this.counters.rxDropped++;
+    }
+    this.finish(wrote);
+  }
+
+  /** The guest added RX buffers (kick). */
+  onKick(): void {
+    this.counters.rxKicks++;
+    if (!this.running) return;
+    const wrote = this.flushHold();
+    this.finish(wrote);
+    if (this.hold.size === 0) this.onSpace(this.pair);
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    this.counters.rxDropped += this.hold.size;
+    this.hold.clear();
+  }
+
+  /** Writes held frames while buffers last; returns frames written. */
+  private flushHold(): number {
+    let wrote = 0;
+    const hold = this.hold;
+    while (hold.size > 0) {
+      const r = this.writeFrame(hold.data, hold.frontOffset, hold.frontLength);
+      if (r === NO_BUFFERS) break;
+      if (r === BROKEN) {
+        this.counters.rxDropped += hold.size;
+        hold.clear();
+        break;
+      }
+      if (r === WROTE) wrote++;
+      hold.shift();
+    }
+    return wrote;
+  }
+
+  /** Publishes, notifies, and arms a kick if frames still wait. */
+  private finish(wrote: number): void {
+    const q = this.queue;
+    if (wrote > 0 || q.usedIdx !== q.publishedUsedIdx) {
+      q.publishUsed();
+      if (q.shouldNotify()) {
+        this.counters.notifies++;
+        this.ctx.notify();
+      } else {
+        this.counters.notifiesSuppressed++;
+      }
+    }
+    if (this.hold.size > 0 && this.isRunning) {
+      // Ask for a kick, then re-check: buffers posted between our last pop and enableNotify()
+      // come without a kick (virtio 1.2 §2.7.10 race). Each round either writes frames or ends.
+      while (q.enableNotify() && this.hold.size > 0 && !q.isBroken) {
+        const more = this.flushHold();
+        if (more === 0) break;
+        q.publishUsed();
+        if (q.shouldNotify()) { this.counters.notifies++; this.ctx.notify(); }
+      }
+      this.waiting = this.hold.size > 0;
+      if (!this.waiting) q.disableNotify();
+    } else if (this.waiting) {
+      this.waiting = false;
+      q.disableNotify();
+    }
+  }
+
+  /**
+   * Writes one frame (`len` bytes at `data[off]`: 12-byte header + Ethernet frame) into one or
+   * more RX chains. Nothing is pushed to the used ring unless the whole frame fits, so running
+   * out of buffers mid-frame just rewinds the avail index.
+   */
+  private writeFrame(data: Uint8Array, off: number, len: number): number {
+    const s = this.settings;
+    const q = this.queue;
+    const chain = this.chain;
+    const payload = len - VIRTIO_NET_HDR_V1_SIZE;
+    const hdrLen = s.hdrLen;
+    if (!this.filter.accept(data, off + VIRTIO_NET_HDR_V1_SIZE)) {
+      this.filter.filtered++;
+      return DROPPED;
+    }
+    const start = q.nextAvail;
+    let r = q.pop(chain);
+    if (r === 0) return NO_BUFFERS;
+    if (r < 0) return this.fail();
+
+    // The header: copy the internal 12-byte header, optionally cleared, num_buffers = 1.
+    const h = this.scratch;
+    if (s.clearHeader) h.fill(0);
+    else for (let k = 0; k < VIRTIO_NET_HDR_V1_SIZE; k++) h[k] = data[off + k];
+    h[HDR_NUM_BUFFERS] = 1;
+    h[HDR_NUM_BUFFERS + 1] = 0;
+
+    if (!s.mergeable) {
+      // virtio 1.2 §5.1.6.3.1: without MRG_RXBUF the whole packet goes in one chain.
+      const need = hdrLen + payload;
+      if (chain.writableBytes < need) {
+        q.pushUsed(chain.head, 0);
+        this.counters.rxTooBig++;
+        this.counters.rxDropped++;
+        return DROPPED;
+      }
+      copyToChain(chain, 0, h, 0, hdrLen);
+      copyToChain(chain, hdrLen, data, off + VIRTIO_NET_HDR_V1_SIZE, payload);
+      q.pushUsed(chain.head, need);
+      this.counters.rxFrames++;
+      this.counters.rxBytes += payload;
+      return WROTE;
+    }
+
+    // Mergeable: chain after chain until the frame is in. virtio 1.2 §5.1.6.3.1: each buffer
+    // is at least the header size; a smaller first buffer cannot take the frame.
+    if (chain.writableBytes < hdrLen) {
+      q.pushUsed(chain.head, 0);
+      this.counters.rxDropped++;
+      return DROPPED;
+    }
+    const firstHead = chain.head;
+    this.prefix.capture(chain, hdrLen);
+    copyToChain(chain, 0, h, 0, hdrLen);
+    let done = copyToChain(chain, hdrLen, data, off + VIRTIO_NET_HDR_V1_SIZE, payload);
+    const heads = this.heads;
+    const lens = this.lens;
+    heads[0] = firstHead;
+    lens[0] = hdrLen + done;
+    let n = 1;
+    while (done < payload) {
+      if (n === q.size) {
+        // Every buffer of the ring could not hold it: it never will. Drop, keep the buffers.
+        q.nextAvail = start;
+        this.counters.rxTooBig++;
+        this.counters.rxDropped++;
+        return DROPPED;
+      }
+      r = q.pop(chain);
+      if (r === 0) {
+        q.nextAvail = start;
+        return NO_BUFFERS;
+      }
+      if (r < 0) return this.fail();
+      const c = copyToChain(chain, 0, data, off + VIRTIO_NET_HDR_V1_SIZE + done, payload - done);
+      heads[n] = chain.head;
+      lens[n] = c;
+      done += c;
+      n++;
+    }
+    if (n > 1) {
+      this.prefix.writeByte(chain, HDR_NUM_BUFFERS, n & 0xff);
+      this.prefix.writeByte(chain, HDR_NUM_BUFFERS + 1, n >>> 8);
+    }
+    for (let k = 0; k < n; k++) q.pushUsed(heads[k], lens[k]);
+    this.counters.rxFrames++;
+    this.counters.rxBytes += payload;
+    return WROTE;
+  }
+
+  private readonly heads = new Uint16Array(32768);
+  private readonly lens = new Uint32Array(32768);
+
+  private fail(): number {
+    const err = this.queue.error;
+    this.ctx.broken(`rx queue ${this.ctx.index}: ${err ? err.message : 'fault'}`);
+    return BROKEN;
+  }
+}

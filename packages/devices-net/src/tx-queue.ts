@@ -1,0 +1,149 @@
+/**
+ * The TX side of one queue pair: copies frames out of the guest's transmit chains into a
+ * {@link FrameBatch} and hands the batch to the backend port.
+ *
+ * A malformed chain (shorter than a header plus an Ethernet header, longer than the largest
+ * frame, or a header using offloads that were not negotiated) is returned with length 0,
+ * counted, and never reaches the backend. TX chains are returned before the backend sees the
+ * batch (it is a copy), which keeps the guest's ring moving whatever the backend does.
+ * @module
+ */
+import { DescriptorChain, type SplitQueueDevice } from '@vhost-ts/virtqueue';
+import type { QueueContext, QueueHandler } from '@vhost-ts/vhost-user';
+import { ETH_HLEN, VIRTIO_NET_HDR_V1_SIZE } from './constants.js';
+import { copyFromChain } from './chain-copy.js';
+import { FrameBatch } from './frame-batch.js';
+import type { NetBackendPort } from './net-backend.js';
+import { checkTxHeader, clearNetHeader, TX_HDR_OK, type TxOffloadPolicy } from './net-header.js';
+import type { PortCounters } from './port-counters.js';
+
+/** Settings shared by the TX queues of a device (decided at SET_FEATURES). */
+export interface TxSettings {
+  hdrLen: number;
+  policy: TxOffloadPolicy;
+  /** Zero the header before the backend sees it (paths without offloads). */
+  clearHeader: boolean;
+}
+
+/** Batches per kick before yielding to the event loop (fairness between queues and ports). */
+const MAX_BATCHES_PER_RUN = 8;
+
+/** Per-TX-queue worker. */
+export class TxQueue implements QueueHandler {
+  readonly pair: number;
+  private readonly queue: SplitQueueDevice;
+  private readonly chain: DescriptorChain;
+  private readonly batch: FrameBatch;
+  private running = true;
+  private rescheduled = false;
+
+  constructor(
+    pair: number, private readonly ctx: QueueContext, private readonly settings: TxSettings,
+    private readonly counters: PortCounters, private readonly port: NetBackendPort,
+    batchCapacity: number, slotSize: number,
+  ) {
+    this.pair = pair;
+    this.queue = ctx.queue;
+    this.chain = new DescriptorChain(Math.min(ctx.queue.size, 1024));
+    this.batch = new FrameBatch(batchCapacity, slotSize);
+  }
+
+  onKick(): void {
+    this.counters.txKicks++;
+    this.run();
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+  }
+
+  private run(): void {
+    if (!this.running) return;
+    const q = this.queue;
+    const batch = this.batch;
+    for (let round = 0; round < MAX_BATCHES_PER_RUN; round++) {
+      q.disableNotify();
+      const r = this.fill();
+      if (r < 0) return;
+      q.publishUsed();
+      if (q.shouldNotify()) {
+        this.counters.notifies++;
+        this.ctx.notify();
+      } else {
+        this.counters.notifiesSuppressed++;
+      }
+      if (batch.count > 0) {
+        this.counters.txFrames += batch.count;
+        this.port.transmit(this.pair, batch);
+        if (!this.running) return;
+      }
+      if (r === 1) continue; // batch was full: more may be waiting
+      if (!q.enableNotify()) return;
+    }
+    // Still busy after several batches: let other queues and sockets run, then go on.
+    if (!this.rescheduled) {
+      this.rescheduled = true;
+      setImmediate(() => {
+        this.rescheduled = false;
+        this.run();
+      });
+    }
+  }
+
+  /** Pops into the batch. Returns 1 when the batch filled up, 0 when the ring ran empty, -1 when broken. */
+  private fill(): number {
+    const q = this.queue;
+    const chain = this.chain;
+    const batch = this.batch;
+    const s = this.settings;
+    const hdrLen = s.hdrLen;
+    const maxReadable = batch.slotSize - VIRTIO_NET_HDR_V1_SIZE + hdrLen;
+    batch.clear();
+    while (batch.count < batch.capacity) {
+      const r = q.pop(chain);
+      if (r === 0) return 0;
+      if (r < 0) {
+        const err = q.error;
+        this.ctx.broken(`tx queue ${this.ctx.index}: ${err ? err.message : 'fault'}`);
+        this.running = false;
+        return -1;
+      }
+      const readable = chain.readableBytes;
+      // virtio 1.2 §5.1.6.2: every TX buffer starts with the header; anything shorter than a
+      // header plus an Ethernet header, or longer than a slot, is malformed.
+      if (readable < hdrLen + ETH_HLEN || readable > maxReadable) {
+        this.drop(chain.head);
+        continue;
+      }
+      const slot = batch.count;
+      const off = slot * batch.slotSize;
+      const data = batch.data;
+      if (hdrLen === VIRTIO_NET_HDR_V1_SIZE) {
+        copyFromChain(chain, 0, data, off, readable);
+      } else {
+        copyFromChain(chain, 0, data, off, hdrLen);
+        data[off + 10] = 0;
+        data[off + 11] = 0;
+        copyFromChain(chain, hdrLen, data, off + VIRTIO_NET_HDR_V1_SIZE, readable - hdrLen);
+      }
+      const frameLen = readable - hdrLen;
+      if (checkTxHeader(data, off, frameLen, s.policy) !== TX_HDR_OK) {
+        this.drop(chain.head);
+        continue;
+      }
+      if (s.clearHeader) clearNetHeader(data, off);
+      batch.lengths[slot] = VIRTIO_NET_HDR_V1_SIZE + frameLen;
+      batch.count++;
+      this.counters.txBytes += frameLen;
+      // TX buffers are device-readable only; nothing written (virtio 1.2 §2.7.8.2: len = 0).
+      q.pushUsed(chain.head, 0);
+    }
+    return 1;
+  }
+
+  private drop(head: number): void {
+    this.counters.txMalformed++;
+    this.counters.txDropped++;
+    this.queue.pushUsed(head, 0);
+  }
+}

@@ -42,9 +42,15 @@ export type ProtocolErrorCode =
 export class ProtocolError extends Error {
   /** Stable machine-readable code. */
   readonly code: ProtocolErrorCode;
-  constructor(code: ProtocolErrorCode, message: string) {
+  /**
+   * True when the connection must be closed even if a REPLY_ACK could report the failure
+   * (e.g. vhost-user.rst asks to close on INBAND_NOTIFICATIONS without BACKEND_REQ + REPLY_ACK).
+   */
+  readonly fatal: boolean;
+  constructor(code: ProtocolErrorCode, message: string, opts: { fatal?: boolean } = {}) {
     super(message);
     this.name = 'ProtocolError';
     this.code = code;
+    this.fatal = opts.fatal ?? false;
   }
 }

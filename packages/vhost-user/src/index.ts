@@ -5,3 +5,11 @@
 export * from './constants.js';
 export * from './errors.js';
 export * from './codec/index.js';
+export * from './device.js';
+export { MessageConnection, type ConnectionHandlers, type ConnectionOptions } from './transport/message-connection.js';
+export { BackendSession, type SessionOptions, TRANSPORT_PROTOCOL_FEATURES, DEVICE_OPTIONAL_PROTOCOL_FEATURES,
+  TRANSPORT_FEATURES, UNSUPPORTED_FEATURES } from './backend/session.js';
+export { VhostUserBackend, type BackendOptions, type ConnectOptions } from './backend/backend.js';
+export { SplitInflightTracker, inflightQueueRegionSize } from './backend/inflight.js';
+export { VhostUserFrontend, FrontendQueue, type FrontendOptions, type BackendRequestRecord } from './frontend/frontend.js';
+export { FrontendMemory, DEFAULT_REGIONS, type FrontendRegionSpec, type FrontendRegion } from './frontend/frontend-memory.js';

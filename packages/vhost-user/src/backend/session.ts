@@ -1,0 +1,893 @@
+/**
+ * The back-end protocol state machine for one front-end connection: negotiation, memory
+ * table, rings, config, status, dirty log, inflight area, back-end channel.
+ *
+ * Error policy (see docs/protocol.md):
+ * - malformed messages (codec errors) close the connection;
+ * - a request that is well-formed but invalid here (bad ring index, ring size, memory
+ *   table...) is answered with a failure REPLY_ACK when the front-end asked for one and REPLY_ACK
+ *   was negotiated, and the connection continues; otherwise the connection is closed, since the
+ *   front-end would carry on with state we refused;
+ * - unknown request types are skipped (payload read, fds closed) and answered with a failure
+ *   u64 when NEED_REPLY is set.
+ * @module
+ */
+import { FdWatcher, READABLE, close, eventfdRead, eventfdWrite, fstatSize, ftruncate, memfdCreate, mmap, munmap } from '@vhost-ts/sys';
+import { GuestMemory, SplitQueueDevice, type SplitQueueLayout } from '@vhost-ts/virtqueue';
+import { decodeReply, decodeRequest, encodeMessage, encodeReply, needsReply } from '../codec/codec.js';
+import type { RawFrame } from '../codec/framer.js';
+import { NONE, u64, vringState, type Message, type Payload } from '../codec/payloads.js';
+import { frontendRequestName, protocolFeatureName } from '../codec/schema.js';
+import * as C from '../constants.js';
+import { bit } from '../constants.js';
+import type { QueueContext, VirtioDevice } from '../device.js';
+import { ProtocolError } from '../errors.js';
+import { MessageConnection } from '../transport/message-connection.js';
+import { SplitInflightTracker, inflightQueueRegionSize } from './inflight.js';
+import { mapRegion, unmapRegion, type MappedRegion } from './memory-map.js';
+import { Vring } from './vring.js';
+
+/** Protocol features the back-end always offers (vhost-user.rst recommends MQ for every back-end). */
+export const TRANSPORT_PROTOCOL_FEATURES = bit(C.VHOST_USER_PROTOCOL_F_MQ) | bit(C.VHOST_USER_PROTOCOL_F_LOG_SHMFD)
+  | bit(C.VHOST_USER_PROTOCOL_F_REPLY_ACK) | bit(C.VHOST_USER_PROTOCOL_F_BACKEND_REQ)
+  | bit(C.VHOST_USER_PROTOCOL_F_RESET_DEVICE) | bit(C.VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS)
+  | bit(C.VHOST_USER_PROTOCOL_F_STATUS);
+/** Protocol features offered only when the device asks for them in `protocolFeatures`. */
+export const DEVICE_OPTIONAL_PROTOCOL_FEATURES = bit(C.VHOST_USER_PROTOCOL_F_CONFIG)
+  | bit(C.VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD) | bit(C.VHOST_USER_PROTOCOL_F_INBAND_NOTIFICATIONS);
+/** Virtio feature bits the transport adds to the device's. */
+export const TRANSPORT_FEATURES = bit(C.VHOST_USER_F_PROTOCOL_FEATURES) | bit(C.VHOST_F_LOG_ALL);
+/** Device feature bits we never offer: packed rings and IOMMU translation are not implemented. */
+export const UNSUPPORTED_FEATURES = bit(C.VIRTIO_F_RING_PACKED) | bit(C.VIRTIO_F_ACCESS_PLATFORM);
+
+/** Options of a {@link BackendSession}. */
+export interface SessionOptions {
+  device: VirtioDevice;
+  /** Sends a message on the main socket (fds stay owned by the caller). */
+  send(bytes: Uint8Array, fds?: readonly number[]): void;
+  /** One-line log sink. */
+  log(line: string): void;
+  /** Answer to GET_MAX_MEM_SLOTS; default 32. */
+  maxMemSlots?: number;
+  /** Poll period for rings set up with the "no fd" kick flag; default 5 ms. */
+  pollIntervalMs?: number;
+  /** How long to wait for a handler's stop() before giving up (and leaking memory); default 10 s. */
+  stopTimeoutMs?: number;
+}
+
+interface MappedArea {
+  buffer: ArrayBuffer;
+  bytes: Uint8Array;
+}
+
+interface InflightArea extends MappedArea {
+  numQueues: number;
+  queueSize: number;
+  regionSize: number;
+}
+
+const MAP_ALIGN = 4096;
+const REPLIED = -1;
+
+function closeFds(fds: number[]): void {
+  while (fds.length > 0) {
+    const fd = fds.pop() as number;
+    try { close(fd); } catch { /* ignore */ }
+  }
+}
+
+function take(msg: Message): number {
+  const fd = msg.fds.shift();
+  if (fd === undefined) throw new ProtocolError('BAD_FD_COUNT', 'missing fd');
+  return fd;
+}
+
+function isPow2(n: number): boolean {
+  return n > 0 && (n & (n - 1)) === 0;
+}
+
+function mapArea(fd: number, size: number, offset: number): MappedArea {
+  const fileSize = fstatSize(fd);
+  if (size <= 0 || offset + size > fileSize) {
+    throw new ProtocolError('BAD_MEMORY', `area of ${size} bytes at ${offset} does not fit an fd of ${fileSize} bytes`);
+  }
+  const mapOff = offset - (offset % MAP_ALIGN);
+  const buffer = mmap(fd, size + (offset - mapOff), mapOff, true);
+  return { buffer, bytes: new Uint8Array(buffer, offset - mapOff, size) };
+}
+
+/** One front-end connection's protocol state. */
+export class BackendSession {
+  private readonly device: VirtioDevice;
+  private readonly opts: SessionOptions;
+  private readonly offeredFeatures: bigint;
+  private readonly offeredProtocol: bigint;
+  private readonly maxQueueSize: number;
+  private acked = 0n;
+  private deviceFeaturesSet: bigint | null = null;
+  private protocol = 0n;
+  private regions: MappedRegion[] = [];
+  /** The current memory table (null before SET_MEM_TABLE). */
+  memory: GuestMemory | null = null;
+  /** Per-queue state. */
+  rings: Vring[];
+  private logArea: MappedArea | null = null;
+  private logFd = -1;
+  private inflightArea: InflightArea | null = null;
+  private channel: MessageConnection | null = null;
+  private status = 0;
+  private deviceBroken = false;
+  private leak = false;
+  private closed = false;
+
+  constructor(opts: SessionOptions) {
+    this.opts = opts;
+    this.device = opts.device;
+    this.offeredFeatures = (this.device.features & ~UNSUPPORTED_FEATURES) | TRANSPORT_FEATURES;
+    this.offeredProtocol = TRANSPORT_PROTOCOL_FEATURES
+      | ((this.device.protocolFeatures ?? 0n) & DEVICE_OPTIONAL_PROTOCOL_FEATURES);
+    this.maxQueueSize = Math.min(this.device.maxQueueSize, C.VIRTQ_MAX_SIZE);
+    this.rings = Array.from({ length: this.device.numQueues }, (_, i) => new Vring(i));
+    this.device.onConfigChanged = () => this.sendConfigChange();
+  }
+
+  /** Features acked by SET_FEATURES. */
+  get ackedFeatures(): bigint {
+    return this.acked;
+  }
+  /** Protocol features acked by SET_PROTOCOL_FEATURES. */
+  get protocolFeatures(): bigint {
+    return this.protocol;
+  }
+  /** Virtio features offered in GET_FEATURES. */
+  get features(): bigint {
+    return this.offeredFeatures;
+  }
+  /** Protocol features offered in GET_PROTOCOL_FEATURES. */
+  get offeredProtocolFeatures(): bigint {
+    return this.offeredProtocol;
+  }
+
+  private has(feature: number): boolean {
+    return (this.acked & bit(feature)) !== 0n;
+  }
+  private hasProtocol(feature: number): boolean {
+    return (this.protocol & bit(feature)) !== 0n;
+  }
+  private requireProtocol(feature: number, what: string): void {
+    if (!this.hasProtocol(feature)) {
+      throw new ProtocolError('NOT_NEGOTIATED', `${what} needs ${protocolFeatureName(feature)}`);
+    }
+  }
+
+  /**
+   * Handles one frame. Returns a promise when the request completes asynchronously (the
+   * connection reads nothing else meanwhile). Throws / rejects with the error that must close
+   * the connection.
+   */
+  handle(frame: RawFrame): void | Promise<void> {
+    const { header } = frame;
+    if (frame.spec === null) {
+      closeFds(frame.fds);
+      this.opts.log(`vhost-user: unknown request ${header.request} (size ${header.size}) skipped`);
+      if (needsReply(header.flags)) this.opts.send(encodeReply(header.request, u64(1)));
+      return;
+    }
+    let msg: Message;
+    try {
+      msg = decodeRequest('frontend', header, frame.body, frame.fds);
+    } catch (e) {
+      closeFds(frame.fds);
+      throw e;
+    }
+    let r: number | Promise<number>;
+    try {
+      r = this.dispatch(msg);
+    } catch (e) {
+      closeFds(msg.fds);
+      this.failed(msg, e);
+      return;
+    }
+    if (typeof r === 'number') {
+      closeFds(msg.fds);
+      this.finish(msg, r);
+      return;
+    }
+    return r.then((v) => {
+      closeFds(msg.fds);
+      this.finish(msg, v);
+    }, (e) => {
+      closeFds(msg.fds);
+      this.failed(msg, e);
+    });
+  }
+
+  private finish(msg: Message, ack: number): void {
+    if (ack === REPLIED || this.closed) return;
+    // vhost-user.rst "REPLY_ACK": with the extension negotiated and need_reply set, every
+    // request without a reply of its own MUST get a u64 (0 success, non-zero failure).
+    if (needsReply(msg.flags) && this.hasProtocol(C.VHOST_USER_PROTOCOL_F_REPLY_ACK)) {
+      this.opts.send(encodeReply(msg.request, u64(ack)));
+    }
+  }
+
+  private failed(msg: Message, e: unknown): void {
+    const canAck = e instanceof ProtocolError && !e.fatal && needsReply(msg.flags)
+      && this.hasProtocol(C.VHOST_USER_PROTOCOL_F_REPLY_ACK)
+      && (msg.request !== C.VHOST_USER_GET_VRING_BASE);
+    if (!canAck) throw e;
+    this.opts.log(`vhost-user: ${frontendRequestName(msg.request)} rejected: ${(e as Error).message}`);
+    this.opts.send(encodeReply(msg.request, u64(1)));
+  }
+
+  private ring(index: number): Vring {
+    const r = this.rings[index];
+    if (r === undefined) {
+      throw new ProtocolError('INVALID_ARGUMENT', `ring index ${index} >= queue count ${this.rings.length}`);
+    }
+    return r;
+  }
+
+  private reply(request: number, payload: Payload, fds?: readonly number[]): number {
+    this.opts.send(encodeReply(request, payload), fds);
+    return REPLIED;
+  }
+
+  private dispatch(msg: Message): number | Promise<number> {
+    const p = msg.payload;
+    switch (msg.request) {
+      case C.VHOST_USER_GET_FEATURES:
+        return this.reply(msg.request, u64(this.offeredFeatures));
+      case C.VHOST_USER_SET_FEATURES:
+        return this.setFeatures((p as { value: bigint }).value);
+      case C.VHOST_USER_GET_PROTOCOL_FEATURES:
+        return this.reply(msg.request, u64(this.offeredProtocol));
+      case C.VHOST_USER_SET_PROTOCOL_FEATURES:
+        return this.setProtocolFeatures((p as { value: bigint }).value);
+      case C.VHOST_USER_SET_OWNER:
+        return 0;
+      case C.VHOST_USER_RESET_OWNER:
+        // Deprecated; vhost-user.rst recommends ignoring it or disabling all rings. We stop them.
+        return this.stopAllRings(false).then(() => 0);
+      case C.VHOST_USER_GET_QUEUE_NUM:
+        return this.reply(msg.request, u64(this.rings.length));
+      case C.VHOST_USER_GET_MAX_MEM_SLOTS:
+        return this.reply(msg.request, u64(this.opts.maxMemSlots ?? 32));
+      case C.VHOST_USER_SET_MEM_TABLE:
+        return this.setMemTable(msg);
+      case C.VHOST_USER_ADD_MEM_REG:
+        return this.addMemReg(msg);
+      case C.VHOST_USER_REM_MEM_REG:
+        return this.remMemReg(msg);
+      case C.VHOST_USER_SET_LOG_BASE:
+        return this.setLogBase(msg);
+      case C.VHOST_USER_SET_LOG_FD: {
+        if (this.logFd >= 0) close(this.logFd);
+        this.logFd = take(msg);
+        return 0;
+      }
+      case C.VHOST_USER_SET_VRING_NUM:
+        return this.setVringNum(p as { index: number; num: number });
+      case C.VHOST_USER_SET_VRING_ADDR:
+        return this.setVringAddr(p as Extract<Payload, { kind: 'vring-addr' }>);
+      case C.VHOST_USER_SET_VRING_BASE:
+        return this.setVringBase(p as { index: number; num: number });
+      case C.VHOST_USER_GET_VRING_BASE:
+        return this.getVringBase(msg.request, (p as { index: number }).index);
+      case C.VHOST_USER_SET_VRING_KICK:
+      case C.VHOST_USER_SET_VRING_CALL:
+      case C.VHOST_USER_SET_VRING_ERR:
+        return this.setVringFd(msg);
+      case C.VHOST_USER_SET_VRING_ENABLE:
+        return this.setVringEnable(p as { index: number; num: number });
+      case C.VHOST_USER_VRING_KICK: {
+        this.requireProtocol(C.VHOST_USER_PROTOCOL_F_INBAND_NOTIFICATIONS, 'VHOST_USER_VRING_KICK');
+        const r = this.ring((p as { index: number }).index);
+        this.tryStart(r);
+        this.kick(r);
+        return 0;
+      }
+      case C.VHOST_USER_SET_BACKEND_REQ_FD:
+        return this.setBackendReqFd(msg);
+      case C.VHOST_USER_GET_CONFIG:
+        return this.getConfig(p as Extract<Payload, { kind: 'config' }>);
+      case C.VHOST_USER_SET_CONFIG:
+        return this.setConfig(p as Extract<Payload, { kind: 'config' }>);
+      case C.VHOST_USER_SET_STATUS: {
+        this.requireProtocol(C.VHOST_USER_PROTOCOL_F_STATUS, 'VHOST_USER_SET_STATUS');
+        const v = (p as { value: bigint }).value;
+        if (v > 0xffn) throw new ProtocolError('INVALID_ARGUMENT', `status 0x${v.toString(16)} is not a u8`);
+        this.status = Number(v);
+        if (this.status === 0) this.deviceBroken = false;
+        return 0;
+      }
+      case C.VHOST_USER_GET_STATUS:
+        this.requireProtocol(C.VHOST_USER_PROTOCOL_F_STATUS, 'VHOST_USER_GET_STATUS');
+        return this.reply(msg.request, u64(this.currentStatus()));
+      case C.VHOST_USER_RESET_DEVICE:
+        this.requireProtocol(C.VHOST_USER_PROTOCOL_F_RESET_DEVICE, 'VHOST_USER_RESET_DEVICE');
+        return this.resetDevice().then(() => 0);
+      case C.VHOST_USER_GET_INFLIGHT_FD:
+        return this.getInflightFd(p as Extract<Payload, { kind: 'inflight' }>);
+      case C.VHOST_USER_SET_INFLIGHT_FD:
+        return this.setInflightFd(msg);
+      // Explicit-reply requests we do not implement: answer "failure" so the front-end is not left waiting.
+      case C.VHOST_USER_IOTLB_MSG:
+      case C.VHOST_USER_POSTCOPY_END:
+      case C.VHOST_USER_CHECK_DEVICE_STATE:
+      case C.VHOST_USER_GET_SHARED_OBJECT:
+        this.opts.log(`vhost-user: ${frontendRequestName(msg.request)} not supported; failure reply sent`);
+        return this.reply(msg.request, u64(1));
+      case C.VHOST_USER_SET_DEVICE_STATE_FD:
+        this.opts.log('vhost-user: VHOST_USER_SET_DEVICE_STATE_FD not supported; failure reply sent');
+        // Bits 0-7 non-zero = error, bit 8 = no fd returned.
+        return this.reply(msg.request, u64(1 | C.VHOST_USER_VRING_NOFD_MASK));
+      case C.VHOST_USER_GET_SHMEM_CONFIG:
+        // No VIRTIO shared memory regions: nregions 0, all sizes 0.
+        return this.reply(msg.request, { kind: 'raw', bytes: new Uint8Array(8 + 256 * 8) });
+      default:
+        // SEND_RARP, NET_SET_MTU, SET_VRING_ENDIAN, crypto sessions, POSTCOPY_ADVISE/LISTEN,
+        // GPU_SET_SOCKET: their protocol features are never offered.
+        throw new ProtocolError('NOT_NEGOTIATED', `${frontendRequestName(msg.request)} is not supported`,
+          { fatal: msg.request === C.VHOST_USER_POSTCOPY_ADVISE || msg.request === C.VHOST_USER_CREATE_CRYPTO_SESSION });
+    }
+  }
+
+  // --- negotiation -----------------------------------------------------------------------------
+
+  private setFeatures(value: bigint): number {
+    if ((value & ~this.offeredFeatures) !== 0n) {
+      throw new ProtocolError('INVALID_ARGUMENT',
+        `SET_FEATURES acks bits 0x${(value & ~this.offeredFeatures).toString(16)} that were not offered`);
+    }
+    this.acked = value;
+    const deviceBits = value & ~TRANSPORT_FEATURES;
+    if (this.deviceFeaturesSet !== deviceBits) {
+      this.device.setFeatures(deviceBits);
+      this.deviceFeaturesSet = deviceBits;
+    }
+    this.updateDirtyLog();
+    // vhost-user.rst "Ring states": SET_FEATURES without VHOST_USER_F_PROTOCOL_FEATURES
+    // enables all rings immediately.
+    if (!this.has(C.VHOST_USER_F_PROTOCOL_FEATURES)) {
+      for (const r of this.rings) {
+        r.enabled = true;
+        this.tryStart(r);
+      }
+    }
+    return 0;
+  }
+
+  private setProtocolFeatures(value: bigint): number {
+    if ((value & ~this.offeredProtocol) !== 0n) {
+      throw new ProtocolError('INVALID_ARGUMENT',
+        `SET_PROTOCOL_FEATURES acks bits 0x${(value & ~this.offeredProtocol).toString(16)} that were not offered`);
+    }
+    const inband = bit(C.VHOST_USER_PROTOCOL_F_INBAND_NOTIFICATIONS);
+    const needed = bit(C.VHOST_USER_PROTOCOL_F_BACKEND_REQ) | bit(C.VHOST_USER_PROTOCOL_F_REPLY_ACK);
+    if ((value & inband) !== 0n && (value & needed) !== needed) {
+      // vhost-user.rst "In-band notifications": the back-end should close the connection.
+      throw new ProtocolError('INVALID_ARGUMENT', 'INBAND_NOTIFICATIONS without BACKEND_REQ and REPLY_ACK', { fatal: true });
+    }
+    this.protocol = value;
+    return 0;
+  }
+
+  private currentStatus(): number {
+    return this.status | (this.deviceBroken ? C.VIRTIO_CONFIG_S_NEEDS_RESET : 0);
+  }
+
+  // --- memory ----------------------------------------------------------------------------------
+
+  private setMemTable(msg: Message): Promise<number> {
+    const { regions } = msg.payload as Extract<Payload, { kind: 'memory' }>;
+    const mapped: MappedRegion[] = [];
+    try {
+      for (const desc of regions) mapped.push(mapRegion(desc, take(msg)));
+    } catch (e) {
+      mapped.forEach(unmapRegion);
+      throw e;
+    }
+    return this.replaceMemory(mapped, mapped);
+  }
+
+  private addMemReg(msg: Message): Promise<number> {
+    this.requireProtocol(C.VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS, 'VHOST_USER_ADD_MEM_REG');
+    if (this.regions.length >= (this.opts.maxMemSlots ?? 32)) {
+      throw new ProtocolError('BAD_MEMORY', `all ${this.opts.maxMemSlots ?? 32} memory slots are in use`);
+    }
+    const added = mapRegion((msg.payload as Extract<Payload, { kind: 'mem-region' }>).region, take(msg));
+    return this.replaceMemory([...this.regions, added], [added]);
+  }
+
+  private remMemReg(msg: Message): Promise<number> {
+    this.requireProtocol(C.VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS, 'VHOST_USER_REM_MEM_REG');
+    // vhost-user.rst: a stray fd MAY be accepted and MUST be closed unused (done by handle()).
+    const { region } = msg.payload as Extract<Payload, { kind: 'mem-region' }>;
+    const keep = this.regions.filter((r) => !(r.desc.guestPhysAddr === region.guestPhysAddr
+      && r.desc.userAddr === region.userAddr && r.desc.size === region.size));
+    if (keep.length === this.regions.length) {
+      throw new ProtocolError('INVALID_ARGUMENT', `REM_MEM_REG: no region at gpa 0x${region.guestPhysAddr.toString(16)}`);
+    }
+    return this.replaceMemory(keep, []);
+  }
+
+  /**
+   * Installs a new memory table: stops running rings, re-points them at the new memory,
+   * restarts them, and only then unmaps regions that are gone (so no ring ever sees
+   * unmapped memory). `fresh` are the newly mapped regions, unmapped again on failure.
+   */
+  private async replaceMemory(next: MappedRegion[], fresh: MappedRegion[]): Promise<number> {
+    let memory: GuestMemory | null = null;
+    if (next.length > 0) {
+      try {
+        memory = new GuestMemory(next.flatMap((r) => r.pieces));
+      } catch (e) {
+        fresh.forEach(unmapRegion);
+        throw new ProtocolError('BAD_MEMORY', `memory table rejected: ${(e as Error).message}`);
+      }
+    }
+    const running = this.rings.filter((r) => r.running);
+    for (const r of running) await this.stopRing(r, true);
+    const old = this.regions;
+    this.regions = next;
+    this.memory = memory;
+    this.updateDirtyLog();
+    for (const r of running) {
+      try {
+        this.tryStart(r);
+      } catch (e) {
+        this.opts.log(`vhost-user: ring ${r.index} cannot restart on the new memory table: ${(e as Error).message}`);
+      }
+    }
+    if (!this.leak) for (const r of old) if (!next.includes(r)) unmapRegion(r);
+    return 0;
+  }
+
+  private setLogBase(msg: Message): number {
+    this.requireProtocol(C.VHOST_USER_PROTOCOL_F_LOG_SHMFD, 'VHOST_USER_SET_LOG_BASE');
+    const { mmapSize, mmapOffset } = msg.payload as Extract<Payload, { kind: 'log' }>;
+    const fd = take(msg);
+    let area: MappedArea;
+    try {
+      area = mapArea(fd, mmapSize, mmapOffset);
+    } finally {
+      close(fd);
+    }
+    const old = this.logArea;
+    this.logArea = area;
+    this.updateDirtyLog();
+    if (old !== null) munmap(old.buffer);
+    return this.reply(msg.request, u64(0));
+  }
+
+  private updateDirtyLog(): void {
+    const on = this.has(C.VHOST_F_LOG_ALL) && this.logArea !== null;
+    this.memory?.setDirtyLog(on ? (this.logArea as MappedArea).bytes : null);
+  }
+
+  // --- rings -----------------------------------------------------------------------------------
+
+  private setVringNum(p: { index: number; num: number }): number {
+    const r = this.ring(p.index);
+    if (r.running) throw new ProtocolError('INVALID_ARGUMENT', `SET_VRING_NUM on running ring ${p.index}`);
+    // virtio 1.2 §2.7: split queue size is a power of 2, at most 32768.
+    if (!isPow2(p.num) || p.num > this.maxQueueSize) {
+      throw new ProtocolError('INVALID_ARGUMENT', `ring ${p.index}: size ${p.num} is not a power of two <= ${this.maxQueueSize}`);
+    }
+    r.size = p.num;
+    return 0;
+  }
+
+  private setVringBase(p: { index: number; num: number }): number {
+    const r = this.ring(p.index);
+    if (r.running) throw new ProtocolError('INVALID_ARGUMENT', `SET_VRING_BASE on running ring ${p.index}`);
+    // Split rings: bits 16-31 are reserved (vhost-user.rst "A vring descriptor index for split virtqueues").
+    if (p.num > 0xffff) throw new ProtocolError('INVALID_ARGUMENT', `ring ${p.index}: base ${p.num} has reserved bits`);
+    r.base = p.num;
+    return 0;
+  }
+
+  private checkPlacement(r: Vring, a: { descUserAddr: number; availUserAddr: number; usedUserAddr: number }): void {
+    if (this.memory === null) return;
+    const n = r.size || 1;
+    const eventIdx = this.has(C.VIRTIO_RING_F_EVENT_IDX);
+    const checks: [string, number, number][] = [
+      ['descriptor table', a.descUserAddr, 16 * n],
+      ['available ring', a.availUserAddr, 4 + 2 * n + (eventIdx ? 2 : 0)],
+      ['used ring', a.usedUserAddr, 4 + 8 * n + (eventIdx ? 2 : 0)],
+    ];
+    for (const [what, uva, len] of checks) {
+      if (this.memory.uvaToGpa(uva, len) < 0) {
+        throw new ProtocolError('INVALID_ARGUMENT', `ring ${r.index}: ${what} at 0x${uva.toString(16)} (+${len}) is not in guest memory`);
+      }
+    }
+  }
+
+  private setVringAddr(p: Extract<Payload, { kind: 'vring-addr' }>): number | Promise<number> {
+    const r = this.ring(p.index);
+    if ((p.flags & ~(1 << C.VHOST_VRING_F_LOG)) !== 0) {
+      throw new ProtocolError('INVALID_ARGUMENT', `ring ${p.index}: unknown vring flags 0x${p.flags.toString(16)}`);
+    }
+    this.checkPlacement(r, p);
+    const addr = {
+      descUserAddr: p.descUserAddr, availUserAddr: p.availUserAddr, usedUserAddr: p.usedUserAddr,
+      logGuestAddr: p.logGuestAddr, flags: p.flags,
+    };
+    const old = r.addr;
+    if (!r.running || (old !== null && old.descUserAddr === addr.descUserAddr
+      && old.availUserAddr === addr.availUserAddr && old.usedUserAddr === addr.usedUserAddr)) {
+      // Not running, or only the log flag/address changed (QEMU toggles VHOST_VRING_F_LOG on live rings).
+      r.addr = addr;
+      return 0;
+    }
+    return this.stopRing(r, true).then(() => {
+      r.addr = addr;
+      this.tryStart(r);
+      return 0;
+    });
+  }
+
+  private async getVringBase(request: number, index: number): Promise<number> {
+    const r = this.ring(index);
+    // vhost-user.rst: GET_VRING_BASE stops the ring; the reply carries the next avail index.
+    await this.stopRing(r, false);
+    r.broken = false;
+    return this.reply(request, vringState(index, r.base));
+  }
+
+  private setVringFd(msg: Message): number {
+    const { index, noFd } = msg.payload as Extract<Payload, { kind: 'vring-fd' }>;
+    const r = this.ring(index);
+    const fd = noFd ? -1 : take(msg);
+    switch (msg.request) {
+      case C.VHOST_USER_SET_VRING_KICK:
+        this.unwatchKick(r);
+        if (r.kickFd >= 0) close(r.kickFd);
+        r.kickFd = fd;
+        r.polling = noFd;
+        if (r.running) this.watchKick(r);
+        this.tryStart(r);
+        return 0;
+      case C.VHOST_USER_SET_VRING_CALL:
+        if (r.callFd >= 0) close(r.callFd);
+        r.callFd = fd;
+        return 0;
+      default:
+        if (r.errFd >= 0) close(r.errFd);
+        r.errFd = fd;
+        return 0;
+    }
+  }
+
+  private setVringEnable(p: { index: number; num: number }): number {
+    const r = this.ring(p.index);
+    if (p.num > 1) throw new ProtocolError('INVALID_ARGUMENT', `ring ${p.index}: enable value ${p.num}`);
+    r.enabled = p.num === 1;
+    if (r.enabled) {
+      this.tryStart(r);
+      if (r.pendingKick) this.kick(r);
+    }
+    return 0;
+  }
+
+  private hasKickSource(r: Vring): boolean {
+    return r.kickFd >= 0 || r.polling || this.hasProtocol(C.VHOST_USER_PROTOCOL_F_INBAND_NOTIFICATIONS);
+  }
+
+  /** Starts the ring's device handler if the ring is complete, started and enabled. */
+  private tryStart(r: Vring): void {
+    if (r.running || r.broken || this.closed || !r.enabled || this.memory === null || r.size === 0
+      || r.addr === null || !this.hasKickSource(r)) return;
+    const mem = this.memory;
+    const a = r.addr;
+    this.checkPlacement(r, a);
+    const layout: SplitQueueLayout = {
+      size: r.size,
+      descGpa: mem.uvaToGpa(a.descUserAddr, 16 * r.size),
+      availGpa: mem.uvaToGpa(a.availUserAddr, 4 + 2 * r.size),
+      usedGpa: mem.uvaToGpa(a.usedUserAddr, 4 + 8 * r.size),
+    };
+    let queue: SplitQueueDevice;
+    try {
+      queue = new SplitQueueDevice(mem, layout, {
+        eventIdx: this.has(C.VIRTIO_RING_F_EVENT_IDX), indirect: this.has(C.VIRTIO_RING_F_INDIRECT_DESC), nextAvail: r.base,
+      });
+    } catch (e) {
+      throw new ProtocolError('INVALID_ARGUMENT', `ring ${r.index}: ${(e as Error).message}`);
+    }
+    r.inflight = null;
+    const area = this.inflightArea;
+    if (area !== null && this.hasProtocol(C.VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD)) {
+      if (r.index < area.numQueues && r.size === area.queueSize) {
+        const region = area.bytes.subarray(r.index * area.regionSize, (r.index + 1) * area.regionSize);
+        r.inflight = new SplitInflightTracker(region, r.size, () => queue.publishedUsedIdx);
+        if (r.inflight.resubmit.length > 0) {
+          // Popped-but-unfinished requests sit between used.idx and the resubmitted count
+          // (as libvhost-user's vu_check_queue_inflights).
+          queue.nextAvail = (queue.publishedUsedIdx + r.inflight.resubmit.length) & 0xffff;
+        }
+      } else {
+        this.opts.log(`vhost-user: ring ${r.index}: inflight area (${area.numQueues}x${area.queueSize}) does not cover it`);
+      }
+    }
+    r.queue = queue;
+    const ctx: QueueContext = {
+      index: r.index, queue, memory: mem, inflight: r.inflight,
+      notify: () => this.notify(r),
+      broken: (reason: string) => this.broken(r, reason),
+    };
+    try {
+      r.handler = this.device.startQueue(r.index, ctx);
+    } catch (e) {
+      r.queue = null;
+      this.broken(r, `startQueue failed: ${(e as Error).message}`);
+      return;
+    }
+    this.watchKick(r);
+    // Entries may already be waiting (restart, reconnect); the front-end will not kick again.
+    this.kick(r);
+  }
+
+  private watchKick(r: Vring): void {
+    this.unwatchKick(r);
+    if (r.kickFd >= 0) {
+      const fd = r.kickFd;
+      r.kickWatcher = new FdWatcher(fd, (_events, error) => {
+        if (error !== undefined) {
+          this.opts.log(`vhost-user: ring ${r.index}: kick fd error ${error.message}`);
+          this.unwatchKick(r);
+          return;
+        }
+        try { eventfdRead(fd); } catch { /* not an eventfd: still counts as a kick */ }
+        this.kick(r);
+      });
+      r.kickWatcher.start(READABLE);
+    } else if (r.polling) {
+      // vhost-user.rst SET_VRING_KICK bit 8: no fd — poll the ring instead.
+      r.pollTimer = setInterval(() => this.kick(r), this.opts.pollIntervalMs ?? 5);
+      r.pollTimer.unref();
+    }
+  }
+
+  private unwatchKick(r: Vring): void {
+    r.kickWatcher?.close();
+    r.kickWatcher = null;
+    if (r.pollTimer !== null) clearInterval(r.pollTimer);
+    r.pollTimer = null;
+  }
+
+  private kick(r: Vring): void {
+    if (r.handler === null || !r.enabled || r.broken) {
+      r.pendingKick = true;
+      return;
+    }
+    r.pendingKick = false;
+    try {
+      r.handler.onKick();
+    } catch (e) {
+      this.broken(r, `onKick threw: ${(e as Error).message}`);
+    }
+  }
+
+  private notify(r: Vring): void {
+    if (r.callFd >= 0) {
+      try { eventfdWrite(r.callFd, 1); } catch { /* front-end went away; the session will end */ }
+    } else if (this.channel !== null && this.hasProtocol(C.VHOST_USER_PROTOCOL_F_INBAND_NOTIFICATIONS)) {
+      this.channel.send(encodeMessage(C.VHOST_USER_BACKEND_VRING_CALL, 0, vringState(r.index, 0)));
+    }
+  }
+
+  private broken(r: Vring, reason: string): void {
+    if (r.broken) return;
+    r.broken = true;
+    this.deviceBroken = true;
+    this.opts.log(`vhost-user: ring ${r.index} broken: ${reason}`);
+    if (r.errFd >= 0) {
+      try { eventfdWrite(r.errFd, 1); } catch { /* ignore */ }
+    } else if (this.channel !== null && this.hasProtocol(C.VHOST_USER_PROTOCOL_F_INBAND_NOTIFICATIONS)) {
+      this.channel.send(encodeMessage(C.VHOST_USER_BACKEND_VRING_ERR, 0, vringState(r.index, 0)));
+    }
+  }
+
+  /**
+   * Stops a ring's handler (awaiting its in-flight requests) and saves its next avail index.
+   * `keepKick` keeps the kick fd (re-pointing); otherwise the kick fd is closed (GET_VRING_BASE).
+   */
+  private async stopRing(r: Vring, keepKick: boolean): Promise<void> {
+    this.unwatchKick(r);
+    const h = r.handler;
+    r.handler = null;
+    if (h !== null) {
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<'timeout'>((resolve) => {
+        timer = setTimeout(() => resolve('timeout'), this.opts.stopTimeoutMs ?? 10_000);
+      });
+      const res = await Promise.race([h.stop().then(() => 'ok' as const, (e: Error) => {
+        this.opts.log(`vhost-user: ring ${r.index}: stop() failed: ${e.message}`);
+        return 'ok' as const;
+      }), timeout]);
+      clearTimeout(timer);
+      if (res === 'timeout') {
+        // A handler that never drains may still have I/O aimed at guest memory: never unmap it.
+        this.leak = true;
+        this.opts.log(`vhost-user: ring ${r.index}: stop() did not finish; guest memory will not be unmapped`);
+      }
+    }
+    if (r.queue !== null) r.base = r.queue.nextAvail;
+    r.queue = null;
+    r.inflight = null;
+    if (!keepKick) {
+      if (r.kickFd >= 0) close(r.kickFd);
+      r.kickFd = -1;
+      r.polling = false;
+    }
+  }
+
+  private async stopAllRings(closeFdsToo: boolean): Promise<void> {
+    for (const r of this.rings) await this.stopRing(r, false);
+    if (closeFdsToo) {
+      for (const r of this.rings) {
+        if (r.callFd >= 0) close(r.callFd);
+        if (r.errFd >= 0) close(r.errFd);
+        r.callFd = -1;
+        r.errFd = -1;
+      }
+    }
+  }
+
+  private async resetDevice(): Promise<void> {
+    await this.stopAllRings(true);
+    this.rings = this.rings.map((r) => new Vring(r.index));
+    this.device.reset();
+    this.acked = 0n;
+    this.deviceFeaturesSet = null;
+    this.status = 0;
+    this.deviceBroken = false;
+    this.updateDirtyLog();
+  }
+
+  // --- config, back-end channel, inflight ----------------------------------------------------------
+
+  private getConfig(p: Extract<Payload, { kind: 'config' }>): number {
+    // vhost-user.rst GET_CONFIG: the reply size MUST match the request; a zero-length payload
+    // signals an error.
+    if (!this.hasProtocol(C.VHOST_USER_PROTOCOL_F_CONFIG) || p.offset + p.size > C.VHOST_USER_MAX_CONFIG_SIZE) {
+      this.opts.log(`vhost-user: GET_CONFIG offset ${p.offset} size ${p.size} refused`);
+      return this.reply(C.VHOST_USER_GET_CONFIG, NONE);
+    }
+    const data = new Uint8Array(p.size);
+    const got = this.device.readConfig(p.offset, p.size);
+    data.set(got.subarray(0, p.size));
+    return this.reply(C.VHOST_USER_GET_CONFIG, { kind: 'config', offset: p.offset, size: p.size, flags: p.flags, data });
+  }
+
+  private setConfig(p: Extract<Payload, { kind: 'config' }>): number {
+    this.requireProtocol(C.VHOST_USER_PROTOCOL_F_CONFIG, 'VHOST_USER_SET_CONFIG');
+    if (p.offset + p.size > C.VHOST_USER_MAX_CONFIG_SIZE || p.flags > C.VHOST_SET_CONFIG_TYPE_MIGRATION) {
+      throw new ProtocolError('INVALID_ARGUMENT', `SET_CONFIG offset ${p.offset} size ${p.size} flags ${p.flags}`);
+    }
+    // A guest write the device refuses fails this request only (a REPLY_ACK of 1), never the session.
+    if (this.device.writeConfig === undefined) {
+      this.opts.log('vhost-user: SET_CONFIG on a read-only config space refused');
+      return 1;
+    }
+    try {
+      this.device.writeConfig(p.offset, p.data);
+    } catch (e) {
+      this.opts.log(`vhost-user: SET_CONFIG refused by the device: ${(e as Error).message}`);
+      return 1;
+    }
+    return 0;
+  }
+
+  private setBackendReqFd(msg: Message): number {
+    this.requireProtocol(C.VHOST_USER_PROTOCOL_F_BACKEND_REQ, 'VHOST_USER_SET_BACKEND_REQ_FD');
+    const fd = take(msg);
+    this.channel?.close();
+    const channel = new MessageConnection(fd, 'backend', true, {
+      onFrame: (f) => {
+        // Replies to our CONFIG_CHANGE_MSG etc.: validate, then drop.
+        try {
+          decodeReply('backend', f.header, f.body, f.fds);
+        } finally {
+          closeFds(f.fds);
+        }
+      },
+      onClose: (e) => {
+        if (e !== null) this.opts.log(`vhost-user: back-end channel closed: ${e.message}`);
+        if (this.channel === channel) this.channel = null;
+      },
+    });
+    this.channel = channel;
+    return 0;
+  }
+
+  private sendConfigChange(): void {
+    if (this.closed || this.channel === null || !this.hasProtocol(C.VHOST_USER_PROTOCOL_F_CONFIG)) return;
+    const flags = this.hasProtocol(C.VHOST_USER_PROTOCOL_F_REPLY_ACK) ? C.VHOST_USER_NEED_REPLY_MASK : 0;
+    this.channel.send(encodeMessage(C.VHOST_USER_BACKEND_CONFIG_CHANGE_MSG, flags, NONE));
+  }
+
+  private checkInflightShape(numQueues: number, queueSize: number): void {
+    if (numQueues < 1 || numQueues > this.rings.length || !isPow2(queueSize) || queueSize > C.VIRTQ_MAX_SIZE) {
+      throw new ProtocolError('INVALID_ARGUMENT', `inflight area for ${numQueues} queues of ${queueSize}`);
+    }
+  }
+
+  private getInflightFd(p: Extract<Payload, { kind: 'inflight' }>): number {
+    this.requireProtocol(C.VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD, 'VHOST_USER_GET_INFLIGHT_FD');
+    this.checkInflightShape(p.numQueues, p.queueSize);
+    const regionSize = inflightQueueRegionSize(p.queueSize);
+    const size = regionSize * p.numQueues;
+    const fd = memfdCreate('vhost-user-inflight');
+    try {
+      ftruncate(fd, size);
+      const area = mapArea(fd, size, 0);
+      this.installInflight({ ...area, numQueues: p.numQueues, queueSize: p.queueSize, regionSize });
+      return this.reply(C.VHOST_USER_GET_INFLIGHT_FD,
+        { kind: 'inflight', mmapSize: size, mmapOffset: 0, numQueues: p.numQueues, queueSize: p.queueSize }, [fd]);
+    } finally {
+      close(fd);
+    }
+  }
+
+  private setInflightFd(msg: Message): number {
+    this.requireProtocol(C.VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD, 'VHOST_USER_SET_INFLIGHT_FD');
+    const p = msg.payload as Extract<Payload, { kind: 'inflight' }>;
+    const fd = take(msg);
+    try {
+      this.checkInflightShape(p.numQueues, p.queueSize);
+      const regionSize = inflightQueueRegionSize(p.queueSize);
+      if (p.mmapSize < regionSize * p.numQueues) {
+        throw new ProtocolError('INVALID_ARGUMENT', `inflight area of ${p.mmapSize} bytes is too small`);
+      }
+      const area = mapArea(fd, p.mmapSize, p.mmapOffset);
+      this.installInflight({ ...area, numQueues: p.numQueues, queueSize: p.queueSize, regionSize });
+    } finally {
+      close(fd);
+    }
+    return 0;
+  }
+
+  private installInflight(area: InflightArea): void {
+    const old = this.inflightArea;
+    if (old !== null && this.rings.some((r) => r.inflight !== null)) {
+      munmap(area.buffer);
+      throw new ProtocolError('INVALID_ARGUMENT', 'inflight area replaced while rings use it');
+    }
+    this.inflightArea = area;
+    if (old !== null) munmap(old.buffer);
+  }
+
+  // --- teardown --------------------------------------------------------------------------------
+
+  /**
+   * Ends the session: stops every ring (awaiting in-flight requests), resets the device,
+   * unmaps memory, log and inflight areas, closes every fd it holds. Idempotent.
+   */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.device.onConfigChanged = null;
+    await this.stopAllRings(true);
+    try {
+      this.device.reset();
+    } catch (e) {
+      this.opts.log(`vhost-user: device reset failed: ${(e as Error).message}`);
+    }
+    this.channel?.close();
+    this.channel = null;
+    this.memory = null;
+    if (!this.leak) {
+      this.regions.forEach(unmapRegion);
+      if (this.logArea !== null) munmap(this.logArea.buffer);
+      if (this.inflightArea !== null) munmap(this.inflightArea.buffer);
+    }
+    this.regions = [];
+    this.logArea = null;
+    this.inflightArea = null;
+    if (this.logFd >= 0) close(this.logFd);
+    this.logFd = -1;
+  }
+}

@@ -1,0 +1,83 @@
+/**
+ * The device interface: what a virtio device implements to be served over vhost-user. Devices
+ * never see the socket, the memory table messages or the eventfds — the back-end hands each
+ * started queue a {@link QueueContext} and gets a {@link QueueHandler} back.
+ *
+ * ```
+ *   front-end ──socket──▶ VhostUserBackend ──startQueue(i, ctx)──▶ VirtioDevice
+ *                          │   kick eventfd ──────onKick()──────▶ QueueHandler
+ *                          │◀──────────────notify()/broken()────── (via QueueContext)
+ *                          └─ GET_VRING_BASE ─────stop()────────▶ (drains, resolves)
+ * ```
+ * @module
+ */
+import type { GuestMemory, SplitQueueDevice } from '@vhost-ts/virtqueue';
+
+/** A virtio device served by {@link VhostUserBackend}. Feature masks are bigint (control plane only). */
+export interface VirtioDevice {
+  /** Virtio device id (virtio 1.2 §5: 1 = net, 2 = block). */
+  readonly deviceType: number;
+  /** Number of virtqueues (reported by GET_QUEUE_NUM). */
+  readonly numQueues: number;
+  /** Largest queue size the device accepts (≤ 32768, a power of two). */
+  readonly maxQueueSize: number;
+  /** Device and ring feature bits offered (VERSION_1, EVENT_IDX, INDIRECT_DESC, device bits). */
+  readonly features: bigint;
+  /**
+   * Optional protocol bits the device wants on top of the transport's own (CONFIG, MQ,
+   * INFLIGHT_SHMFD, SHARED_OBJECT, DEVICE_STATE ...). Bits the back-end cannot honour are dropped.
+   */
+  readonly protocolFeatures?: bigint;
+  /** Called with the features the driver acked (SET_FEATURES), transport bits removed. */
+  setFeatures(acked: bigint): void;
+  /** Reads config space; bytes beyond the device's config read as 0. */
+  readConfig(offset: number, length: number): Uint8Array;
+  /** Driver write to config space (absent = config is read-only; SET_CONFIG then fails). */
+  writeConfig?(offset: number, data: Uint8Array): void;
+  /** Starts processing a queue; called when the ring is started and enabled. */
+  startQueue(index: number, ctx: QueueContext): QueueHandler;
+  /** Back to the initial state (all queues have been stopped before this is called). */
+  reset(): void;
+  /** The back-end sets this; the device calls it to raise CONFIG_CHANGE_MSG. */
+  onConfigChanged?: (() => void) | null;
+}
+
+/** What a started queue gets from the back-end. */
+export interface QueueContext {
+  readonly index: number;
+  readonly queue: SplitQueueDevice;
+  readonly memory: GuestMemory;
+  /** Signals the call eventfd (or in-band call). The device decides when via `queue.shouldNotify()`. */
+  notify(): void;
+  /** Marks the device broken (status NEEDS_RESET, VRING_ERR signalled where set); logged once. */
+  broken(reason: string): void;
+  /** Present when INFLIGHT_SHMFD was negotiated and the front-end shared an inflight area. */
+  inflight: InflightTracker | null;
+}
+
+/** A device's per-queue worker. */
+export interface QueueHandler {
+  /** Called when the kick eventfd fired (after it was drained), or when polling/in-band kicks. */
+  onKick(): void;
+  /** Stop popping, wait for in-flight requests to complete, then resolve. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Inflight I/O tracking in the shared area of vhost-user.rst "Inflight I/O tracking" (split
+ * rings). A device that completes requests out of order calls `begin` when it pops a head,
+ * `end` when it pushes the used element, and `commit` right after publishing used.idx. After a
+ * reconnect, `resubmit` lists the heads that were in flight when the old back-end died, in
+ * the order they were popped; the device must process them (e.g. with `queue.chainAt`) before
+ * popping new ones.
+ */
+export interface InflightTracker {
+  /** Marks `head` in flight (desc[head].inflight = 1, counter = global counter++). */
+  begin(head: number): void;
+  /** Adds `head` to the batch being completed (desc[head].next = last_batch_head ...). */
+  end(head: number): void;
+  /** After used.idx was published: clears the batch's inflight flags, records used_idx. */
+  commit(): void;
+  /** Heads to resubmit, in counter order (empty after a clean start). */
+  readonly resubmit: readonly number[];
+}

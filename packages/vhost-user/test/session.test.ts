@@ -1,0 +1,285 @@
+import t from 'tap';
+import { openFdCount } from '@vhost-ts/sys';
+import {
+  bit, VIRTIO_RING_F_EVENT_IDX, VHOST_USER_F_PROTOCOL_FEATURES, VHOST_USER_PROTOCOL_F_REPLY_ACK,
+  VHOST_USER_BACKEND_CONFIG_CHANGE_MSG, VHOST_F_LOG_ALL, VIRTIO_CONFIG_S_DRIVER_OK, VHOST_USER_PROTOCOL_F_INBAND_NOTIFICATIONS,
+  VHOST_USER_PROTOCOL_F_MQ, VHOST_USER_PROTOCOL_F_CONFIG, VHOST_USER_PROTOCOL_F_LOG_SHMFD,
+  VHOST_USER_PROTOCOL_F_SHARED_OBJECT, VHOST_USER_PROTOCOL_F_DEVICE_STATE, VIRTIO_F_VERSION_1,
+  VHOST_USER_SET_VRING_NUM, vringState, VhostUserFrontend,
+} from '../src/index.js';
+import { connectAndNegotiate, pattern, startBackend, until } from './helpers.js';
+
+t.test('full session: negotiation, two queues, echo, EVENT_IDX on and off', async (t) => {
+  for (const eventIdx of [true, false]) {
+    const { path, backend, device } = startBackend({ numQueues: 2 });
+    const fe = await connectAndNegotiate(path, { features: eventIdx ? ~0n : ~bit(VIRTIO_RING_F_EVENT_IDX) });
+    t.equal(await fe.getQueueNum(), 2n);
+    t.equal((fe.features & bit(VIRTIO_RING_F_EVENT_IDX)) !== 0n, eventIdx, 'EVENT_IDX as asked');
+    t.ok(fe.features & bit(VIRTIO_F_VERSION_1), 'VERSION_1');
+    const offered = await fe.getProtocolFeatures();
+    t.ok(offered & bit(VHOST_USER_PROTOCOL_F_MQ), 'MQ offered');
+    t.ok(offered & bit(VHOST_USER_PROTOCOL_F_LOG_SHMFD), 'LOG_SHMFD offered');
+    t.notOk(offered & bit(VHOST_USER_PROTOCOL_F_INBAND_NOTIFICATIONS), 'INBAND not offered unless the device asks');
+    t.notOk(offered & bit(VHOST_USER_PROTOCOL_F_SHARED_OBJECT), 'SHARED_OBJECT not offered');
+    t.notOk(offered & bit(VHOST_USER_PROTOCOL_F_DEVICE_STATE), 'DEVICE_STATE not offered');
+    await fe.setupQueue(0, 64, { regionIndex: 0 });
+    await fe.setupQueue(1, 128, { regionIndex: 1 });
+    await until(() => device.queues.size === 2);
+    for (let i = 0; i < 20; i++) {
+      const data = pattern(100 + i, i);
+      t.same(await fe.roundTrip(i % 2, data), data, `echo ${i} (eventIdx ${eventIdx})`);
+    }
+    t.ok(fe.queues.get(0)!.calls > 0, 'call eventfd signalled');
+    t.equal(device.queues.get(0)!.stats.requests + device.queues.get(1)!.stats.requests, 20);
+    // GET_VRING_BASE stops the ring and reports the next avail index
+    t.equal(await fe.getVringBase(0), 10);
+    t.equal(await fe.getVringBase(1), 10);
+    fe.close();
+    await backend.close();
+  }
+});
+
+t.test('without PROTOCOL_FEATURES, rings are enabled by SET_FEATURES', async (t) => {
+  const { path, backend } = startBackend({ numQueues: 1 });
+  const fe = await connectAndNegotiate(path, { features: ~bit(VHOST_USER_F_PROTOCOL_FEATURES) });
+  t.equal(fe.protocol, 0n);
+  await fe.setupQueue(0, 32);
+  t.same(await fe.roundTrip(0, pattern(10)), pattern(10));
+  fe.close();
+  await backend.close();
+});
+
+t.test('disabled ring: kicks wait for SET_VRING_ENABLE', async (t) => {
+  const { path, backend, device } = startBackend({ numQueues: 1 });
+  const fe = await connectAndNegotiate(path);
+  const q = await fe.setupQueue(0, 32, { enable: false });
+  const inGpa = fe.mem.alloc(4), outGpa = fe.mem.alloc(4);
+  q.driver.addChain([inGpa, outGpa], [4, 4], 2, 1);
+  q.driver.publish();
+  q.kick();
+  await new Promise((r) => setTimeout(r, 30));
+  t.equal(q.driver.usedCount(), 0, 'nothing processed while disabled');
+  await fe.setVringEnable(0, true);
+  await until(() => q.driver.usedCount() === 1);
+  t.equal(device.queues.get(0)!.stats.requests, 1);
+  fe.close();
+  await backend.close();
+});
+
+t.test('GET_VRING_BASE waits for in-flight requests', async (t) => {
+  const { path, backend, device } = startBackend({ numQueues: 1, delayMs: 40 });
+  const fe = await connectAndNegotiate(path);
+  const q = await fe.setupQueue(0, 32);
+  for (let i = 0; i < 3; i++) {
+    const a = fe.mem.alloc(8), b = fe.mem.alloc(8);
+    q.driver.addChain([a, b], [8, 8], 2, 1);
+  }
+  q.driver.publish();
+  q.kick();
+  await until(() => device.queues.get(0)?.stats.requests === 3);
+  t.equal(q.driver.usedCount(), 0, 'still in flight');
+  const t0 = Date.now();
+  t.equal(await fe.getVringBase(0), 3);
+  t.ok(Date.now() - t0 >= 20, 'reply came after the delayed completions');
+  t.equal(q.driver.usedCount(), 3, 'all completed before the reply');
+  fe.close();
+  await backend.close();
+});
+
+t.test('config read/write, CONFIG_CHANGE_MSG, REPLY_ACK failures, status', async (t) => {
+  const { path, backend, device } = startBackend({ numQueues: 1 });
+  const fe = await connectAndNegotiate(path);
+  t.ok(fe.protocol & bit(VHOST_USER_PROTOCOL_F_REPLY_ACK));
+  t.same(await fe.getConfig(2, 4), Uint8Array.of(2, 3, 4, 5));
+  t.same(await fe.getConfig(250, 6), new Uint8Array(6), 'beyond the device config reads 0');
+  t.equal(await fe.getConfig(250, 7), null, 'offset+size > 256: error reply (empty payload)');
+  await fe.setConfig(0, Uint8Array.of(9, 9));
+  t.same(device.config.subarray(0, 2), Uint8Array.of(9, 9));
+  await t.rejects(fe.setConfig(15, Uint8Array.of(1, 2)), { code: 'DEVICE_FAILED' }, 'device refused: ack 1');
+  await t.rejects(fe.setConfig(0, Uint8Array.of(1), 7), { code: 'DEVICE_FAILED' }, 'bad flags: ack 1');
+  // a semantic error with REPLY_ACK: failure ack, connection stays
+  await t.rejects(fe.send(VHOST_USER_SET_VRING_NUM, vringState(0, 3)), { code: 'DEVICE_FAILED' });
+  await t.rejects(fe.send(VHOST_USER_SET_VRING_NUM, vringState(5, 64)), { code: 'DEVICE_FAILED' });
+  t.equal(await fe.getQueueNum(), 1n, 'still connected');
+  device.changeConfig(1, Uint8Array.of(42));
+  await until(() => fe.backendRequests.length === 1);
+  t.equal(fe.backendRequests[0].request, VHOST_USER_BACKEND_CONFIG_CHANGE_MSG);
+  t.same(await fe.getConfig(1, 1), Uint8Array.of(42));
+  await fe.setStatus(VIRTIO_CONFIG_S_DRIVER_OK);
+  t.equal(await fe.getStatus(), BigInt(VIRTIO_CONFIG_S_DRIVER_OK));
+  fe.close();
+  await backend.close();
+});
+
+t.test('read-only config: SET_CONFIG fails, CONFIG not negotiated: GET_CONFIG error', async (t) => {
+  const { path, backend } = startBackend({ numQueues: 1, readOnlyConfig: true });
+  const fe = await connectAndNegotiate(path);
+  await t.rejects(fe.setConfig(0, Uint8Array.of(1)), { code: 'DEVICE_FAILED' });
+  fe.close();
+  await backend.close();
+  const b2 = startBackend({ numQueues: 1 });
+  const fe2 = await connectAndNegotiate(b2.path, { protocolFeatures: ~bit(VHOST_USER_PROTOCOL_F_CONFIG) });
+  t.equal(await fe2.getConfig(0, 4), null);
+  fe2.close();
+  await b2.backend.close();
+});
+
+t.test('device marks a queue broken: NEEDS_RESET in status, VRING_ERR signalled', async (t) => {
+  const { path, backend, logs } = startBackend({ numQueues: 1 });
+  const fe = await connectAndNegotiate(path);
+  const q = await fe.setupQueue(0, 16);
+  // a head out of range breaks the queue
+  q.driver.pushAvailRaw(999);
+  q.driver.publish();
+  q.kick();
+  const { FdWatcher, READABLE, eventfdRead } = await import('@vhost-ts/sys');
+  const errSeen = await new Promise<boolean>((resolve) => {
+    const w = new FdWatcher(q.errFd, () => { eventfdRead(q.errFd); w.close(); resolve(true); });
+    w.start(READABLE);
+    setTimeout(() => { w.close(); resolve(false); }, 2000);
+  });
+  t.ok(errSeen, 'VRING_ERR eventfd signalled');
+  t.ok((await fe.getStatus()) & 0x40n, 'NEEDS_RESET');
+  t.ok(logs.some((l) => l.includes('broken')), 'logged');
+  t.equal(logs.filter((l) => l.includes('broken')).length, 1, 'logged once');
+  fe.close();
+  await backend.close();
+});
+
+t.test('dirty log: bits set for used-ring and data writes', async (t) => {
+  const { path, backend } = startBackend({ numQueues: 1 });
+  const fe = await connectAndNegotiate(path);
+  const q = await fe.setupQueue(0, 16, { regionIndex: 1 });
+  // log must cover GPA up to 4 GiB + 2 MiB: pages/8 bytes
+  const pages = (0x1_0000_0000 + 0x20_0000) / 4096;
+  const { log, unmap } = await fe.setLogBase(Math.ceil(pages / 8));
+  await fe.setFeatures(fe.features | bit(VHOST_F_LOG_ALL));
+  const outGpa = fe.mem.alloc(4096 * 2, 4096, 1);
+  const inGpa = fe.mem.alloc(64, 8, 1);
+  fe.mem.memory.writeFrom(inGpa, pattern(64));
+  q.driver.addChain([inGpa, outGpa], [64, 64], 2, 1);
+  q.driver.publish();
+  q.kick();
+  await until(() => q.driver.usedCount() === 1);
+  const isDirty = (gpa: number) => (log[Math.floor(gpa / 4096 / 8)] & (1 << (Math.floor(gpa / 4096) % 8))) !== 0;
+  t.ok(isDirty(outGpa), 'data page dirty');
+  t.ok(isDirty(q.layout.used), 'used ring page dirty');
+  t.notOk(isDirty(outGpa + 4096), 'untouched page clean');
+  t.notOk(isDirty(0x10_0000), 'region 0 clean');
+  unmap();
+  fe.close();
+  await backend.close();
+});
+
+t.test('memory slots: ADD_MEM_REG / REM_MEM_REG, rings keep running across table changes', async (t) => {
+  const { path, backend } = startBackend({ numQueues: 1 });
+  const fe = await connectAndNegotiate(path, { memSlots: true });
+  t.equal(await fe.getMaxMemSlots(), 32n);
+  await fe.setupQueue(0, 16, { regionIndex: 0 });
+  t.same(await fe.roundTrip(0, pattern(30)), pattern(30));
+  await fe.remMemReg(1);
+  await t.rejects(fe.remMemReg(1), { code: 'DEVICE_FAILED' }, 'removing twice fails');
+  await fe.addMemReg(1);
+  await t.rejects(fe.addMemReg(1), { code: 'DEVICE_FAILED' }, 'overlapping add fails');
+  t.same(await fe.roundTrip(0, pattern(40, 3)), pattern(40, 3), 'ring still works');
+  await fe.setMemTable();
+  t.same(await fe.roundTrip(0, pattern(50, 4)), pattern(50, 4), 'after SET_MEM_TABLE re-point');
+  fe.close();
+  await backend.close();
+});
+
+t.test('reconnect: server accepts the next front-end; client mode reconnects', async (t) => {
+  const before = openFdCount();
+  const { path, backend, device } = startBackend({ numQueues: 1 });
+  for (let i = 0; i < 3; i++) {
+    const fe = await connectAndNegotiate(path);
+    await fe.setupQueue(0, 16);
+    t.same(await fe.roundTrip(0, pattern(20, i)), pattern(20, i), `session ${i}`);
+    fe.close();
+    await until(() => backend.sessions === i + 1 && backend.activeSession === null);
+  }
+  t.ok(device.resets >= 3, 'device reset after each session');
+  await backend.close();
+  t.equal(openFdCount(), before, 'no fd leaked');
+
+  // client mode: the front-end listens
+  const { unixListen, unixAccept, FdWatcher, READABLE, close } = await import('@vhost-ts/sys');
+  const { socketPath } = await import('./helpers.js');
+  const { VhostUserBackend } = await import('../src/index.js');
+  const { EchoDevice } = await import('../src/testing/index.js');
+  const p2 = socketPath();
+  const lfd = unixListen(p2);
+  const accepted: VhostUserFrontend[] = [];
+  const w = new FdWatcher(lfd, () => {
+    const fd = unixAccept(lfd);
+    if (fd >= 0) accepted.push(new VhostUserFrontend(fd));
+  });
+  w.start(READABLE);
+  const cb = new VhostUserBackend(new EchoDevice({ numQueues: 1 }), { log: () => {} });
+  cb.connect(p2, { minDelayMs: 10 });
+  await until(() => accepted.length === 1);
+  await accepted[0].negotiate();
+  await accepted[0].setupQueue(0, 16);
+  t.same(await accepted[0].roundTrip(0, pattern(12)), pattern(12), 'client-mode session');
+  accepted[0].close();
+  await until(() => accepted.length === 2, 3000);
+  await accepted[1].negotiate();
+  await accepted[1].setupQueue(0, 16);
+  t.same(await accepted[1].roundTrip(0, pattern(13)), pattern(13), 'after reconnect');
+  accepted[1].close();
+  await cb.close();
+  w.close();
+  close(lfd);
+});
+
+t.test('inflight fd round trip: requests in flight at a crash are resubmitted', async (t) => {
+  const first = startBackend({ numQueues: 1, hold: true });
+  const fe = await connectAndNegotiate(first.path);
+  const inf = await fe.getInflightFd(1, 16);
+  await fe.setInflightFd(inf.fd, inf.mmapSize, 1, 16);
+  const q = await fe.setupQueue(0, 16);
+  const outs: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    const a = fe.mem.alloc(8), b = fe.mem.alloc(8);
+    fe.mem.memory.writeFrom(a, pattern(8, i + 10));
+    outs.push(b);
+    q.driver.addChain([a, b], [8, 8], 2, 1);
+  }
+  q.driver.publish();
+  q.kick();
+  await until(() => first.device.queues.get(0)?.stats.requests === 3);
+  // back-end dies with 3 requests popped, none completed
+  await first.backend.close();
+  t.equal(q.driver.usedCount(), 0);
+
+  const second = startBackend({ numQueues: 1 });
+  // a "restarted" front-end connection over the same guest memory
+  const fe2 = await VhostUserFrontend.connect(second.path, { memory: fe.mem });
+  await fe2.negotiate();
+  await fe2.setInflightFd(inf.fd, inf.mmapSize, 1, 16);
+  // restart the ring where the guest left it: base = used.idx (0), same addresses
+  const { VHOST_USER_SET_VRING_ADDR, VHOST_USER_SET_VRING_BASE, VHOST_USER_SET_VRING_CALL,
+    VHOST_USER_SET_VRING_KICK, VHOST_USER_SET_VRING_ENABLE } = await import('../src/index.js');
+  await fe2.send(VHOST_USER_SET_VRING_NUM, vringState(0, 16));
+  await fe2.send(VHOST_USER_SET_VRING_BASE, vringState(0, 0));
+  await fe2.send(VHOST_USER_SET_VRING_ADDR, {
+    kind: 'vring-addr', index: 0, flags: 0, descUserAddr: fe.mem.gpaToUva(q.layout.desc),
+    usedUserAddr: fe.mem.gpaToUva(q.layout.used), availUserAddr: fe.mem.gpaToUva(q.layout.avail), logGuestAddr: 0,
+  });
+  await fe2.send(VHOST_USER_SET_VRING_CALL, { kind: 'vring-fd', index: 0, noFd: false }, [q.callFd]);
+  await fe2.send(VHOST_USER_SET_VRING_KICK, { kind: 'vring-fd', index: 0, noFd: false }, [q.kickFd]);
+  await fe2.send(VHOST_USER_SET_VRING_ENABLE, vringState(0, 1));
+  await until(() => q.driver.usedCount() === 3);
+  t.equal(second.device.queues.get(0)!.stats.resubmitted, 3, 'three resubmitted');
+  for (let i = 0; i < 3; i++) {
+    const got = new Uint8Array(8);
+    fe.mem.memory.readInto(outs[i], got);
+    t.same(got, pattern(8, i + 10), `request ${i} echoed after resubmission`);
+  }
+  t.equal(await fe2.getVringBase(0), 3, 'next avail after the resubmitted ones');
+  const { close } = await import('@vhost-ts/sys');
+  close(inf.fd);
+  fe2.close();
+  fe.close();
+  await second.backend.close();
+});

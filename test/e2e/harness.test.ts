@@ -5,13 +5,13 @@
  */
 import t from 'tap';
 import { execFileSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { gunzipSync } from 'node:zlib';
+import { gunzipSync, gzipSync } from 'node:zlib';
 import { abortOnExit, makeWorkDir, startQemuStorageDaemon } from './src/backends.js';
 import { defaultPlan, expectedImage, firstDifference, patternBytes, patternScript, sha256, SRC_SIZE } from './src/blk-checks.js';
 import { buildNewcCpio } from './src/cpio.js';
-import { detectEnv, e2eTest, verdict, type E2eEnv } from './src/env.js';
+import { detectEnv, e2eTest, verdict, which, type E2eEnv } from './src/env.js';
 import { BLK_MODULES, NET_MODULES, buildInitramfs, resolveModules } from './src/initramfs.js';
 import { GuestError, parseConsole, parseKeyValues, runGuest } from './src/qemu.js';
 
@@ -87,6 +87,38 @@ t.test('initramfs is cached and holds /init, /test.sh and the modules', (t) => e
     t.ok(listing.includes(f), `contains ${f}`);
   }
 }));
+
+t.test('compressed modules (.ko.xz, .ko.zst, .ko.gz) are decompressed into the image', (t) =>
+  e2eTest(t, 'decompress', { needs: ['busybox', 'cpio'] }, async (t) => {
+    const work = makeWorkDir('vte2e-mods-');
+    t.teardown(work.cleanup);
+    const modulesDir = join(work.dir, 'lib/modules/0.0-test');
+    mkdirSync(join(modulesDir, 'kernel'), { recursive: true });
+    // xz and zstd are only needed here (Debian 12 ships plain .ko); without them, fall back to gzip.
+    const zst = which('zstd') !== null;
+    const xz = which('xz') !== null;
+    const payload = { a: Buffer.from('module a\n'), b: Buffer.from('module b depends on a\n'), c: Buffer.from('module c\n') };
+    const bPath = zst ? 'kernel/b.ko.zst' : 'kernel/b.ko.gz';
+    const cPath = xz ? 'kernel/c-x.ko.xz' : 'kernel/c-x.ko.gz';
+    writeFileSync(join(modulesDir, 'kernel/a.ko'), payload.a);
+    writeFileSync(join(modulesDir, bPath), zst ? execFileSync('zstd', ['-c', '-q'], { input: payload.b }) : gzipSync(payload.b));
+    writeFileSync(join(modulesDir, cPath), xz ? execFileSync('xz', ['-c'], { input: payload.c }) : gzipSync(payload.c));
+    writeFileSync(join(modulesDir, 'kernel/d.ko.gz'), gzipSync(Buffer.from('module d\n')));
+    if (!zst || !xz) t.comment(`zstd ${zst ? 'present' : 'missing'}, xz ${xz ? 'present' : 'missing'}: gzip stands in`);
+    writeFileSync(join(modulesDir, 'modules.dep'), `${cPath}: ${bPath} kernel/a.ko\n${bPath}: kernel/a.ko\nkernel/a.ko:\nkernel/d.ko.gz:\n`);
+    writeFileSync(join(modulesDir, 'modules.builtin'), 'kernel/builtin_one.ko\n');
+    const kernel = { version: '0.0-test', vmlinuz: '/nonexistent', modulesDir };
+    t.same(resolveModules(kernel, ['c_x', 'builtin-one', 'd']), ['kernel/a.ko', bPath, cPath, 'kernel/d.ko.gz'], 'deps first, built-ins dropped, - and _ alike');
+    const initrd = buildInitramfs({ kernel, busybox: env.busybox!, script: 'true\n', modules: ['c-x', 'd'], cacheDir: join(work.dir, 'cache'), compress: false });
+    const out = join(work.dir, 'x');
+    mkdirSync(out);
+    execFileSync('cpio', ['-id', '--quiet', 'lib/modules/*', 'modules.order'], { input: readFileSync(initrd), cwd: out });
+    t.same(readFileSync(join(out, 'lib/modules/a.ko')), payload.a);
+    t.same(readFileSync(join(out, 'lib/modules/b.ko')), payload.b, `${bPath} decompressed`);
+    t.same(readFileSync(join(out, 'lib/modules/c_x.ko')), payload.c, `${cPath} decompressed`);
+    t.same(readFileSync(join(out, 'lib/modules/d.ko')), Buffer.from('module d\n'), '.ko.gz decompressed');
+    t.equal(readFileSync(join(out, 'modules.order'), 'utf8'), 'a\nb\nc_x\nd\n', 'load order');
+  }));
 
 t.test('a guest that does not finish is killed at the timeout', async (t) => {
   await e2eTest(t, 'timeout', { needs: ['qemu', 'kernel', 'busybox'] }, async (t) => {

@@ -6,7 +6,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, renameSync, statSync, writeFileSync, existsSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
@@ -185,6 +185,22 @@ poweroff -f
 `;
 }
 
+const CACHE_MAX_AGE_MS = 7 * 24 * 3600 * 1000;
+
+/** Drops cached images not rebuilt for a week (scripts change, so old keys pile up). */
+function pruneCache(cacheDir: string): void {
+  const now = Date.now();
+  for (const f of readdirSync(cacheDir)) {
+    if (!f.startsWith('initramfs-')) continue;
+    const p = join(cacheDir, f);
+    try {
+      if (now - statSync(p).mtimeMs > CACHE_MAX_AGE_MS) rmSync(p, { force: true });
+    } catch {
+      // raced with another process: fine
+    }
+  }
+}
+
 /**
  * Builds the initramfs (or reuses the cached one with the same inputs) and returns its path.
  * The cache key covers the kernel version, the module bytes' identity, busybox, the script,
@@ -250,6 +266,7 @@ export function buildInitramfs(opts: InitramfsOptions): string {
   // Level 1: the archive is ~5 MB; fastest level keeps a cold build well under a second.
   if (compress) archive = gzipSync(archive, { level: 1 });
   mkdirSync(cacheDir, { recursive: true });
+  pruneCache(cacheDir);
   // Atomic publish: tap runs test files in parallel and they may build the same image.
   const tmp = `${out}.${process.pid}.${Date.now()}.tmp`;
   writeFileSync(tmp, archive);

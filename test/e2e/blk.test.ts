@@ -74,6 +74,14 @@ function guestScript(plan: ReturnType<typeof defaultPlan>): string {
     // backend signalled on that queue. Lines look like " 25: 12 3 PCI-MSIX-0000:00:04.0 1-edge virtio1-req.0".
     'V=$(basename $(readlink /sys/block/vda/device))',
     'grep "$V-req\\." /proc/interrupts | awk -v n=$(nproc) \'{ s = 0; for (i = 2; i <= n + 1; i++) s += $i; q = $NF; sub(/.*req\\./, "", q); print "RW.irq.q" q "=" s }\'',
+    // Driver reset: unbinding virtio_blk resets the device (status 0 → QEMU stops the vhost-user
+    // rings with GET_VRING_BASE), binding again renegotiates and restarts them. Data must survive
+    // and I/O must work on the new rings.
+    'V=$(basename $(readlink /sys/block/vda/device))',
+    'echo $V > /sys/bus/virtio/drivers/virtio_blk/unbind; echo "RW.unbind_rc=$?"',
+    'echo $V > /sys/bus/virtio/drivers/virtio_blk/bind; echo "RW.bind_rc=$?"',
+    `i=0; while [ ! -b /dev/vda ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done`,
+    `echo "RW.rebind_read=$(dd if=/dev/vda bs=${plan[3].length} count=1 skip=${plan[3].offset} iflag=skip_bytes,direct status=none | sha256sum | cut -d" " -f1)"`,
     // vdb: read-only export
     'echo "RO.size=$(cat /sys/block/vdb/size)"',
     'echo "RO.ro=$(cat /sys/block/vdb/ro)"',
@@ -173,6 +181,11 @@ for (const kind of selectedBackends()) {
       // Discard does not promise zeroes in general; both backends punch a hole in a regular
       // file, so the range reads as zeros here — the check proves the request reached the file.
       t.equal(kv.get('RW.discard_read'), sha256(Buffer.alloc(DISCARD.length)), 'discarded range reads as zeros in the guest');
+
+      // reset + re-initialisation (virtio 1.2 §3.1.1, §2.4)
+      t.equal(kv.get('RW.unbind_rc'), '0', 'driver unbound (device reset)');
+      t.equal(kv.get('RW.bind_rc'), '0', 'driver bound again');
+      t.equal(kv.get('RW.rebind_read'), sha256(src.subarray(plan[3].srcOffset, plan[3].srcOffset + plan[3].length)), 'data reads back after the reset');
 
       // read-only export (VIRTIO_BLK_F_RO)
       t.equal(kv.get('RO.size'), String(RO_SIZE / 512), 'read-only disk capacity');

@@ -335,6 +335,7 @@ export class SplitQueueDriver {
 
   /** Sets used_event explicitly (tests of the device's notification rule). */
   setUsedEvent(value: number): void {
+    if (!this.eventIdx) throw new RangeError('setUsedEvent: EVENT_IDX not negotiated');
     Atomics.store(this.avail, this.usedEventIndex, value & 0xffff);
   }
 
@@ -345,6 +346,7 @@ export class SplitQueueDriver {
 
   /** Reads avail_event (written by the device). */
   get availEvent(): number {
+    if (!this.eventIdx) throw new RangeError('availEvent: EVENT_IDX not negotiated');
     return Atomics.load(this.used16, this.availEventIndex);
   }
 

@@ -1,0 +1,17 @@
+/**
+ * Registry of fuzz targets. `--target ring` selects every `ring-*` target.
+ * @module
+ */
+import { ringCorrupt } from './ring-corrupt.js';
+import { ringModel } from './ring-model.js';
+import { ringNotify } from './ring-notify.js';
+import type { FuzzTarget } from './target.js';
+
+export type { FuzzTarget } from './target.js';
+
+export const TARGETS: readonly FuzzTarget[] = [ringModel, ringCorrupt, ringNotify];
+
+/** Targets matching a name or a prefix group (`ring` → ring-model, ring-corrupt, ring-notify). */
+export function selectTargets(name: string): FuzzTarget[] {
+  return TARGETS.filter((t) => t.name === name || t.name.startsWith(`${name}-`));
+}

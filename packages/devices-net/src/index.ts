@@ -19,3 +19,5 @@ export { TxQueue, type TxSettings } from './tx-queue.js';
 export { CtrlQueue, type CtrlTarget } from './ctrl-queue.js';
 export { copyToChain, copyFromChain } from './chain-copy.js';
 export { VirtioNetDevice, type VirtioNetDeviceOptions } from './virtio-net-device.js';
+export { TapBackend, type TapBackendOptions } from './tap-backend.js';
+export { startNetServer, createBackend, type NetServer, type NetServerOptions } from './net-server.js';

@@ -21,3 +21,4 @@ export { copyToChain, copyFromChain } from './chain-copy.js';
 export { VirtioNetDevice, type VirtioNetDeviceOptions } from './virtio-net-device.js';
 export { TapBackend, type TapBackendOptions } from './tap-backend.js';
 export { startNetServer, createBackend, type NetServer, type NetServerOptions } from './net-server.js';
+export { parseCliArgs, USAGE, LOG_LEVELS, type CliOptions, type LogLevel } from './cli-args.js';

@@ -40,3 +40,36 @@ export async function until(cond: () => boolean, ms = 2000): Promise<void> {
 export function pattern(n: number, seed = 1): Uint8Array {
   return Uint8Array.from({ length: n }, (_, i) => (i * 31 + seed) & 0xff);
 }
+
+import { unixConnect } from '@vhost-ts/sys';
+import { MessageConnection, type RawFrame } from '../src/index.js';
+
+/** A raw front-end socket: sends arbitrary bytes/fds, collects reply frames and the close. */
+export class RawClient {
+  readonly frames: RawFrame[] = [];
+  closed = false;
+  closeError: Error | null = null;
+  readonly conn: MessageConnection;
+  constructor(path: string) {
+    this.conn = new MessageConnection(unixConnect(path), 'frontend', true, {
+      onFrame: (f) => { this.frames.push(f); },
+      onClose: (e) => { this.closed = true; this.closeError = e; },
+    }, { maxQueuedBytes: 64 << 20 });
+  }
+  send(bytes: Uint8Array, fds: readonly number[] = []): void {
+    this.conn.send(bytes, fds);
+  }
+  close(): void {
+    this.conn.close();
+  }
+}
+
+/** Raw header + payload bytes. */
+export function rawMessage(request: number, flags: number, size: number, payload: Uint8Array = new Uint8Array(0)): Uint8Array {
+  const b = Buffer.alloc(12 + payload.length);
+  b.writeUInt32LE(request, 0);
+  b.writeUInt32LE(flags, 4);
+  b.writeUInt32LE(size, 8);
+  b.set(payload, 12);
+  return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+}

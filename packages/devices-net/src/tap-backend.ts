@@ -210,7 +210,7 @@ class TapPort implements NetBackendPort {
       ops[o] = IORING_OP.WRITE;
       ops[o + 1] = fd;
       ops[o + 2] = 0;
-      ops[o + 3] = UD_TX | (pair << 16) | slot;
+      ops[o + 3] = (UD_TX | (pair << 16) | slot) >>> 0;
       ops[o + 4] = n;
       ops[o + 5] = 1;
       ops[o + 6] = 0;

@@ -13,3 +13,5 @@ export { VhostUserBackend, type BackendOptions, type ConnectOptions } from './ba
 export { SplitInflightTracker, inflightQueueRegionSize } from './backend/inflight.js';
 export { VhostUserFrontend, FrontendQueue, type FrontendOptions, type BackendRequestRecord } from './frontend/frontend.js';
 export { FrontendMemory, DEFAULT_REGIONS, type FrontendRegionSpec, type FrontendRegion } from './frontend/frontend-memory.js';
+export { replayFixture, describeFd, entryFromFrame, type FixtureEntry, type FixtureFd, type ReplayResult } from './frontend/fixture.js';
+export { startRecordProxy, type RecordProxy } from './tools/record-proxy.js';

@@ -1,0 +1,234 @@
+/**
+ * BlkDevice — virtio-blk (virtio 1.2 §5.2) as a {@link VirtioDevice}: features, configuration
+ * space, and one {@link BlkQueue} per started request queue over a {@link BlockImage}.
+ * @module
+ */
+import { VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC } from '@vhost-ts/virtqueue';
+import {
+  VHOST_USER_PROTOCOL_F_CONFIG, VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD, VHOST_USER_PROTOCOL_F_MQ, VIRTIO_F_VERSION_1,
+  type QueueContext, type QueueHandler, type VirtioDevice,
+} from '@vhost-ts/vhost-user';
+import { BLK_CONFIG_WRITEBACK_OFFSET, capacitySectors, encodeBlkConfig, sliceConfig, type BlkConfigValues } from './blk-config.js';
+import { BlkQueueCounters, countersToPrometheus } from './blk-counters.js';
+import { BlkQueue, encodeSerial } from './blk-queue.js';
+import type { BlkLimits } from './blk-request.js';
+import {
+  MAX_BLK_QUEUES, VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_CONFIG_WCE, VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_FLUSH,
+  VIRTIO_BLK_F_MQ, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_F_SIZE_MAX, VIRTIO_BLK_F_TOPOLOGY,
+  VIRTIO_BLK_F_WRITE_ZEROES, VIRTIO_ID_BLOCK,
+} from './constants.js';
+import type { BlockImage } from './engine.js';
+import { BlkError } from './errors.js';
+import { silentLogger, type Logger } from './logger.js';
+
+/** Options of {@link BlkDevice}. */
+export interface BlkDeviceOptions {
+  /** The backing store. */
+  image: BlockImage;
+  /** Request queues, 1..16 (default 1). */
+  numQueues?: number;
+  /** Largest queue size accepted, a power of two ≤ 32768 (default 256). */
+  queueSize?: number;
+  /** Serial answered to GET_ID (≤ 20 bytes used; default "vhost-ts"). */
+  serial?: string;
+  /** Expose the disk read-only (default: the image's own read-only flag). */
+  readOnly?: boolean;
+  /** Largest number of data segments per request (seg_max; default min(queueSize − 2, 254)). */
+  segMax?: number;
+  /** Largest segment in bytes (size_max; default 1 MiB). */
+  sizeMax?: number;
+  /** Offer DISCARD and WRITE_ZEROES (default true unless read-only). */
+  discard?: boolean;
+  /** Segments per discard / write-zeroes request (default 16). */
+  maxDiscardSeg?: number;
+  /** Sectors per discard / write-zeroes segment (default 2^22 = 2 GiB). */
+  maxDiscardSectors?: number;
+  /** Logger for guest faults (default silent). */
+  log?: Logger;
+}
+
+const bit = (n: number): bigint => 1n << BigInt(n);
+
+/** The virtio-blk device. */
+export class BlkDevice implements VirtioDevice {
+  readonly deviceType = VIRTIO_ID_BLOCK;
+  readonly numQueues: number;
+  readonly maxQueueSize: number;
+  readonly features: bigint;
+  readonly protocolFeatures: bigint;
+  readonly image: BlockImage;
+  readonly readOnly: boolean;
+  /** Per-queue counters (kept across queue restarts and resets). */
+  readonly counters: BlkQueueCounters[];
+  onConfigChanged: (() => void) | null = null;
+  private readonly log: Logger;
+  private readonly serial: Uint8Array;
+  private readonly segMax: number;
+  private readonly segCapacity: number;
+  private readonly rangeCapacity: number;
+  private readonly configValues: BlkConfigValues;
+  private config: Uint8Array;
+  private acked: bigint;
+  private readonly queues: (BlkQueue | null)[];
+
+  /** @throws BlkError `bad-option` for out-of-range options. */
+  constructor(opts: BlkDeviceOptions) {
+    const numQueues = opts.numQueues ?? 1;
+    const queueSize = opts.queueSize ?? 256;
+    if (!Number.isInteger(numQueues) || numQueues < 1 || numQueues > MAX_BLK_QUEUES) {
+      throw new BlkError('bad-option', `num-queues must be 1..${MAX_BLK_QUEUES}, got ${numQueues}`);
+    }
+    if (!Number.isInteger(queueSize) || queueSize < 4 || queueSize > 32768 || (queueSize & (queueSize - 1)) !== 0) {
+      throw new BlkError('bad-option', `queue-size must be a power of two in 4..32768, got ${queueSize}`);
+    }
+    const segMax = opts.segMax ?? Math.min(queueSize - 2, 254);
+    if (!Number.isInteger(segMax) || segMax < 1 || segMax > 1024) throw new BlkError('bad-option', `seg-max must be 1..1024, got ${segMax}`);
+    this.image = opts.image;
+    this.readOnly = opts.readOnly ?? opts.image.readOnly;
+    if (!this.readOnly && opts.image.readOnly) throw new BlkError('image-not-writable', `${opts.image.description} is read-only`);
+    this.numQueues = numQueues;
+    this.maxQueueSize = queueSize;
+    this.log = opts.log ?? silentLogger;
+    this.serial = encodeSerial(opts.serial ?? 'vhost-ts');
+    this.segMax = segMax;
+    // Slack over seg_max: one descriptor spanning two memory slabs becomes two segments.
+    this.segCapacity = Math.min(segMax + 16, 1024);
+    const discard = (opts.discard ?? true) && !this.readOnly;
+    const maxDiscardSeg = opts.maxDiscardSeg ?? 16;
+    const maxDiscardSectors = opts.maxDiscardSectors ?? 1 << 22;
+    this.rangeCapacity = maxDiscardSeg;
+    this.configValues = {
+      capacity: capacitySectors(opts.image.sizeBytes),
+      sizeMax: opts.sizeMax ?? 1 << 20,
+      segMax,
+      blkSize: 512,
+      physicalBlockExp: 3, // 4 KiB physical blocks: page-cache and hole-punch granularity
+      alignmentOffset: 0,
+      minIoSize: 1,
+      optIoSize: 0,
+      writeback: 1,
+      numQueues,
+      maxDiscardSectors: discard ? maxDiscardSectors : 0,
+      maxDiscardSeg: discard ? maxDiscardSeg : 0,
+      discardSectorAlignment: discard ? 8 : 0,
+      maxWriteZeroesSectors: discard ? maxDiscardSectors : 0,
+      maxWriteZeroesSeg: discard ? maxDiscardSeg : 0,
+      writeZeroesMayUnmap: discard ? 1 : 0,
+    };
+    this.config = encodeBlkConfig(this.configValues);
+    let f = bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_RING_F_EVENT_IDX) | bit(VIRTIO_RING_F_INDIRECT_DESC)
+      | bit(VIRTIO_BLK_F_SIZE_MAX) | bit(VIRTIO_BLK_F_SEG_MAX) | bit(VIRTIO_BLK_F_BLK_SIZE) | bit(VIRTIO_BLK_F_TOPOLOGY)
+      | bit(VIRTIO_BLK_F_FLUSH) | bit(VIRTIO_BLK_F_CONFIG_WCE) | bit(VIRTIO_BLK_F_MQ);
+    if (discard) f |= bit(VIRTIO_BLK_F_DISCARD) | bit(VIRTIO_BLK_F_WRITE_ZEROES);
+    if (this.readOnly) f |= bit(VIRTIO_BLK_F_RO);
+    this.features = f;
+    this.protocolFeatures = bit(VHOST_USER_PROTOCOL_F_CONFIG) | bit(VHOST_USER_PROTOCOL_F_MQ)
+      | bit(VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD);
+    this.acked = 0n;
+    this.counters = Array.from({ length: numQueues }, () => new BlkQueueCounters());
+    this.queues = new Array<BlkQueue | null>(numQueues).fill(null);
+  }
+
+  /** Capacity in 512-byte sectors. */
+  get capacity(): number {
+    return this.configValues.capacity;
+  }
+
+  /** Current cache mode: true = writeback, false = writethrough. */
+  get writeback(): boolean {
+    return this.configValues.writeback === 1;
+  }
+
+  private has(acked: bigint, n: number): boolean {
+    return (acked & bit(n)) !== 0n;
+  }
+
+  setFeatures(acked: bigint): void {
+    this.acked = acked & this.features;
+    // virtio 1.2 §5.2.5: without FLUSH the driver cannot order writes to stable storage, so
+    // the device must behave as writethrough; with CONFIG_WCE the driver may choose later.
+    if (!this.has(this.acked, VIRTIO_BLK_F_FLUSH)) this.setWriteback(false);
+  }
+
+  readConfig(offset: number, length: number): Uint8Array {
+    return sliceConfig(this.config, offset, length);
+  }
+
+  /** Only `writeback` is writable, and only with CONFIG_WCE negotiated (virtio 1.2 §5.2.5). */
+  writeConfig(offset: number, data: Uint8Array): void {
+    if (!Number.isInteger(offset) || offset < 0) return;
+    const at = BLK_CONFIG_WRITEBACK_OFFSET - offset;
+    if (at < 0 || at >= data.length) return;
+    if (!this.has(this.acked, VIRTIO_BLK_F_CONFIG_WCE)) {
+      this.log.debug('config write to writeback ignored: CONFIG_WCE not negotiated');
+      return;
+    }
+    this.setWriteback(data[at] !== 0);
+  }
+
+  private setWriteback(on: boolean): void {
+    const v = on ? 1 : 0;
+    if (this.configValues.writeback === v) return;
+    this.configValues.writeback = v;
+    this.config = encodeBlkConfig(this.configValues);
+    for (const q of this.queues) q?.setWriteback(on);
+    this.log.info(`cache mode: ${on ? 'writeback' : 'writethrough'}`);
+  }
+
+  /** The parser limits for the features negotiated now. */
+  private limits(): BlkLimits {
+    const c = this.configValues;
+    return {
+      capacity: c.capacity,
+      readOnly: this.readOnly,
+      discard: this.has(this.acked, VIRTIO_BLK_F_DISCARD),
+      writeZeroes: this.has(this.acked, VIRTIO_BLK_F_WRITE_ZEROES),
+      maxDiscardSectors: c.maxDiscardSectors,
+      maxDiscardSeg: c.maxDiscardSeg,
+      maxWriteZeroesSectors: c.maxWriteZeroesSectors,
+      maxWriteZeroesSeg: c.maxWriteZeroesSeg,
+    };
+  }
+
+  startQueue(index: number, ctx: QueueContext): QueueHandler {
+    if (!Number.isInteger(index) || index < 0 || index >= this.numQueues) {
+      throw new BlkError('bad-option', `queue ${index} does not exist (num_queues ${this.numQueues})`);
+    }
+    const q = new BlkQueue(ctx, {
+      image: this.image,
+      limits: this.limits(),
+      serial: this.serial,
+      segCapacity: this.segCapacity,
+      rangeCapacity: this.rangeCapacity,
+      writeback: this.writeback,
+      counters: this.counters[index],
+      log: this.log,
+    });
+    this.queues[index] = q;
+    const stop = q.stop.bind(q);
+    // Forget the queue once stopped so writeback changes do not reach a closed engine.
+    q.stop = () => stop().then(() => { if (this.queues[index] === q) this.queues[index] = null; });
+    return q;
+  }
+
+  reset(): void {
+    this.acked = 0n;
+    this.setWriteback(true);
+    this.queues.fill(null);
+  }
+
+  /** The counters as Prometheus text. */
+  metrics(labels = ''): string {
+    return countersToPrometheus(this.counters, labels);
+  }
+
+  /** Plain copies of the per-queue counters. */
+  stats(): BlkQueueCounters[] {
+    return this.counters.map((c) => ({ ...c }));
+  }
+
+  /** Data segments per request the device advertises (seg_max). */
+  get maxSegments(): number {
+    return this.segMax;
+  }
+}

@@ -1,0 +1,310 @@
+/**
+ * BlkQueue — one virtio-blk request queue: pops chains, parses them into preallocated slots,
+ * submits everything a kick made available as one engine batch, and publishes completions.
+ *
+ * ```
+ *  onKick ─▶ disableNotify ─▶ pop × n ─▶ parse ─┬─ I/O ─────▶ batch ─▶ engine.submit (once)
+ *                                              └─ decided ──▶ status now (IOERR/UNSUPP/GET_ID)
+ *           publishUsed + notify? ◀── completionsDone ◀── complete(req) × m ◀── engine
+ *           enableNotify: more waiting? → go again
+ * ```
+ * Per-queue state is self-contained (slots, chain, parser, engine) so a queue could run in a
+ * worker. No allocation per request: slots, their typed arrays and the batch array are built
+ * once per queue start.
+ * @module
+ */
+import { DescriptorChain } from '@vhost-ts/virtqueue';
+import type { QueueContext, QueueHandler } from '@vhost-ts/vhost-user';
+import type { BlkQueueCounters } from './blk-counters.js';
+import {
+  BLK_OP_DISCARD, BLK_OP_FLUSH, BLK_OP_GET_ID, BLK_OP_NONE, BLK_OP_READ, BLK_OP_WRITE, BLK_OP_WRITE_ZEROES,
+  BlkRequest, BlkRequestParser, PARSE_NO_STATUS, type BlkLimits,
+} from './blk-request.js';
+import { VIRTIO_BLK_ID_BYTES, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP } from './constants.js';
+import type { BlockCompletionSink, BlockEngine, BlockImage } from './engine.js';
+import type { Logger } from './logger.js';
+
+/** What a queue needs from its device. */
+export interface BlkQueueOptions {
+  image: BlockImage;
+  limits: BlkLimits;
+  /** GET_ID answer (20 bytes, NUL-padded). */
+  serial: Uint8Array;
+  /** Data segments a request may have. */
+  segCapacity: number;
+  /** Ranges a discard / write-zeroes request may have. */
+  rangeCapacity: number;
+  writeback: boolean;
+  counters: BlkQueueCounters;
+  log: Logger;
+}
+
+/** Optional capability of a queue to re-walk a head listed by the inflight area. */
+interface ChainAtCapable {
+  chainAt(head: number, chain: DescriptorChain): number;
+}
+
+/** The handler of one started request queue. */
+export class BlkQueue implements QueueHandler, BlockCompletionSink {
+  readonly engine: BlockEngine;
+  private readonly ctx: QueueContext;
+  private readonly counters: BlkQueueCounters;
+  private readonly log: Logger;
+  private readonly serial: Uint8Array;
+  private readonly parser: BlkRequestParser;
+  private readonly chain: DescriptorChain;
+  private readonly slots: BlkRequest[];
+  private readonly free: Int32Array;
+  private freeCount: number;
+  private readonly batch: BlkRequest[];
+  /** Used elements pushed and not yet published. */
+  private pushed: number;
+  private processing: boolean;
+  private again: boolean;
+  private starved: boolean;
+  private stopped: boolean;
+  private broken: boolean;
+  private stopResolve: (() => void) | null;
+  private stopPromise: Promise<void> | null;
+
+  constructor(ctx: QueueContext, opts: BlkQueueOptions) {
+    this.ctx = ctx;
+    this.counters = opts.counters;
+    this.log = opts.log;
+    this.serial = opts.serial;
+    this.parser = new BlkRequestParser(opts.limits);
+    this.chain = new DescriptorChain();
+    const n = ctx.queue.size;
+    this.slots = [];
+    this.free = new Int32Array(n);
+    for (let i = 0; i < n; i++) {
+      this.slots.push(new BlkRequest(i, opts.segCapacity, opts.rangeCapacity));
+      this.free[i] = n - 1 - i;
+    }
+    this.freeCount = n;
+    this.batch = this.slots.slice();
+    this.pushed = 0;
+    this.processing = false;
+    this.again = false;
+    this.starved = false;
+    this.stopped = false;
+    this.broken = false;
+    this.stopResolve = null;
+    this.stopPromise = null;
+    this.engine = opts.image.createEngine({
+      queueIndex: ctx.index, slots: n, segCapacity: opts.segCapacity, rangeCapacity: opts.rangeCapacity, sink: this,
+    });
+    this.engine.setWriteback(opts.writeback);
+    this.resubmitInflight();
+  }
+
+  /** Requests popped and not yet completed. */
+  get inflight(): number {
+    return this.slots.length - this.freeCount;
+  }
+
+  /** Switches the engine between writeback and writethrough (CONFIG_WCE). */
+  setWriteback(writeback: boolean): void {
+    this.engine.setWriteback(writeback);
+  }
+
+  onKick(): void {
+    this.counters.kicks++;
+    this.process();
+  }
+
+  /**
+   * Heads left in flight by a previous back-end (INFLIGHT_SHMFD) are executed again before
+   * anything new is popped (vhost-user.rst "Inflight I/O tracking").
+   */
+  private resubmitInflight(): void {
+    const tracker = this.ctx.inflight;
+    if (tracker === null || tracker.resubmit.length === 0) return;
+    const q = this.ctx.queue as unknown as Partial<ChainAtCapable>;
+    if (typeof q.chainAt !== 'function') {
+      this.log.warn(`queue ${this.ctx.index}: ${tracker.resubmit.length} inflight request(s) cannot be resubmitted (no chainAt)`);
+      return;
+    }
+    let count = 0;
+    for (const head of tracker.resubmit) {
+      if (this.freeCount === 0) break;
+      const r = q.chainAt.call(this.ctx.queue, head, this.chain);
+      if (r < 0) { this.breakDevice(`inflight head ${head}: chain fault ${r}`); break; }
+      const req = this.takeSlot();
+      tracker.begin(head);
+      if (this.prepare(req)) this.batch[count++] = req;
+      if (this.broken) break;
+    }
+    this.engine.submit(this.batch, count);
+    this.flushUsed();
+  }
+
+  /** Pops everything available, submits it as one batch, publishes immediate answers. */
+  private process(): void {
+    if (this.processing) { this.again = true; return; }
+    this.processing = true;
+    const q = this.ctx.queue;
+    const tracker = this.ctx.inflight;
+    try {
+      do {
+        this.again = false;
+        if (this.stopped || this.broken) break;
+        q.disableNotify();
+        let count = 0;
+        while (this.freeCount > 0) {
+          const r = q.pop(this.chain);
+          if (r === 0) break;
+          if (r < 0) {
+            this.counters.badChains++;
+            this.breakDevice(q.error?.message ?? `queue fault ${r}`);
+            break;
+          }
+          const req = this.takeSlot();
+          if (tracker !== null) tracker.begin(this.chain.head);
+          if (this.prepare(req)) this.batch[count++] = req;
+          if (this.broken) break;
+        }
+        this.starved = this.freeCount === 0;
+        // One engine call (one native submit) for everything this pass popped.
+        this.engine.submit(this.batch, count);
+        this.flushUsed();
+        if (this.broken || this.starved) break;
+        // Entries added while notifications were off may not have been kicked: look again.
+        if (q.enableNotify()) this.again = true;
+      } while (this.again);
+    } finally {
+      this.processing = false;
+    }
+  }
+
+  private takeSlot(): BlkRequest {
+    const req = this.slots[this.free[--this.freeCount]];
+    req.busy = true;
+    return req;
+  }
+
+  /**
+   * Parses the popped chain into `req`.
+   * @returns true when the request goes to the engine; false when it was answered (or dropped).
+   */
+  private prepare(req: BlkRequest): boolean {
+    const r = this.parser.parse(this.chain, req);
+    if (r === PARSE_NO_STATUS) {
+      // No byte to put a status in: the guest broke the protocol (virtio 1.2 §5.2.6).
+      this.counters.badChains++;
+      req.busy = false;
+      this.free[this.freeCount++] = req.index;
+      this.breakDevice(`request head ${this.chain.head} has no writable status byte`);
+      return false;
+    }
+    switch (req.op) {
+      case BLK_OP_NONE:
+        this.complete(req);
+        return false;
+      case BLK_OP_GET_ID: {
+        const n = Math.min(VIRTIO_BLK_ID_BYTES, req.length);
+        req.written = req.copyToData(0, this.serial, n);
+        req.markDataDirty();
+        req.status = VIRTIO_BLK_S_OK;
+        this.complete(req);
+        return false;
+      }
+      default:
+        return true;
+    }
+  }
+
+  private breakDevice(reason: string): void {
+    if (this.broken) return;
+    this.broken = true;
+    this.log.warn(`queue ${this.ctx.index}: ${reason}`);
+    this.ctx.broken(reason);
+  }
+
+  /** Sink: writes the status byte and the used element (published by completionsDone/flushUsed). */
+  complete(req: BlkRequest): void {
+    const mem = req.memory;
+    const c = this.counters;
+    if (mem !== null) {
+      mem.slabs[req.statusSlab][req.statusOffset] = req.status;
+      if (mem.dirtyLog !== null) mem.markDirty(req.statusGpa, 1);
+    }
+    c.requests++;
+    if (req.status === VIRTIO_BLK_S_OK) {
+      switch (req.op) {
+        case BLK_OP_READ: req.markDataDirty(); c.bytesRead += req.written; break;
+        case BLK_OP_WRITE: c.bytesWritten += req.length; break;
+        case BLK_OP_FLUSH: c.flushes++; break;
+        case BLK_OP_DISCARD: case BLK_OP_WRITE_ZEROES: c.discards++; break;
+        default: break;
+      }
+    } else {
+      // A failed read may have written part of the buffer; the used length says nothing was.
+      req.written = 0;
+      if (req.status === VIRTIO_BLK_S_UNSUPP) c.unsupported++;
+      else c.errors++;
+    }
+    // virtio 1.2 §2.7.8.2: len = bytes written into the device-writable part, status included.
+    this.ctx.queue.pushUsed(req.head, req.written + 1);
+    if (this.ctx.inflight !== null) this.ctx.inflight.end(req.head);
+    req.busy = false;
+    this.free[this.freeCount++] = req.index;
+    this.pushed++;
+  }
+
+  /** Sink: end of a completion batch. */
+  completionsDone(): void {
+    this.flushUsed();
+    if (this.stopResolve !== null && this.inflight === 0) {
+      this.finishStop();
+      return;
+    }
+    if (this.starved && !this.processing) {
+      this.starved = false;
+      this.process();
+    }
+  }
+
+  /** Publishes pushed used elements once and notifies if the driver wants it. */
+  private flushUsed(): void {
+    if (this.pushed === 0) return;
+    this.pushed = 0;
+    const q = this.ctx.queue;
+    q.publishUsed();
+    if (this.ctx.inflight !== null) this.ctx.inflight.commit();
+    if (q.shouldNotify()) {
+      this.counters.notifications++;
+      this.ctx.notify();
+    } else {
+      this.counters.notificationsSuppressed++;
+    }
+  }
+
+  stop(): Promise<void> {
+    this.stopped = true;
+    if (this.stopPromise !== null) return this.stopPromise;
+    if (this.inflight === 0) {
+      this.engine.close();
+      this.stopPromise = Promise.resolve();
+      return this.stopPromise;
+    }
+    this.stopPromise = new Promise<void>((resolve) => { this.stopResolve = resolve; });
+    return this.stopPromise;
+  }
+
+  private finishStop(): void {
+    const resolve = this.stopResolve!;
+    this.stopResolve = null;
+    this.engine.close();
+    resolve();
+  }
+}
+
+/** Encodes a serial for GET_ID: UTF-8, cut to 20 bytes, NUL-padded (virtio 1.2 §5.2.6). */
+export function encodeSerial(serial: string): Uint8Array {
+  const out = new Uint8Array(VIRTIO_BLK_ID_BYTES);
+  const bytes = new TextEncoder().encode(serial);
+  out.set(bytes.subarray(0, VIRTIO_BLK_ID_BYTES));
+  return out;
+}
+

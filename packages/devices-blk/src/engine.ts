@@ -1,0 +1,67 @@
+/**
+ * The engine interface: what executes parsed block requests.
+ *
+ * ```
+ *  BlockImage (one per device: the file, the ArrayBuffer, or nothing)
+ *     └─ createEngine(queue) ─▶ BlockEngine (one per queue: its own io_uring, buffers, scratch)
+ *                                 submit(batch) ─▶ … ─▶ sink.complete(req) × n ; sink.completionsDone()
+ * ```
+ * Per-queue engines share nothing mutable, so a queue can later move to a worker thread with
+ * its engine. Engines complete requests through a {@link BlockCompletionSink}: `complete` per
+ * request (with `req.status` set), then one `completionsDone` per completion batch so the queue
+ * publishes the used ring once and notifies at most once.
+ * @module
+ */
+import type { BlkRequest } from './blk-request.js';
+
+/** Where an engine reports completions (implemented by the queue handler). */
+export interface BlockCompletionSink {
+  /** `req` finished; `req.status` (VIRTIO_BLK_S_*) is final. Called from the engine. */
+  complete(req: BlkRequest): void;
+  /** End of a batch of `complete` calls. */
+  completionsDone(): void;
+}
+
+/** Per-queue executor. */
+export interface BlockEngine {
+  /** Requests submitted and not completed. */
+  readonly inflight: number;
+  /**
+   * Executes `batch[0..count)` (ops READ, WRITE, FLUSH, DISCARD, WRITE_ZEROES). Completion may
+   * happen synchronously (inside this call) or later; either way through the sink.
+   */
+  submit(batch: readonly BlkRequest[], count: number): void;
+  /** Writeback (true, default) or writethrough (false: writes are durable before completing). */
+  setWriteback(writeback: boolean): void;
+  /** Releases the engine (call after every request completed). Idempotent. */
+  close(): void;
+}
+
+/** What a new per-queue engine is told. */
+export interface EngineOptions {
+  /** Queue index. */
+  queueIndex: number;
+  /** Request slots of the queue (most requests in flight). */
+  slots: number;
+  /** Data segments per slot. */
+  segCapacity: number;
+  /** Discard / write-zeroes ranges per slot. */
+  rangeCapacity: number;
+  /** Completion target. */
+  sink: BlockCompletionSink;
+}
+
+/** The backing store of a device; creates one engine per queue. */
+export interface BlockImage {
+  /** 'file' | 'memory' | 'null'. */
+  readonly kind: string;
+  /** Size in bytes (the capacity exposed is this rounded down to 512-byte sectors). */
+  readonly sizeBytes: number;
+  /** The image cannot be written. */
+  readonly readOnly: boolean;
+  /** Human description for logs. */
+  readonly description: string;
+  createEngine(opts: EngineOptions): BlockEngine;
+  /** Releases the image (after every engine was closed). Idempotent. */
+  close(): void;
+}

@@ -1,0 +1,113 @@
+/**
+ * Memory and null images: synchronous engines for tests and benchmarks.
+ * `memory` keeps the disk in an ArrayBuffer; `null` reads zeros and discards writes.
+ * @module
+ */
+import {
+  BLK_OP_DISCARD, BLK_OP_FLUSH, BLK_OP_READ, BLK_OP_WRITE, BLK_OP_WRITE_ZEROES, type BlkRequest,
+} from '../blk-request.js';
+import { VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK } from '../constants.js';
+import type { BlockCompletionSink, BlockEngine, BlockImage, EngineOptions } from '../engine.js';
+
+/** A disk image held in memory. */
+export class MemoryImage implements BlockImage {
+  readonly kind = 'memory';
+  readonly sizeBytes: number;
+  readonly readOnly: boolean;
+  readonly description: string;
+  /** The disk contents (tests inspect it). */
+  readonly bytes: Uint8Array;
+
+  /** @param source a size in bytes (zero-filled) or the contents to use (not copied). */
+  constructor(source: number | Uint8Array, opts: { readOnly?: boolean } = {}) {
+    this.bytes = typeof source === 'number' ? new Uint8Array(source) : source;
+    this.sizeBytes = this.bytes.length;
+    this.readOnly = opts.readOnly ?? false;
+    this.description = `memory image of ${this.sizeBytes} bytes`;
+  }
+
+  createEngine(opts: EngineOptions): BlockEngine {
+    return new SyncEngine(opts.sink, this.bytes);
+  }
+
+  close(): void {}
+}
+
+/** A disk of `sizeBytes` that reads zeros and forgets writes (benchmarks of the queue path). */
+export class NullImage implements BlockImage {
+  readonly kind = 'null';
+  readonly sizeBytes: number;
+  readonly readOnly: boolean;
+  readonly description: string;
+
+  constructor(sizeBytes: number, opts: { readOnly?: boolean } = {}) {
+    this.sizeBytes = sizeBytes;
+    this.readOnly = opts.readOnly ?? false;
+    this.description = `null image of ${sizeBytes} bytes`;
+  }
+
+  createEngine(opts: EngineOptions): BlockEngine {
+    return new SyncEngine(opts.sink, null);
+  }
+
+  close(): void {}
+}
+
+/** Executes requests inline, then reports the batch. */
+class SyncEngine implements BlockEngine {
+  readonly inflight = 0;
+  private readonly sink: BlockCompletionSink;
+  private readonly bytes: Uint8Array | null;
+
+  constructor(sink: BlockCompletionSink, bytes: Uint8Array | null) {
+    this.sink = sink;
+    this.bytes = bytes;
+  }
+
+  submit(batch: readonly BlkRequest[], count: number): void {
+    for (let i = 0; i < count; i++) {
+      const req = batch[i];
+      req.status = this.execute(req);
+      this.sink.complete(req);
+    }
+    if (count > 0) this.sink.completionsDone();
+  }
+
+  private execute(req: BlkRequest): number {
+    const img = this.bytes;
+    switch (req.op) {
+      case BLK_OP_READ:
+        if (img === null) req.zeroData();
+        else req.copyToData(req.offset, img, req.length);
+        req.written = req.length;
+        return VIRTIO_BLK_S_OK;
+      case BLK_OP_WRITE: {
+        if (img === null) return VIRTIO_BLK_S_OK;
+        const mem = req.memory;
+        if (mem === null) return VIRTIO_BLK_S_IOERR;
+        let at = req.offset;
+        for (let s = 0; s < req.segCount; s++) {
+          const off = req.segOffset[s], len = req.segLen[s];
+          img.set(mem.slabs[req.segSlab[s]].subarray(off, off + len), at);
+          at += len;
+        }
+        return VIRTIO_BLK_S_OK;
+      }
+      case BLK_OP_FLUSH:
+        return VIRTIO_BLK_S_OK;
+      case BLK_OP_DISCARD:
+      case BLK_OP_WRITE_ZEROES:
+        // Discarded ranges read back as zeros here, like a punched hole in a file.
+        if (img !== null) {
+          for (let r = 0; r < req.rangeCount; r++) img.fill(0, req.rangeOffset[r], req.rangeOffset[r] + req.rangeLen[r]);
+        }
+        return VIRTIO_BLK_S_OK;
+      default:
+        return VIRTIO_BLK_S_IOERR;
+    }
+  }
+
+  setWriteback(_writeback: boolean): void {}
+
+  close(): void {}
+}

@@ -1,0 +1,92 @@
+import t from 'tap';
+import {
+  BLK_CONFIG_SIZE, BlkDevice, MemoryImage, NullImage, VIRTIO_BLK_F_CONFIG_WCE, VIRTIO_BLK_F_DISCARD,
+  VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_MQ, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_WRITE_ZEROES, VIRTIO_ID_BLOCK,
+} from '../src/index.js';
+
+const bit = (n: number) => 1n << BigInt(n);
+
+t.test('config space layout (virtio 1.2 §5.2.4), little-endian', async (t) => {
+  const dev = new BlkDevice({ image: new NullImage(3 * 2 ** 32 + 1024), numQueues: 4, queueSize: 128, maxDiscardSeg: 8, maxDiscardSectors: 4096 });
+  const c = dev.readConfig(0, BLK_CONFIG_SIZE);
+  const v = new DataView(c.buffer);
+  const capacity = v.getUint32(0, true) + v.getUint32(4, true) * 2 ** 32;
+  t.equal(capacity, (3 * 2 ** 32 + 1024) / 512, 'capacity in sectors, 64-bit');
+  t.equal(v.getUint32(8, true), 1 << 20, 'size_max');
+  t.equal(v.getUint32(12, true), 126, 'seg_max = queue size - 2');
+  t.equal(v.getUint32(16, true), 0, 'geometry not offered');
+  t.equal(v.getUint32(20, true), 512, 'blk_size');
+  t.equal(c[24], 3, 'physical_block_exp');
+  t.equal(c[25], 0, 'alignment_offset');
+  t.equal(v.getUint16(26, true), 1, 'min_io_size');
+  t.equal(v.getUint32(28, true), 0, 'opt_io_size');
+  t.equal(c[32], 1, 'writeback');
+  t.equal(v.getUint16(34, true), 4, 'num_queues');
+  t.equal(v.getUint32(36, true), 4096, 'max_discard_sectors');
+  t.equal(v.getUint32(40, true), 8, 'max_discard_seg');
+  t.equal(v.getUint32(44, true), 8, 'discard_sector_alignment');
+  t.equal(v.getUint32(48, true), 4096, 'max_write_zeroes_sectors');
+  t.equal(v.getUint32(52, true), 8, 'max_write_zeroes_seg');
+  t.equal(c[56], 1, 'write_zeroes_may_unmap');
+  t.same([...dev.readConfig(58, 8)], [0, 0, 0, 0, 0, 0, 0, 0], 'bytes past the end read as 0');
+  t.same([...dev.readConfig(34, 2)], [4, 0], 'partial read at an offset');
+  t.equal(dev.readConfig(-5, 4).length, 4);
+  t.same([...dev.readConfig(-5, 4)], [0, 0, 0, 0]);
+  t.equal(dev.readConfig(0, 0).length, 0);
+});
+
+t.test('features offered', async (t) => {
+  const rw = new BlkDevice({ image: new NullImage(1 << 20) });
+  t.equal(rw.deviceType, VIRTIO_ID_BLOCK);
+  for (const b of [VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_CONFIG_WCE, VIRTIO_BLK_F_MQ, VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_WRITE_ZEROES, 1, 2, 6, 10, 28, 29, 32]) {
+    t.ok(rw.features & bit(b), `bit ${b} offered`);
+  }
+  t.notOk(rw.features & bit(VIRTIO_BLK_F_RO));
+  t.equal(rw.protocolFeatures, bit(0) | bit(9) | bit(12), 'MQ, CONFIG, INFLIGHT_SHMFD');
+  const ro = new BlkDevice({ image: new NullImage(1 << 20, { readOnly: true }) });
+  t.ok(ro.features & bit(VIRTIO_BLK_F_RO));
+  t.notOk(ro.features & bit(VIRTIO_BLK_F_DISCARD), 'no discard on a read-only disk');
+  t.equal(ro.readConfig(36, 4)[0], 0);
+});
+
+t.test('writeback is guest-writable only with CONFIG_WCE (virtio 1.2 §5.2.5)', async (t) => {
+  const dev = new BlkDevice({ image: new MemoryImage(1 << 20) });
+  dev.setFeatures(dev.features);
+  dev.writeConfig(32, Uint8Array.of(0));
+  t.equal(dev.readConfig(32, 1)[0], 0, 'writethrough');
+  t.equal(dev.writeback, false);
+  dev.writeConfig(30, Uint8Array.of(9, 9, 1, 9));
+  t.equal(dev.readConfig(32, 1)[0], 1, 'only the writeback byte changed');
+  t.equal(dev.readConfig(30, 1)[0], 0);
+  dev.writeConfig(0, Uint8Array.of(1, 2, 3));
+  t.equal(dev.readConfig(0, 1)[0], 0, 'capacity not writable');
+  dev.setFeatures(dev.features & ~bit(VIRTIO_BLK_F_CONFIG_WCE));
+  dev.writeConfig(32, Uint8Array.of(0));
+  t.equal(dev.readConfig(32, 1)[0], 1, 'ignored without CONFIG_WCE');
+  dev.setFeatures(dev.features & ~bit(VIRTIO_BLK_F_FLUSH));
+  t.equal(dev.readConfig(32, 1)[0], 0, 'writethrough without FLUSH');
+  dev.reset();
+  t.equal(dev.readConfig(32, 1)[0], 1, 'reset restores writeback');
+});
+
+t.test('option validation', async (t) => {
+  const image = new NullImage(1 << 20);
+  t.throws(() => new BlkDevice({ image, numQueues: 0 }), { code: 'bad-option' });
+  t.throws(() => new BlkDevice({ image, numQueues: 17 }), { code: 'bad-option' });
+  t.throws(() => new BlkDevice({ image, queueSize: 100 }), { code: 'bad-option' });
+  t.throws(() => new BlkDevice({ image, queueSize: 65536 }), { code: 'bad-option' });
+  t.throws(() => new BlkDevice({ image: new NullImage(1 << 20, { readOnly: true }), readOnly: false }), { code: 'image-not-writable' });
+  t.equal(new BlkDevice({ image, numQueues: 16 }).numQueues, 16);
+});
+
+t.test('counters as Prometheus text', async (t) => {
+  const dev = new BlkDevice({ image: new NullImage(1 << 20), numQueues: 2 });
+  dev.counters[1].requests = 5;
+  dev.counters[0].bytesRead = 4096;
+  const text = dev.metrics('device="vda"');
+  t.match(text, /# TYPE vhost_blk_requests_total counter/);
+  t.match(text, /vhost_blk_requests_total\{device="vda",queue="1"\} 5\n/);
+  t.match(text, /vhost_blk_read_bytes_total\{device="vda",queue="0"\} 4096\n/);
+  t.match(text, /vhost_blk_notifications_suppressed_total\{device="vda",queue="0"\} 0\n/);
+  t.equal(dev.stats()[1].requests, 5);
+});

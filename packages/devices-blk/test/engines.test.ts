@@ -1,0 +1,175 @@
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, openSync, closeSync, ftruncateSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import {
+  BlkDevice, FileImage, MemoryImage, NullImage, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_T_DISCARD,
+  VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_BLK_T_WRITE_ZEROES, type FileEngine,
+} from '../src/index.js';
+import { BlkRig, MmapGuest, pattern, sameBytes, segments } from './helpers.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'blk-engines-'));
+t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+
+function tmpImage(name: string, bytes: Uint8Array): string {
+  const p = join(dir, name);
+  writeFileSync(p, bytes);
+  return p;
+}
+
+t.test('null engine reads zeros and drops writes', async (t) => {
+  const r = new BlkRig({ image: new NullImage(1 << 20) });
+  const w = r.add({ type: VIRTIO_BLK_T_OUT, sector: 0, out: pattern(512, 1) });
+  const rd = r.add({ type: VIRTIO_BLK_T_IN, sector: 0, inLen: 1024 });
+  r.kick();
+  const used = r.collect();
+  t.equal(r.status(w), VIRTIO_BLK_S_OK);
+  t.equal(used.get(rd.head), 1025);
+  t.ok(r.readIn(rd).every((b) => b === 0), 'zeros (the buffer was 0xee)');
+});
+
+t.test('memory engine round trip', async (t) => {
+  const image = new MemoryImage(1 << 16);
+  const r = new BlkRig({ image });
+  const data = pattern(4096, 11);
+  r.add({ type: VIRTIO_BLK_T_OUT, sector: 8, out: data });
+  r.kick();
+  r.collect();
+  const rd = r.add({ type: VIRTIO_BLK_T_IN, sector: 8, inLen: 4096, inSplit: [512, 3584] });
+  r.kick();
+  r.collect();
+  t.ok(sameBytes(r.readIn(rd), data));
+});
+
+t.test('FileImage.open errors', async (t) => {
+  t.throws(() => FileImage.open(join(dir, 'missing.img')), { code: 'image-not-found' });
+  const small = tmpImage('small.img', new Uint8Array(100));
+  t.throws(() => FileImage.open(small), { code: 'image-too-small' });
+  t.throws(() => FileImage.open(dir), { code: 'image-open' }, 'a directory');
+});
+
+t.test('file engine: write, read back, flush, discard, write-zeroes — host-side checks', async (t) => {
+  const size = 1 << 20;
+  const path = tmpImage('disk.img', pattern(size, 3));
+  const image = FileImage.open(path);
+  t.teardown(() => image.close());
+  const r = new BlkRig({ image });
+  const data = pattern(8192, 42);
+  const w1 = r.add({ type: VIRTIO_BLK_T_OUT, sector: 16, out: data.subarray(0, 4096) });
+  const w2 = r.add({ type: VIRTIO_BLK_T_OUT, sector: 24, out: data.subarray(4096) });
+  const fl = r.add({ type: VIRTIO_BLK_T_FLUSH });
+  r.kick();
+  await r.waitUsed(3);
+  for (const s of [w1, w2, fl]) t.equal(r.status(s), VIRTIO_BLK_S_OK);
+  const engine = (r.handler as unknown as { engine: FileEngine }).engine;
+  t.equal(engine.submitCalls, 1, 'the three requests went to the kernel in one submit');
+  const host = readFileSync(path);
+  t.ok(sameBytes(host.subarray(16 * 512, 16 * 512 + 8192), data), 'data on the host file');
+
+  const rd = r.add({ type: VIRTIO_BLK_T_IN, sector: 16, inLen: 8192, inSplit: [512, 1024, 6656] });
+  r.kick();
+  const used = await r.waitUsed(1);
+  t.equal(used.get(rd.head), 8193);
+  t.ok(sameBytes(r.readIn(rd), data), 'read back through io_uring, scattered');
+
+  const d = r.add({ type: VIRTIO_BLK_T_DISCARD, out: segments([{ sector: 0, num: 16 }]) });
+  const z = r.add({ type: VIRTIO_BLK_T_WRITE_ZEROES, out: segments([{ sector: 100, num: 8 }, { sector: 200, num: 8, flags: 1 }]) });
+  r.kick();
+  await r.waitUsed(2);
+  t.equal(r.status(d), VIRTIO_BLK_S_OK);
+  t.equal(r.status(z), VIRTIO_BLK_S_OK);
+  const after = readFileSync(path);
+  t.equal(after.length, size, 'size kept (KEEP_SIZE)');
+  const zero = (s: number, n: number) => after.subarray(s * 512, (s + n) * 512).every((b) => b === 0);
+  t.ok(zero(0, 16), 'discarded range punched (reads zeros)');
+  t.ok(zero(100, 8) && zero(200, 8), 'write-zeroes ranges');
+  t.notOk(zero(108, 1), 'neighbour intact');
+  t.equal(r.device.counters[0].bytesWritten, 8192);
+  t.equal(r.device.counters[0].bytesRead, 8192);
+  await r.handler.stop();
+  t.same(r.guest.checkCanaries(), []);
+});
+
+t.test('file engine: read past a shrunken file is IOERR, never a partial OK', async (t) => {
+  const path = tmpImage('shrink.img', pattern(1 << 16, 4));
+  const image = FileImage.open(path);
+  t.teardown(() => image.close());
+  const r = new BlkRig({ image });
+  const fd = openSync(path, 'r+');
+  ftruncateSync(fd, 4096);
+  closeSync(fd);
+  const part = r.add({ type: VIRTIO_BLK_T_IN, sector: 6, inLen: 4096 }); // 1 KiB left in the file
+  const past = r.add({ type: VIRTIO_BLK_T_IN, sector: 64, inLen: 512 });
+  r.kick();
+  const used = await r.waitUsed(2);
+  t.equal(r.status(part), VIRTIO_BLK_S_IOERR);
+  t.equal(used.get(part.head), 1, 'used len excludes the partial data');
+  t.equal(r.status(past), VIRTIO_BLK_S_IOERR);
+  await r.handler.stop();
+});
+
+t.test('file engine: writethrough syncs each write; stop() waits for in-flight I/O', async (t) => {
+  const path = tmpImage('wt.img', new Uint8Array(1 << 16));
+  const image = FileImage.open(path);
+  t.teardown(() => image.close());
+  const r = new BlkRig({ image });
+  r.device.writeConfig(32, Uint8Array.of(0));
+  t.equal(r.device.writeback, false);
+  const list = [];
+  for (let i = 0; i < 16; i++) list.push(r.add({ type: VIRTIO_BLK_T_OUT, sector: i * 2, out: pattern(1024, i) }));
+  r.kick();
+  const stopped = r.handler.stop();
+  let resolved = false;
+  void stopped.then(() => { resolved = true; });
+  await stopped;
+  t.ok(resolved);
+  const used = r.collect();
+  t.equal(used.size, 16, 'all in-flight requests completed before stop resolved');
+  for (const s of list) t.equal(r.status(s), VIRTIO_BLK_S_OK);
+  const host = readFileSync(path);
+  for (let i = 0; i < 16; i++) t.ok(sameBytes(host.subarray(i * 1024, i * 1024 + 1024), pattern(1024, i)));
+  // After stop, kicks do nothing.
+  r.add({ type: VIRTIO_BLK_T_FLUSH });
+  r.kick();
+  t.equal(r.collect().size, 0);
+});
+
+t.test('file engine: O_DIRECT on a real file (skipped where unsupported)', async (t) => {
+  const path = tmpImage('direct.img', pattern(1 << 16, 8));
+  let image: FileImage;
+  try {
+    image = FileImage.open(path, { direct: true });
+  } catch (err) {
+    t.skip(`O_DIRECT not supported here: ${String(err)}`);
+    return;
+  }
+  t.teardown(() => image.close());
+  const r = new BlkRig({ image }, new MmapGuest());
+  const rd = r.add({ type: VIRTIO_BLK_T_IN, sector: 8, inLen: 4096 });
+  const wr = r.add({ type: VIRTIO_BLK_T_OUT, sector: 64, out: pattern(4096, 77) });
+  r.kick();
+  await r.waitUsed(2);
+  // tmpfs refuses O_DIRECT at open; elsewhere buffers must be aligned, as QEMU's page-aligned
+  // guest memory and the guest's 512-byte aligned buffers are.
+  t.equal(r.status(rd), VIRTIO_BLK_S_OK);
+  t.equal(r.status(wr), VIRTIO_BLK_S_OK);
+  t.ok(sameBytes(r.readIn(rd), pattern(1 << 16, 8).subarray(4096, 8192)));
+  t.ok(sameBytes(readFileSync(path).subarray(64 * 512, 64 * 512 + 4096), pattern(4096, 77)));
+  await r.handler.stop();
+});
+
+t.test('file engine: read-only image', async (t) => {
+  const path = tmpImage('ro.img', pattern(1 << 16, 9));
+  const image = FileImage.open(path, { readOnly: true });
+  t.teardown(() => image.close());
+  const dev = new BlkDevice({ image });
+  t.equal(dev.readOnly, true);
+  const r = new BlkRig({ image });
+  const w = r.add({ type: VIRTIO_BLK_T_OUT, sector: 0, out: pattern(512, 1) });
+  r.kick();
+  await r.waitUsed(1);
+  t.equal(r.status(w), VIRTIO_BLK_S_IOERR);
+  t.ok(sameBytes(readFileSync(path), pattern(1 << 16, 9)));
+  t.equal(statSync(path).size, 1 << 16);
+  await r.handler.stop();
+});

@@ -97,7 +97,7 @@ export class GuestMemory {
   /** Pages that could not be logged because they lie beyond the bitmap (should stay 0). */
   dirtyLogOverflow: number;
   /** Slab index hit last; tried first (most accesses stay in one region). */
-  private hint: number;
+  hint: number;
   /** 8-byte scratch for multi-byte accessors that straddle slabs. */
   private readonly scratch: Uint8Array;
   private readonly scratchView: DataView;

@@ -16,7 +16,7 @@
  * through the views validated once by SplitRingViews.
  * @module
  */
-import { VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_USED_F_NO_NOTIFY } from './constants.js';
+import { VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_WRITE, VIRTQ_USED_F_NO_NOTIFY } from './constants.js';
 import { ChainWalker } from './chain-walker.js';
 import type { DescriptorChain } from './descriptor-chain.js';
 import { ChainError, QueueError } from './errors.js';
@@ -63,6 +63,7 @@ export class SplitQueueDevice {
   private readonly walker: ChainWalker;
   private readonly mask: number;
   private readonly avail: Uint16Array;
+  private readonly desc: Uint32Array;
   private readonly used16: Uint16Array;
   private readonly used32: Uint32Array;
   private readonly usedEventIndex: number;
@@ -100,6 +101,7 @@ export class SplitQueueDevice {
     });
     this.mask = views.mask;
     this.avail = views.avail;
+    this.desc = views.desc;
     this.used16 = views.used16;
     this.used32 = views.used32;
     this.usedEventIndex = views.usedEventIndex;
@@ -174,6 +176,37 @@ export class SplitQueueDevice {
     const head = this.avail[AVAIL_RING + (next & this.mask)];
     this.nextAvailIdx = (next + 1) & 0xffff;
     if (head >= this.size) return this.breakQueue(FAULT_HEAD_OUT_OF_RANGE, head);
+    // Fast path for the most common chain shape: one direct descriptor (flags 0 or WRITE, no
+    // NEXT/INDIRECT), len > 0, inside the slab hit last. Same checks as the walker, without
+    // the call and its loop set-up. Measured (bench:ring 1desc, device rate, best of 5, three
+    // interleaved A/B pairs on a loaded 2-core host): 35.6/31.0/33.4 → 39.6/41.2/32.1 M/s,
+    // i.e. about +10 %. Chains of any other shape fall through to the walker unchanged.
+    const desc = this.desc, w = head << 2;
+    const fn = desc[w + 3];
+    if ((fn & ~VIRTQ_DESC_F_WRITE & 0xffff) === 0) {
+      const lo = desc[w], hi = desc[w + 1], len = desc[w + 2];
+      const mem = this.memory;
+      const h = mem.hint;
+      const addr = hi * 4294967296 + lo;
+      if (len !== 0 && hi < 0x200000 && h < mem.slabCount && addr >= mem.slabGpa[h] && addr + len <= mem.slabEnd[h]
+        && this.walker.maxSegments !== 0) {
+        chain.head = head;
+        chain.memory = mem;
+        chain.indirect = false;
+        chain.descCount = 1;
+        chain.segSlab[0] = h;
+        chain.segOffset[0] = addr - mem.slabGpa[h];
+        chain.segLen[0] = len;
+        chain.segGpa[0] = addr;
+        if ((fn & VIRTQ_DESC_F_WRITE) === 0) {
+          chain.readableSegs = 1; chain.writableSegs = 0; chain.readableBytes = len; chain.writableBytes = 0;
+        } else {
+          chain.readableSegs = 0; chain.writableSegs = 1; chain.readableBytes = 0; chain.writableBytes = len;
+        }
+        this.popped++;
+        return 1;
+      }
+    }
     const r = this.walker.walk(head, chain);
     if (r !== 0) return this.breakQueue(r, head);
     this.popped++;

@@ -1,0 +1,138 @@
+/**
+ * Ring micro-benchmark: pop + push chains per second on one core, through the real
+ * GuestMemory + SplitQueueDevice + DescriptorChain, with the driver refilling the ring in
+ * batches (a full ring per batch). Reported: device-side rate (only pop/pushUsed/publishUsed
+ * are timed) and end-to-end rate (driver refill and used collection included).
+ *
+ *   npm run bench:ring                 # all scenarios
+ *   npm run bench:ring -- --seconds 3 --queue 256 --only 1desc
+ * @module
+ */
+import { parseArgs } from 'node:util';
+import { DescriptorChain, type SplitQueueDevice, type SplitQueueDriver } from '@vhost-ts/virtqueue';
+import { MockGuest } from '@vhost-ts/virtqueue/testing';
+import { bareServe, type BareRing } from './ring/bare-baseline.js';
+
+const { values } = parseArgs({
+  options: {
+    seconds: { type: 'string', default: '1' },
+    samples: { type: 'string', default: '5' },
+    queue: { type: 'string', default: '256' },
+    only: { type: 'string' },
+  },
+});
+const SECONDS = Number(values.seconds);
+const SAMPLES = Number(values.samples);
+const QUEUE = Number(values.queue);
+
+interface Scenario {
+  name: string;
+  /** Refills the ring: adds chains until full, publishes. */
+  refill(): void;
+  /** Device work for one batch; returns chains served. */
+  serve(): number;
+  /** Driver collects the used ring. */
+  collect(): void;
+}
+
+/** Device side of every scenario: the loop a device handler runs for one kick. */
+function deviceServe(dev: SplitQueueDevice, chain: DescriptorChain): number {
+  let n = 0;
+  while (dev.pop(chain) === 1) {
+    dev.pushUsed(chain.head, chain.writableBytes);
+    n++;
+  }
+  dev.publishUsed();
+  return n;
+}
+
+function collect(drv: SplitQueueDriver): void {
+  while (drv.popUsed() >= 0) { /* frees descriptors */ }
+}
+
+function realScenario(name: string, build: (g: MockGuest) => () => void): Scenario {
+  const g = new MockGuest({ queueSize: QUEUE, indirectEntries: 4, heapBytes: 0x100000 });
+  const chain = new DescriptorChain(16);
+  const add = build(g);
+  return {
+    name,
+    refill: () => { add(); g.driver.publish(); },
+    serve: () => {
+      const n = deviceServe(g.device, chain);
+      if (g.device.isBroken) throw new Error(`queue broken: ${g.device.error?.message}`);
+      return n;
+    },
+    collect: () => collect(g.driver),
+  };
+}
+
+const scenarios: Array<() => Scenario> = [
+  () => realScenario('1desc', (g) => {
+    const buf = g.alloc(64);
+    return () => { while (g.driver.addOne(buf, 64, true) >= 0) { /* fill */ } };
+  }),
+  () => realScenario('3desc-blk', (g) => {
+    // virtio-blk-like: 16 B header (readable), 4 KiB data + 1 B status (writable).
+    const gpas = new Float64Array([g.alloc(16), g.alloc(4096, { align: 4096 }), g.alloc(1)]);
+    const lens = new Float64Array([16, 4096, 1]);
+    return () => { while (g.driver.addChain(gpas, lens, 3, 1) >= 0) { /* fill */ } };
+  }),
+  () => realScenario('indirect-blk', (g) => {
+    const r = [{ gpa: g.alloc(16), len: 16 }];
+    const w = [{ gpa: g.alloc(4096, { align: 4096 }), len: 4096 }, { gpa: g.alloc(1), len: 1 }];
+    return () => { while (g.driver.add(r, w, { indirect: true }) >= 0) { /* fill */ } };
+  }),
+  () => {
+    // Bare baseline over the same mock rings: the driver refills, a flat function serves.
+    const g = new MockGuest({ queueSize: QUEUE });
+    const v = g.device.ringViews;
+    const buf = g.alloc(64);
+    const region = g.regions[0];
+    const bare: BareRing = {
+      size: QUEUE, desc: v.desc, avail: v.avail, used16: v.used16, used32: v.used32,
+      regionGpa: region.guestPhysAddr, regionSize: region.size,
+      segSlab: new Int32Array(1), segOffset: new Float64Array(1), segLen: new Float64Array(1), segGpa: new Float64Array(1),
+      nextAvail: 0, usedIdx: 0,
+    };
+    return {
+      name: 'bare-1desc',
+      refill: () => { while (g.driver.addOne(buf, 64, true) >= 0) { /* fill */ } g.driver.publish(); },
+      serve: () => { const n = bareServe(bare); if (n < 0) throw new Error('bare fault'); return n; },
+      collect: () => collect(g.driver),
+    };
+  },
+];
+
+/** Runs batches for `seconds`; returns [device ops/s, end-to-end ops/s]. */
+function sample(s: Scenario, seconds: number): [number, number] {
+  let chains = 0, deviceMs = 0;
+  const start = performance.now();
+  const end = start + seconds * 1000;
+  let now = start;
+  while (now < end) {
+    s.refill();
+    const t0 = performance.now();
+    chains += s.serve();
+    now = performance.now();
+    deviceMs += now - t0;
+    s.collect();
+  }
+  const total = performance.now() - start;
+  return [chains / deviceMs * 1000, chains / total * 1000];
+}
+
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const fmt = (x: number): string => `${(x / 1e6).toFixed(2)} M/s`;
+
+console.log(`ring micro-benchmark: node ${process.version}, queue ${QUEUE}, ${SAMPLES} × ${SECONDS}s samples, one core`);
+for (const make of scenarios) {
+  const s = make();
+  if (values.only && !s.name.includes(values.only)) continue;
+  sample(s, Math.min(0.5, SECONDS)); // warm-up: let V8 optimise the hot path
+  const dev: number[] = [], e2e: number[] = [];
+  for (let i = 0; i < SAMPLES; i++) {
+    const [d, e] = sample(s, SECONDS);
+    dev.push(d); e2e.push(e);
+  }
+  console.log(`${s.name.padEnd(13)} device ${fmt(median(dev)).padStart(11)} (best ${fmt(Math.max(...dev))})   end-to-end ${fmt(median(e2e)).padStart(11)}`);
+}

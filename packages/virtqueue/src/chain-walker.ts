@@ -27,11 +27,19 @@ const TWO_32 = 0x100000000;
 /** virtio 1.2 §2.7.5.2: a chain's total length must fit in 32 bits. */
 const MAX_CHAIN_BYTES = 0xffffffff;
 
+/**
+ * Default bound on one indirect table's entries. It is not the queue size: Linux's virtio_blk
+ * sizes indirect tables by seg_max + 2 whatever the ring size (QEMU's default ring is 128 while
+ * seg_max is often 254), and QEMU's own device side accepts tables up to VIRTQUEUE_MAX_SIZE
+ * (1024). The bound only has to keep the walk finite; a device limits segments separately.
+ */
+export const DEFAULT_MAX_INDIRECT = 1024;
+
 /** Options of a walker. */
 export interface ChainWalkerOptions {
   /** VIRTIO_RING_F_INDIRECT_DESC negotiated. */
   indirect: boolean;
-  /** Most entries accepted in one indirect table (default: the queue size). */
+  /** Most entries accepted in one indirect table (default: max(queue size, 1024)). */
   maxIndirect?: number;
   /** Most segments accepted per chain (default: unlimited up to the chain's capacity). */
   maxSegments?: number;
@@ -55,7 +63,9 @@ export class ChainWalker {
     this.desc = desc;
     this.size = size;
     this.indirect = opts.indirect;
-    this.maxIndirect = opts.maxIndirect ?? size;
+    // Default: at least 1024 entries. Linux builds indirect tables longer than a small queue
+    // (virtio_ring only bounds direct chains by the ring size) and QEMU accepts up to 1024.
+    this.maxIndirect = opts.maxIndirect ?? Math.max(size, 1024);
     this.maxSegments = opts.maxSegments ?? 0x7fffffff;
     if (!(this.maxSegments >= 1) || !(this.maxIndirect >= 1)) throw new RangeError('maxSegments and maxIndirect must be ≥ 1');
     this.scratchWords = new Uint32Array(opts.indirect ? this.maxIndirect * 4 : 0);

@@ -33,7 +33,7 @@ export interface SplitQueueDeviceOptions {
   indirect: boolean;
   /** Most segments per chain (a longer chain is a `too-many-segments` fault). */
   maxSegments?: number;
-  /** Most entries per indirect table (default: the queue size). */
+  /** Most entries per indirect table (default: max(queue size, 1024)). */
   maxIndirect?: number;
   /** Initial next-available index (SET_VRING_BASE); default 0. */
   nextAvail?: number;

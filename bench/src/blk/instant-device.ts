@@ -1,0 +1,89 @@
+/**
+ * InstantBlkDevice: a virtio-blk device that completes every request at once with
+ * VIRTIO_BLK_S_OK and touches no data — no header parsing, no engine. Served by the same
+ * {@link VhostUserBackend} as the real device, it measures the ceiling of the harness itself
+ * (TS load generator + vhost-user plumbing + rings): no real back-end can be faster through
+ * this front-end. Bench-only; it reports the whole writable length as used, which a real
+ * device would only do after filling the data.
+ * @module
+ */
+import type { QueueContext, QueueHandler, VirtioDevice } from '@vhost-ts/vhost-user';
+import {
+  VHOST_USER_PROTOCOL_F_CONFIG, VHOST_USER_PROTOCOL_F_MQ, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, bit,
+} from '@vhost-ts/vhost-user';
+import { DescriptorChain } from '@vhost-ts/virtqueue';
+import { CFG_BLK_SIZE, CFG_CAPACITY, CFG_NUM_QUEUES, SECTOR_SIZE, VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_MQ } from './virtio-blk.js';
+
+/** virtio device id of a block device (virtio 1.2 §5). */
+const VIRTIO_ID_BLOCK = 2;
+const STATUS_OK = new Uint8Array([0]);
+
+class InstantQueue implements QueueHandler {
+  private readonly chain = new DescriptorChain();
+  private stopped = false;
+
+  constructor(private readonly ctx: QueueContext) {}
+
+  onKick(): void {
+    if (this.stopped) return;
+    const q = this.ctx.queue;
+    const c = this.chain;
+    for (;;) {
+      q.disableNotify();
+      let r: number;
+      let n = 0;
+      while ((r = q.pop(c)) === 1) {
+        // The status byte is the last writable byte of the chain (virtio 1.2 §5.2.6).
+        if (c.writableBytes > 0) c.copyToWritable(c.writableBytes - 1, STATUS_OK);
+        q.pushUsed(c.head, c.writableBytes);
+        n++;
+      }
+      if (r < 0) {
+        this.ctx.broken(`pop failed (${r})`);
+        return;
+      }
+      if (n > 0) {
+        q.publishUsed();
+        if (q.shouldNotify()) this.ctx.notify();
+      }
+      if (!q.enableNotify()) return;
+    }
+  }
+
+  stop(): Promise<void> {
+    this.stopped = true;
+    return Promise.resolve();
+  }
+}
+
+/** The instant-completion block device. */
+export class InstantBlkDevice implements VirtioDevice {
+  readonly deviceType = VIRTIO_ID_BLOCK;
+  readonly maxQueueSize = 1024;
+  readonly features = bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_RING_F_EVENT_IDX) | bit(VIRTIO_BLK_F_FLUSH)
+    | bit(VIRTIO_BLK_F_BLK_SIZE) | bit(VIRTIO_BLK_F_MQ);
+  readonly protocolFeatures = bit(VHOST_USER_PROTOCOL_F_CONFIG) | bit(VHOST_USER_PROTOCOL_F_MQ);
+  onConfigChanged: (() => void) | null = null;
+  private readonly config = new Uint8Array(64);
+
+  constructor(readonly numQueues: number, sizeBytes: number) {
+    const v = new DataView(this.config.buffer);
+    v.setBigUint64(CFG_CAPACITY, BigInt(Math.floor(sizeBytes / SECTOR_SIZE)), true);
+    v.setUint32(CFG_BLK_SIZE, SECTOR_SIZE, true);
+    v.setUint16(CFG_NUM_QUEUES, numQueues, true);
+  }
+
+  setFeatures(): void {}
+
+  readConfig(offset: number, length: number): Uint8Array {
+    const out = new Uint8Array(length);
+    if (offset < this.config.length) out.set(this.config.subarray(offset, Math.min(this.config.length, offset + length)));
+    return out;
+  }
+
+  startQueue(_index: number, ctx: QueueContext): QueueHandler {
+    return new InstantQueue(ctx);
+  }
+
+  reset(): void {}
+}

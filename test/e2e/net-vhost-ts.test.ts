@@ -2,8 +2,10 @@
  * A Linux guest (QEMU, virtio-net-pci over vhost-user) on OUR vhost-user-net backend, bridged to
  * a tap that lives in a network namespace this test creates: the guest pings the namespace's
  * address, so ARP and ICMP cross both virtqueues, the device, the TAP backend and the kernel.
- * Runs with 1 queue pair (VHOST_TS_NET_MQ=1 adds a 2-pair run: MQ + IFF_MULTI_QUEUE tap, known
- * failing, under investigation). Needs root for the tap.
+ * Runs with 1 queue pair. VHOST_TS_NET_MQ=1 adds a 2-pair run (MQ + IFF_MULTI_QUEUE tap), which
+ * fails today in the vhost-user layer: QEMU runs one vhost_dev per queue pair on the same socket
+ * and each re-sends ADD_MEM_REG for the same regions; the back-end rejects the duplicate as an
+ * overlap. Needs root for the tap.
  */
 import t from 'tap';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';

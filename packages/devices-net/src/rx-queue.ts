@@ -41,6 +41,9 @@ export class RxQueue implements QueueHandler {
   private readonly hold: FrameRing;
   private readonly prefix = new WritablePrefix();
   private readonly scratch = new Uint8Array(VIRTIO_NET_HDR_V1_SIZE);
+  /** Heads and lengths of the chains one frame is being spread over (MRG_RXBUF). */
+  private readonly heads: Uint16Array;
+  private readonly lens: Uint32Array;
   private running = true;
   /** True while frames wait for buffers and a kick was requested. */
   waiting = false;
@@ -55,6 +58,8 @@ export class RxQueue implements QueueHandler {
     this.queue = ctx.queue;
     this.chain = new DescriptorChain(Math.min(ctx.queue.size, 1024));
     this.hold = new FrameRing(holdCapacity, slotSize);
+    this.heads = new Uint16Array(ctx.queue.size);
+    this.lens = new Uint32Array(ctx.queue.size);
     // RX buffers are consumed when frames arrive, not on kicks: only ask for kicks while waiting.
     this.queue.disableNotify();
   }
@@ -252,8 +257,6 @@ export class RxQueue implements QueueHandler {
     return WROTE;
   }
 
-  private readonly heads = new Uint16Array(32768);
-  private readonly lens = new Uint32Array(32768);
 
   private fail(): number {
     const err = this.queue.error;

@@ -33,7 +33,7 @@ export interface BlkDeviceOptions {
   serial?: string;
   /** Expose the disk read-only (default: the image's own read-only flag). */
   readOnly?: boolean;
-  /** Largest number of data segments per request (seg_max; default min(queueSize − 2, 254)). */
+  /** Largest number of data segments per request (seg_max; default min(queueSize, 128) − 2). */
   segMax?: number;
   /** Largest segment in bytes (size_max; default 1 MiB). */
   sizeMax?: number;
@@ -81,7 +81,10 @@ export class BlkDevice implements VirtioDevice {
     if (!Number.isInteger(queueSize) || queueSize < 4 || queueSize > 32768 || (queueSize & (queueSize - 1)) !== 0) {
       throw new BlkError('bad-option', `queue-size must be a power of two in 4..32768, got ${queueSize}`);
     }
-    const segMax = opts.segMax ?? Math.min(queueSize - 2, 254);
+    // The driver may not build a chain longer than the queue size it chose (virtio 1.2
+    // §2.7.5.3.1), and QEMU's vhost-user-blk-pci uses 128 by default; seg_max + 2 (header and
+    // status) must fit, or Linux builds indirect tables the queue must refuse.
+    const segMax = opts.segMax ?? Math.min(queueSize, 128) - 2;
     if (!Number.isInteger(segMax) || segMax < 1 || segMax > 1024) throw new BlkError('bad-option', `seg-max must be 1..1024, got ${segMax}`);
     this.image = opts.image;
     this.readOnly = opts.readOnly ?? opts.image.readOnly;
@@ -144,10 +147,14 @@ export class BlkDevice implements VirtioDevice {
   }
 
   setFeatures(acked: bigint): void {
+    const prev = this.acked;
     this.acked = acked & this.features;
     // virtio 1.2 §5.2.5: without FLUSH the driver cannot order writes to stable storage, so
-    // the device must behave as writethrough; with CONFIG_WCE the driver may choose later.
+    // the device must behave as writethrough; with FLUSH but no CONFIG_WCE it is writeback;
+    // with CONFIG_WCE the driver chooses through `writeback` (starting from writeback).
+    // Front-ends may send SET_FEATURES more than once (QEMU does per start), hence "newly acked".
     if (!this.has(this.acked, VIRTIO_BLK_F_FLUSH)) this.setWriteback(false);
+    else if (!this.has(this.acked, VIRTIO_BLK_F_CONFIG_WCE) || !this.has(prev, VIRTIO_BLK_F_FLUSH)) this.setWriteback(true);
   }
 
   readConfig(offset: number, length: number): Uint8Array {

@@ -65,6 +65,11 @@ t.test('writeback is guest-writable only with CONFIG_WCE (virtio 1.2 §5.2.5)', 
   t.equal(dev.readConfig(32, 1)[0], 1, 'ignored without CONFIG_WCE');
   dev.setFeatures(dev.features & ~bit(VIRTIO_BLK_F_FLUSH));
   t.equal(dev.readConfig(32, 1)[0], 0, 'writethrough without FLUSH');
+  dev.setFeatures(dev.features);
+  t.equal(dev.readConfig(32, 1)[0], 1, 'writeback again once FLUSH is acked (SET_FEATURES repeated)');
+  dev.writeConfig(32, Uint8Array.of(0));
+  dev.setFeatures(dev.features);
+  t.equal(dev.readConfig(32, 1)[0], 0, 'a repeated SET_FEATURES keeps the guest choice');
   dev.reset();
   t.equal(dev.readConfig(32, 1)[0], 1, 'reset restores writeback');
 });

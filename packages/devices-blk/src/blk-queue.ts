@@ -13,7 +13,7 @@
  * once per queue start.
  * @module
  */
-import { DescriptorChain } from '@vhost-ts/virtqueue';
+import { ChainWalker, DescriptorChain } from '@vhost-ts/virtqueue';
 import type { QueueContext, QueueHandler } from '@vhost-ts/vhost-user';
 import type { BlkQueueCounters } from './blk-counters.js';
 import {
@@ -120,16 +120,26 @@ export class BlkQueue implements QueueHandler, BlockCompletionSink {
   private resubmitInflight(): void {
     const tracker = this.ctx.inflight;
     if (tracker === null || tracker.resubmit.length === 0) return;
-    const q = this.ctx.queue as unknown as Partial<ChainAtCapable>;
-    if (typeof q.chainAt !== 'function') {
-      this.log.warn(`queue ${this.ctx.index}: ${tracker.resubmit.length} inflight request(s) cannot be resubmitted (no chainAt)`);
-      return;
+    const queue = this.ctx.queue;
+    const q = queue as unknown as Partial<ChainAtCapable>;
+    // Prefer the queue's own re-walk when it has one; otherwise walk the descriptor table with
+    // a walker of the same options (built once, only on a restart with pending heads).
+    let walk: (head: number, chain: DescriptorChain) => number;
+    if (typeof q.chainAt === 'function') {
+      const chainAt = q.chainAt;
+      walk = (head, chain) => chainAt.call(queue, head, chain);
+    } else {
+      const walker = new ChainWalker(queue.memory, queue.ringViews.desc, queue.size, { indirect: queue.indirect });
+      walk = (head, chain) => walker.walk(head, chain);
     }
+    this.log.info(`queue ${this.ctx.index}: resubmitting ${tracker.resubmit.length} inflight request(s)`);
     let count = 0;
     for (const head of tracker.resubmit) {
       if (this.freeCount === 0) break;
-      const r = q.chainAt.call(this.ctx.queue, head, this.chain);
-      if (r < 0) { this.breakDevice(`inflight head ${head}: chain fault ${r}`); break; }
+      // The list comes from the front-end's shared area: check the index before using it.
+      const r = head >= 0 && head < queue.size ? walk(head, this.chain) : -1;
+      if (r < 0) { this.counters.badChains++; this.breakDevice(`inflight head ${head}: chain fault ${r}`); break; }
+      this.chain.head = head;
       const req = this.takeSlot();
       tracker.begin(head);
       if (this.prepare(req)) this.batch[count++] = req;

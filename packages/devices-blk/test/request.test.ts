@@ -1,3 +1,4 @@
+import type { MockGuest } from '@vhost-ts/virtqueue/testing';
 import t from 'tap';
 import {
   MemoryImage, VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_WRITE_ZEROES, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK,
@@ -264,7 +265,7 @@ t.test('zero-length read/write complete OK with only a status', async (t) => {
 
 t.test('buffer spanning two memory regions is read and written whole', async (t) => {
   const { image, r } = rig();
-  const g = r.guest;
+  const g = r.guest as MockGuest;
   const gpa = g.spanningBuffer(1024);
   const hdrGpa = g.alloc(16);
   const hdr = new Uint8Array(16);

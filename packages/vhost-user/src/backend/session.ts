@@ -16,7 +16,7 @@ import { FdWatcher, READABLE, close, eventfdRead, eventfdWrite, fstatSize, ftrun
 import { GuestMemory, SplitQueueDevice, type SplitQueueLayout } from '@vhost-ts/virtqueue';
 import { decodeReply, decodeRequest, encodeMessage, encodeReply, needsReply } from '../codec/codec.js';
 import type { RawFrame } from '../codec/framer.js';
-import { NONE, u64, vringState, type Message, type Payload } from '../codec/payloads.js';
+import { NONE, u64, vringState, type MemoryRegionDesc, type Message, type Payload } from '../codec/payloads.js';
 import { frontendRequestName, protocolFeatureName } from '../codec/schema.js';
 import * as C from '../constants.js';
 import { bit } from '../constants.js';
@@ -76,6 +76,12 @@ function closeFds(fds: number[]): void {
   }
 }
 
+/** Two region descriptions that denote the same mapping. */
+function sameRegion(a: MemoryRegionDesc, b: MemoryRegionDesc): boolean {
+  return a.guestPhysAddr === b.guestPhysAddr && a.userAddr === b.userAddr && a.size === b.size
+    && a.mmapOffset === b.mmapOffset;
+}
+
 function take(msg: Message): number {
   const fd = msg.fds.shift();
   if (fd === undefined) throw new ProtocolError('BAD_FD_COUNT', 'missing fd');
@@ -107,6 +113,8 @@ export class BackendSession {
   private deviceFeaturesSet: bigint | null = null;
   private protocol = 0n;
   private regions: MappedRegion[] = [];
+  /** How many times ADD_MEM_REG added each region (absent = once). */
+  private readonly regionRefs = new Map<MappedRegion, number>();
   /** The current memory table (null before SET_MEM_TABLE). */
   memory: GuestMemory | null = null;
   /** Per-queue state. */
@@ -396,7 +404,16 @@ export class BackendSession {
     if (this.regions.length >= (this.opts.maxMemSlots ?? 32)) {
       throw new ProtocolError('BAD_MEMORY', `all ${this.opts.maxMemSlots ?? 32} memory slots are in use`);
     }
-    const added = mapRegion((msg.payload as Extract<Payload, { kind: 'mem-region' }>).region, take(msg));
+    const desc = (msg.payload as Extract<Payload, { kind: 'mem-region' }>).region;
+    // QEMU runs one vhost device per queue pair over the same connection (vhost-user-net with
+    // queues > 1), and each adds the same regions. An identical region is counted, not mapped
+    // twice; its fd stays in msg.fds and is closed unused by handle().
+    const same = this.regions.find((r) => sameRegion(r.desc, desc));
+    if (same !== undefined) {
+      this.regionRefs.set(same, (this.regionRefs.get(same) ?? 1) + 1);
+      return Promise.resolve(0);
+    }
+    const added = mapRegion(desc, take(msg));
     return this.replaceMemory([...this.regions, added], [added]);
   }
 
@@ -404,8 +421,14 @@ export class BackendSession {
     this.requireProtocol(C.VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS, 'VHOST_USER_REM_MEM_REG');
     // vhost-user.rst: a stray fd MAY be accepted and MUST be closed unused (done by handle()).
     const { region } = msg.payload as Extract<Payload, { kind: 'mem-region' }>;
-    const keep = this.regions.filter((r) => !(r.desc.guestPhysAddr === region.guestPhysAddr
-      && r.desc.userAddr === region.userAddr && r.desc.size === region.size));
+    const match = this.regions.find((r) => r.desc.guestPhysAddr === region.guestPhysAddr
+      && r.desc.userAddr === region.userAddr && r.desc.size === region.size);
+    const refs = match === undefined ? 0 : (this.regionRefs.get(match) ?? 1);
+    if (match !== undefined && refs > 1) {
+      this.regionRefs.set(match, refs - 1);
+      return Promise.resolve(0);
+    }
+    const keep = this.regions.filter((r) => r !== match);
     if (keep.length === this.regions.length) {
       throw new ProtocolError('INVALID_ARGUMENT', `REM_MEM_REG: no region at gpa 0x${region.guestPhysAddr.toString(16)}`);
     }
@@ -431,6 +454,7 @@ export class BackendSession {
     for (const r of running) await this.stopRing(r, true);
     const old = this.regions;
     this.regions = next;
+    for (const r of this.regionRefs.keys()) if (!next.includes(r)) this.regionRefs.delete(r);
     this.memory = memory;
     this.updateDirtyLog();
     for (const r of running) {
@@ -885,6 +909,7 @@ export class BackendSession {
       if (this.inflightArea !== null) munmap(this.inflightArea.buffer);
     }
     this.regions = [];
+    this.regionRefs.clear();
     this.logArea = null;
     this.inflightArea = null;
     if (this.logFd >= 0) close(this.logFd);

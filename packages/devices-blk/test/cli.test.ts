@@ -3,7 +3,8 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { close as closeFd, unixListen } from '@vhost-ts/sys';
+import { close as closeFd, unixAccept, unixListen } from '@vhost-ts/sys';
+import { VhostUserFrontend } from '@vhost-ts/vhost-user';
 import t from 'tap';
 import { parseBlkArgs } from '../src/cli-args.js';
 
@@ -13,8 +14,10 @@ t.teardown(() => rmSync(dir, { recursive: true, force: true }));
 const image = join(dir, 'disk.img');
 writeFileSync(image, new Uint8Array(1 << 20));
 
-function start(args: string[]): { child: ChildProcess; done: Promise<{ code: number | null; stderr: string; stdout: string }> } {
-  const child = spawn(process.execPath, ['--conditions=vhost-ts-source', '--import', 'tsx', CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+const MAIN = join(dirname(fileURLToPath(import.meta.url)), '../src/main.ts');
+
+function start(args: string[], entry = CLI): { child: ChildProcess; done: Promise<{ code: number | null; stderr: string; stdout: string }> } {
+  const child = spawn(process.execPath, ['--conditions=vhost-ts-source', '--import', 'tsx', entry, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '', stdout = '';
   child.stderr!.on('data', (d) => { stderr += d; });
   child.stdout!.on('data', (d) => { stdout += d; });
@@ -106,4 +109,37 @@ t.test('a stale socket file is replaced; --help prints usage', async (t) => {
   const r = await start(['--help']).done;
   t.equal(r.code, 0);
   t.match(r.stdout, /--socket-path PATH/);
+});
+
+t.test('--client connects to a listening front-end and serves it', async (t) => {
+  const sock = join(dir, 'client.sock');
+  const listenFd = unixListen(sock);
+  t.teardown(() => closeFd(listenFd));
+  const a = start(['--socket-path', sock, '--blk-file', image, '--client', '--serial', 'cli-client']);
+  let fd = -1;
+  await waitFor(() => (fd = unixAccept(listenFd)) >= 0);
+  const fe = new VhostUserFrontend(fd);
+  await fe.negotiate();
+  const cfg = await fe.getConfig(0, 8);
+  t.equal(new DataView(cfg!.buffer, cfg!.byteOffset).getUint32(0, true), (1 << 20) / 512, 'capacity of the image');
+  fe.close();
+  a.child.kill('SIGTERM');
+  const r = await a.done;
+  t.equal(r.code, 0);
+  t.ok(existsSync(sock), 'client mode never removes the front-end socket');
+});
+
+t.test('npm start entry: prints the QEMU command line, flags override the defaults', async (t) => {
+  const sock = join(dir, 'main', 'blk.sock');
+  const a = start(['--socket-path', sock, '--blk-file', image, '--num-queues', '2'], MAIN);
+  let out = '';
+  a.child.stdout!.on('data', (d) => { out += d; });
+  await waitFor(() => /Ctrl-C/.test(out));
+  t.match(out, /-object memory-backend-memfd,id=mem0,size=1G,share=on/);
+  t.match(out, new RegExp(`-chardev socket,id=blk0,path=${sock.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`));
+  t.match(out, /-device vhost-user-blk-pci,chardev=blk0,num-queues=2/);
+  t.ok(existsSync(sock), 'socket directory created and listening');
+  a.child.kill('SIGINT');
+  t.equal((await a.done).code, 0);
+  t.notOk(existsSync(sock));
 });

@@ -2,10 +2,8 @@
  * A Linux guest (QEMU, virtio-net-pci over vhost-user) on OUR vhost-user-net backend, bridged to
  * a tap that lives in a network namespace this test creates: the guest pings the namespace's
  * address, so ARP and ICMP cross both virtqueues, the device, the TAP backend and the kernel.
- * Runs with 1 queue pair. VHOST_TS_NET_MQ=1 adds a 2-pair run (MQ + IFF_MULTI_QUEUE tap), which
- * fails today in the vhost-user layer: QEMU runs one vhost_dev per queue pair on the same socket
- * and each re-sends ADD_MEM_REG for the same regions; the back-end rejects the duplicate as an
- * overlap. Needs root for the tap.
+ * Runs with 1 and with 2 queue pairs (MQ + IFF_MULTI_QUEUE tap; QEMU then runs one vhost device
+ * per pair on the same socket, each adding the same memory regions). Needs root for the tap.
  */
 import t from 'tap';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
@@ -56,7 +54,7 @@ async function startCli(args: string[], socket: string): Promise<{ child: ChildP
 
 const rootReason = process.getuid?.() === 0 ? null : 'needs root to create a tap and a network namespace';
 
-for (const pairs of (process.env.VHOST_TS_NET_MQ === "1" ? [1, 2] : [1])) {
+for (const pairs of [1, 2]) {
   const name = `guest on vhost-user-net --tap (${pairs} queue pair${pairs > 1 ? 's' : ''}), ping into a netns`;
   if (rootReason !== null) {
     if (e2eRequired()) t.test(name, async (t) => { t.fail(`E2E=1 but ${rootReason}`); });

@@ -174,3 +174,32 @@ t.test('file engine: read-only image', async (t) => {
   t.equal(statSync(path).size, 1 << 16);
   await r.handler.stop();
 });
+
+t.test('file engine: more ops than io_uring entries are submitted as room frees up', async (t) => {
+  const path = tmpImage('many.img', pattern(1 << 20, 12));
+  const image = FileImage.open(path);
+  t.teardown(() => image.close());
+  // 64 slots → a 64-entry ring; 40 discards × 4 ranges + 20 reads = 180 ops.
+  const r = new BlkRig({ image });
+  const sent = [];
+  for (let i = 0; i < 40; i++) {
+    sent.push(r.add({ type: VIRTIO_BLK_T_DISCARD, out: segments([0, 1, 2, 3].map((k) => ({ sector: i * 32 + k * 8, num: 4 }))), indirect: true }));
+  }
+  const reads = [];
+  for (let i = 0; i < 20; i++) reads.push(r.add({ type: VIRTIO_BLK_T_IN, sector: 1500 + i, inLen: 512, indirect: true }));
+  r.kick();
+  const used = await r.waitUsed(60);
+  t.equal(used.size, 60);
+  const engine = (r.handler as unknown as { engine: FileEngine }).engine;
+  t.ok(engine.submitCalls > 1, `the rest went in later submits (${engine.submitCalls})`);
+  for (const s of sent) t.equal(r.status(s), VIRTIO_BLK_S_OK);
+  const src = pattern(1 << 20, 12);
+  for (let i = 0; i < 20; i++) {
+    t.equal(r.status(reads[i]), VIRTIO_BLK_S_OK);
+    t.ok(sameBytes(r.readIn(reads[i]), src.subarray((1500 + i) * 512, (1501 + i) * 512)));
+  }
+  const host = readFileSync(path);
+  t.ok(host.subarray(0, 4 * 512).every((b) => b === 0) && host.subarray(39 * 32 * 512 + 24 * 512, 39 * 32 * 512 + 28 * 512).every((b) => b === 0));
+  t.notOk(host.subarray(4 * 512, 8 * 512).every((b) => b === 0), 'gaps between ranges kept');
+  await r.handler.stop();
+});

@@ -13,6 +13,7 @@
  * once per queue start.
  * @module
  */
+import { channel } from 'node:diagnostics_channel';
 import { ChainWalker, DescriptorChain } from '@vhost-ts/virtqueue';
 import type { QueueContext, QueueHandler } from '@vhost-ts/vhost-user';
 import type { BlkQueueCounters } from './blk-counters.js';
@@ -38,6 +39,13 @@ export interface BlkQueueOptions {
   counters: BlkQueueCounters;
   log: Logger;
 }
+
+/**
+ * diagnostics_channel on which a queue publishes `{ queue, reason }` when the guest broke it
+ * (a malformed chain or a queue fault).
+ */
+export const BLK_BROKEN_CHANNEL = 'vhost-ts:blk:broken';
+const brokenChannel = channel(BLK_BROKEN_CHANNEL);
 
 /** Optional capability of a queue to re-walk a head listed by the inflight area. */
 interface ChainAtCapable {
@@ -228,6 +236,7 @@ export class BlkQueue implements QueueHandler, BlockCompletionSink {
     if (this.broken) return;
     this.broken = true;
     this.log.warn(`queue ${this.ctx.index}: ${reason}`);
+    if (brokenChannel.hasSubscribers) brokenChannel.publish({ queue: this.ctx.index, reason });
     this.ctx.broken(reason);
   }
 

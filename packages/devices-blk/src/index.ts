@@ -14,6 +14,6 @@ export type { BlockEngine, BlockImage, BlockCompletionSink, EngineOptions } from
 export { MemoryImage, NullImage } from './engines/memory-engine.js';
 export { FileImage, FileEngine, type FileImageOptions } from './engines/file-engine.js';
 export { BlkQueueCounters, countersToPrometheus } from './blk-counters.js';
-export { BlkQueue, encodeSerial, type BlkQueueOptions } from './blk-queue.js';
+export { BlkQueue, BLK_BROKEN_CHANNEL, encodeSerial, type BlkQueueOptions } from './blk-queue.js';
 export { BlkDevice, type BlkDeviceOptions } from './blk-device.js';
 export { createLogger, silentLogger, isLogLevel, LOG_LEVELS, type Logger, type LogLevel } from './logger.js';

@@ -1,7 +1,8 @@
 import type { MockGuest } from '@vhost-ts/virtqueue/testing';
+import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import t from 'tap';
 import {
-  MemoryImage, VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_WRITE_ZEROES, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK,
+  BLK_BROKEN_CHANNEL, MemoryImage, VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_WRITE_ZEROES, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK,
   VIRTIO_BLK_S_UNSUPP, VIRTIO_BLK_T_DISCARD, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_GET_LIFETIME,
   VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_BLK_T_SECURE_ERASE, VIRTIO_BLK_T_WRITE_ZEROES,
 } from '../src/index.js';
@@ -181,10 +182,15 @@ t.test('a chain without a writable status byte breaks the device, no crash', asy
 
 t.test('queue fault (head out of range) breaks the device once', async (t) => {
   const { r } = rig();
+  const events: unknown[] = [];
+  const onEvent = (m: unknown) => { events.push(m); };
+  subscribe(BLK_BROKEN_CHANNEL, onEvent);
+  t.teardown(() => { unsubscribe(BLK_BROKEN_CHANNEL, onEvent); });
   r.guest.driver.pushAvailRaw(1000);
   r.kick();
   r.kick();
   t.equal(r.brokenReasons.length, 1);
+  t.match(events, [{ queue: 0, reason: /head-out-of-range|head/ }], 'diagnostics_channel event');
   t.equal(r.device.counters[0].badChains, 1);
 });
 

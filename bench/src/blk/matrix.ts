@@ -1,0 +1,116 @@
+/**
+ * Runs the matrix: for every workload, every rep and every peer, a fresh back-end process and
+ * a fresh load-generator process; collects the JSON lines.
+ * @module
+ */
+import { closeSync, openSync, rmSync, writeSync } from 'node:fs';
+import { runJsonLine, tsEntry } from '../common/child.js';
+import { peerById, type PeerContext, type PeerId } from './peers.js';
+import type { LoadgenResult, WorkloadSpec } from './workload.js';
+
+/** Options of a matrix run. */
+export interface MatrixOptions {
+  peers: readonly PeerId[];
+  workloads: readonly { name: string; spec: WorkloadSpec }[];
+  durationS: number;
+  warmupS: number;
+  reps: number;
+  queueSize: number;
+  /** Back-end size in bytes (image file and null disks). */
+  sizeBytes: number;
+  /** Pin load generator and back-end to different CPUs. */
+  pin: boolean;
+  qsdAio: string;
+  /** Directory of the socket; the image goes to /dev/shm. */
+  workDir: string;
+  /** Progress lines. */
+  log(line: string): void;
+}
+
+/** One measured cell (a median over reps when reps > 1). */
+export interface Cell {
+  peer: PeerId;
+  workload: string;
+  spec: WorkloadSpec;
+  /** The median run by IOPS (null when every rep failed). */
+  result: LoadgenResult | null;
+  /** IOPS of each rep, for the spread. */
+  repIops: number[];
+  /** Failure messages of failed reps. */
+  failures: string[];
+}
+
+/** Creates a fully written (not sparse) image on tmpfs, so reads and writes hit real pages. */
+export function makeImage(path: string, sizeBytes: number): void {
+  const fd = openSync(path, 'w');
+  try {
+    const chunk = Buffer.alloc(1 << 20, 0x6b);
+    for (let off = 0; off < sizeBytes; off += chunk.length) writeSync(fd, chunk, 0, Math.min(chunk.length, sizeBytes - off), off);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Runs one cell once: back-end up, load generator, back-end down. */
+export async function runOnce(peerId: PeerId, spec: WorkloadSpec, ctx: PeerContext,
+  o: Pick<MatrixOptions, 'durationS' | 'warmupS' | 'pin' | 'queueSize'>): Promise<LoadgenResult> {
+  const peer = peerById(peerId);
+  const backend = await peer.start({ ...ctx, queues: spec.queues });
+  try {
+    const args = [...tsEntry('bench/src/blk/loadgen.ts'), '--socket', ctx.socket, '--pattern', spec.pattern,
+      '--bs', String(spec.blockSize), '--qd', String(spec.queueDepth), '--queues', String(spec.queues),
+      '--queue-size', String(o.queueSize), '--duration', String(o.durationS), '--warmup', String(o.warmupS)];
+    const r = await runJsonLine<LoadgenResult>(process.execPath, args,
+      { cpus: o.pin ? '0' : null, timeoutMs: (o.durationS + o.warmupS) * 1000 + 30_000 });
+    if (r.line === null) throw new Error(`loadgen printed no result (exit ${r.code}): ${r.stderr.trim().slice(0, 500)}`);
+    if (!r.line.ok) throw new Error(`loadgen: ${r.line.error ?? 'failed'}; back-end log: ${backend.logs().trim().slice(-500)}`);
+    return r.line;
+  } finally {
+    await backend.stop();
+  }
+}
+
+/** Runs the whole matrix. */
+export async function runMatrix(o: MatrixOptions): Promise<Cell[]> {
+  const image = `/dev/shm/vtbench-blk-${process.pid}.img`;
+  const needsImage = o.peers.some((p) => p.endsWith('-file'));
+  if (needsImage) makeImage(image, o.sizeBytes);
+  const ctx: PeerContext = {
+    socket: `${o.workDir}/blk.sock`, image, sizeBytes: o.sizeBytes, queues: 1, queueSize: o.queueSize,
+    cpus: o.pin ? '1' : null, qsdAio: o.qsdAio,
+  };
+  const cells: Cell[] = [];
+  try {
+    for (const w of o.workloads) {
+      const runs = new Map<PeerId, { results: LoadgenResult[]; failures: string[] }>();
+      for (const p of o.peers) runs.set(p, { results: [], failures: [] });
+      for (let rep = 0; rep < o.reps; rep++) {
+        // Rotate the peer order each rep so slow drift of the machine does not favour one peer.
+        const order = o.peers.map((_, i) => o.peers[(i + rep) % o.peers.length]);
+        for (const p of order) {
+          const slot = runs.get(p)!;
+          try {
+            const r = await runOnce(p, w.spec, ctx, o);
+            slot.results.push(r);
+            o.log(`${w.name.padEnd(18)} ${p.padEnd(14)} rep ${rep + 1}/${o.reps}: ${r.iops} IOPS, p99 ${r.latUs.p99} µs, errors ${r.errors}`);
+          } catch (e) {
+            slot.failures.push((e as Error).message);
+            o.log(`${w.name.padEnd(18)} ${p.padEnd(14)} rep ${rep + 1}/${o.reps}: FAILED ${(e as Error).message.slice(0, 300)}`);
+          }
+        }
+      }
+      for (const p of o.peers) {
+        const { results, failures } = runs.get(p)!;
+        const sorted = [...results].sort((a, b) => a.iops - b.iops);
+        cells.push({
+          peer: p, workload: w.name, spec: w.spec,
+          result: sorted.length === 0 ? null : sorted[Math.floor((sorted.length - 1) / 2)],
+          repIops: results.map((r) => r.iops), failures,
+        });
+      }
+    }
+  } finally {
+    if (needsImage) rmSync(image, { force: true });
+  }
+  return cells;
+}

@@ -1,0 +1,121 @@
+/**
+ * The peers of the virtio-blk bench — one driver per back-end, each started as a fresh
+ * process per run, listening on a unix socket the load generator connects to.
+ *
+ * | id             | process                                   | storage                                 |
+ * |----------------|-------------------------------------------|-----------------------------------------|
+ * | vhost-ts-file  | `vhost-user-blk` CLI (devices-blk)         | image file on tmpfs, io_uring engine    |
+ * | qsd-file       | qemu-storage-daemon, `driver=file`         | the same image file                     |
+ * | vhost-ts-null  | bench ts-server: BlkDevice + NullImage     | none; reads zero the data               |
+ * | qsd-null       | qemu-storage-daemon, `driver=null-co`      | none; `read-zeroes=on`                  |
+ * | ts-instant     | bench ts-server: InstantBlkDevice          | none; completes unread — harness ceiling|
+ *
+ * qemu-storage-daemon exports the protocol node directly (no `raw` format node on top),
+ * which is its fastest configuration for a raw image.
+ * @module
+ */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { REPO_ROOT, startListening, tsEntry, type RunningBackend } from '../common/child.js';
+import { which } from '../common/machine.js';
+
+/** Peer identifiers. */
+export type PeerId = 'vhost-ts-file' | 'qsd-file' | 'vhost-ts-null' | 'qsd-null' | 'ts-instant';
+
+/** Everything a peer needs to start. */
+export interface PeerContext {
+  socket: string;
+  /** Raw image (regular file on tmpfs) for the file peers. */
+  image: string;
+  /** Disk size for the null peers (bytes). */
+  sizeBytes: number;
+  queues: number;
+  queueSize: number;
+  /** CPUs to pin the back-end to (`taskset -c`), or null. */
+  cpus: string | null;
+  /** qemu-storage-daemon `aio=` for the file peer: 'threads' (its default) or 'io_uring'. */
+  qsdAio: string;
+}
+
+/** A peer driver. */
+export interface Peer {
+  readonly id: PeerId;
+  /** Which side of the comparison: ours, the reference, or the harness ceiling. */
+  readonly family: 'vhost-ts' | 'qsd' | 'ceiling';
+  /** 'file' | 'null' | 'instant'. */
+  readonly engine: string;
+  /** Why it cannot run here, or null. */
+  unavailable(): string | null;
+  start(ctx: PeerContext): Promise<RunningBackend>;
+}
+
+/** How to run our CLI: `VHOST_TS_BLK_CLI` if set, else the TS source, else dist. */
+export function findBlkCli(): string[] | null {
+  const override = process.env.VHOST_TS_BLK_CLI;
+  const candidates = [
+    ...(override ? [override] : []),
+    join(REPO_ROOT, 'packages/devices-blk/src/cli.ts'),
+    join(REPO_ROOT, 'packages/devices-blk/dist/cli.js'),
+  ];
+  for (const p of candidates) {
+    if (existsSync(p)) return p.endsWith('.ts') ? tsEntry(p) : [p];
+  }
+  return null;
+}
+
+function qsdPath(): string | null {
+  return which('qemu-storage-daemon');
+}
+
+function qsdExport(node: string, ctx: PeerContext): string {
+  return `type=vhost-user-blk,id=exp0,node-name=${node},addr.type=unix,addr.path=${ctx.socket},writable=on,num-queues=${ctx.queues}`;
+}
+
+const QSD_MISSING = 'qemu-storage-daemon not found (apt-get install qemu-system-x86 / qemu-utils)';
+
+/** All peers, in the order the matrix runs them. */
+export const PEERS: readonly Peer[] = [
+  {
+    id: 'vhost-ts-file', family: 'vhost-ts', engine: 'file',
+    unavailable: () => (findBlkCli() === null ? 'packages/devices-blk/src/cli.ts not found' : null),
+    start: (ctx) => startListening(process.execPath, [...findBlkCli()!, '--socket-path', ctx.socket, '--blk-file', ctx.image,
+      '--num-queues', String(ctx.queues), '--queue-size', String(ctx.queueSize), '--log-level', 'warn'], ctx.socket, { cpus: ctx.cpus }),
+  },
+  {
+    id: 'qsd-file', family: 'qsd', engine: 'file',
+    unavailable: () => (qsdPath() === null ? QSD_MISSING : null),
+    start: (ctx) => startListening(qsdPath()!, [
+      '--blockdev', `driver=file,node-name=file0,filename=${ctx.image},aio=${ctx.qsdAio},cache.direct=off`,
+      '--export', qsdExport('file0', ctx),
+    ], ctx.socket, { cpus: ctx.cpus }),
+  },
+  {
+    id: 'vhost-ts-null', family: 'vhost-ts', engine: 'null',
+    unavailable: () => null,
+    start: (ctx) => startListening(process.execPath, [...tsEntry('bench/src/blk/ts-server.ts'), '--socket', ctx.socket,
+      '--engine', 'null', '--size', String(ctx.sizeBytes), '--num-queues', String(ctx.queues),
+      '--queue-size', String(ctx.queueSize)], ctx.socket, { cpus: ctx.cpus }),
+  },
+  {
+    id: 'qsd-null', family: 'qsd', engine: 'null',
+    unavailable: () => (qsdPath() === null ? QSD_MISSING : null),
+    start: (ctx) => startListening(qsdPath()!, [
+      '--blockdev', `driver=null-co,node-name=null0,size=${ctx.sizeBytes},read-zeroes=on`,
+      '--export', qsdExport('null0', ctx),
+    ], ctx.socket, { cpus: ctx.cpus }),
+  },
+  {
+    id: 'ts-instant', family: 'ceiling', engine: 'instant',
+    unavailable: () => null,
+    start: (ctx) => startListening(process.execPath, [...tsEntry('bench/src/blk/ts-server.ts'), '--socket', ctx.socket,
+      '--engine', 'instant', '--size', String(ctx.sizeBytes), '--num-queues', String(ctx.queues),
+      '--queue-size', String(ctx.queueSize)], ctx.socket, { cpus: ctx.cpus }),
+  },
+];
+
+/** The peer with this id. */
+export function peerById(id: string): Peer {
+  const p = PEERS.find((x) => x.id === id);
+  if (p === undefined) throw new Error(`unknown peer ${id} (known: ${PEERS.map((x) => x.id).join(', ')})`);
+  return p;
+}

@@ -1,0 +1,52 @@
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import type { Cell } from '../src/blk/matrix.js';
+import { chart, ratios, writeSection } from '../src/blk/report.js';
+import type { LoadgenResult } from '../src/blk/workload.js';
+
+function result(iops: number, p99: number, errors = 0): LoadgenResult {
+  return {
+    ok: true, socket: 's', pattern: 'randread', blockSize: 4096, queueDepth: 32, queues: 1, seconds: 1, requests: iops, iops,
+    mbps: 1, latUs: { mean: 1, p50: 1, p99, p999: p99, max: p99 }, errors, lenMismatches: 0, kicks: 0, calls: 0, stalls: 0,
+    cpuSeconds: 0.5, capacityBytes: 1, features: '0x0',
+  };
+}
+const spec = { pattern: 'randread' as const, blockSize: 4096, queueDepth: 32, queues: 1 };
+const cell = (peer: Cell['peer'], r: LoadgenResult | null): Cell => ({ peer, workload: 'w', spec, result: r, repIops: [], failures: [] });
+
+t.test('ratios: ours/QSD per storage; the target needs IOPS ≥ and p99 ≤ and no errors', async (tt) => {
+  const rs = ratios([
+    cell('vhost-ts-file', result(200, 50)), cell('qsd-file', result(100, 100)),
+    cell('vhost-ts-null', result(90, 50)), cell('qsd-null', result(100, 100)),
+  ]);
+  tt.equal(rs.length, 2);
+  tt.same(rs.map((r) => [r.engine, r.iopsRatio, r.p99Ratio, r.meets]), [['file (tmpfs)', 2, 0.5, true], ['null', 0.9, 0.5, false]]);
+  const withErrors = ratios([cell('vhost-ts-file', result(200, 50, 3)), cell('qsd-file', result(100, 100))]);
+  tt.equal(withErrors[0].meets, false, 'errors never meet the target');
+  tt.same(ratios([cell('vhost-ts-file', null), cell('qsd-file', result(1, 1))]), [], 'a failed cell has no ratio');
+});
+
+t.test('writeSection replaces only the virtio-blk section', async (tt) => {
+  const dir = mkdtempSync(join(tmpdir(), 'vtbr-'));
+  tt.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const p = join(dir, 'b.md');
+  writeFileSync(p, '# B\n\n## Ring micro-benchmark\n\nring text\n\n## virtio-blk\n\nold\n\n## Later\n\nlater text\n');
+  writeSection(p, '## virtio-blk\n\nnew\n');
+  tt.equal(readFileSync(p, 'utf8'), '# B\n\n## Ring micro-benchmark\n\nring text\n\n## virtio-blk\n\nnew\n\n## Later\n\nlater text\n');
+  const q = join(dir, 'c.md');
+  writeFileSync(q, '# B\n\n## Ring micro-benchmark\n\nring\n');
+  writeSection(q, '## virtio-blk\n\nnew\n');
+  tt.equal(readFileSync(q, 'utf8'), '# B\n\n## Ring micro-benchmark\n\nring\n\n## virtio-blk\n\nnew\n', 'appended when absent');
+  const m = join(dir, 'missing.md');
+  writeSection(m, '## virtio-blk\n\nx\n');
+  tt.match(readFileSync(m, 'utf8'), /^# Benchmarks\n[\s\S]*## virtio-blk\n\nx\n$/, 'created when the file is missing');
+});
+
+t.test('chart is a well-formed SVG with one bar per measured cell', async (tt) => {
+  const svg = chart([cell('vhost-ts-null', result(200, 1)), cell('qsd-null', result(100, 1)), cell('ts-instant', null)]);
+  tt.match(svg, /^<svg [^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/);
+  tt.match(svg, /<\/svg>\n$/);
+  tt.equal(svg.match(/<rect x=/g)?.length, 2 + 3, 'two bars plus three legend swatches');
+});

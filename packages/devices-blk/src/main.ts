@@ -5,7 +5,7 @@
  * the defaults (e.g. `npm start -- --num-queues 4`).
  * @module
  */
-import { closeSync, existsSync, ftruncateSync, mkdirSync, openSync } from 'node:fs';
+import { closeSync, existsSync, ftruncateSync, mkdirSync, openSync, readdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { BlkServerConfig } from './cli-args.js';
@@ -36,15 +36,32 @@ function prepare(config: BlkServerConfig, log: Logger): void {
   }
 }
 
+/**
+ * The host's own kernel and initrd when /boot has them (Debian's linux-image-amd64), so the
+ * printed line runs as it is; placeholders otherwise.
+ */
+function hostKernel(): { kernel: string; initrd: string } {
+  try {
+    const kernels = readdirSync('/boot').filter((f) => f.startsWith('vmlinuz-')).sort();
+    const newest = kernels[kernels.length - 1];
+    if (newest !== undefined) {
+      const initrd = `/boot/initrd.img-${newest.slice('vmlinuz-'.length)}`;
+      return { kernel: `/boot/${newest}`, initrd: existsSync(initrd) ? initrd : '<initrd>' };
+    }
+  } catch { /* no /boot */ }
+  return { kernel: '<bzImage>', initrd: '<initrd>' };
+}
+
 /** The QEMU command line attaching a guest to the served disk. */
 export function qemuCommandLine(config: BlkServerConfig): string {
   const server = config.client ? ',server=on,wait=off' : '';
+  const { kernel, initrd } = hostKernel();
   return [
     'qemu-system-x86_64 -machine q35,accel=kvm:tcg -cpu max -smp 2 -m 1G \\',
     '  -object memory-backend-memfd,id=mem0,size=1G,share=on -numa node,memdev=mem0 \\',
     `  -chardev socket,id=blk0,path=${config.socketPath}${server} \\`,
     `  -device vhost-user-blk-pci,chardev=blk0,num-queues=${config.numQueues} \\`,
-    '  -kernel <bzImage> -initrd <initrd> -append "console=ttyS0" -nographic',
+    `  -kernel ${kernel} -initrd ${initrd} -append "console=ttyS0" -nographic`,
   ].join('\n');
 }
 

@@ -7,6 +7,7 @@
  *   npm run bench:blk -- --quick                       # short runs, no docs written
  *   npm run bench:blk -- --peers vhost-ts,qsd --engines null --workloads 4k-randread-qd32 --reps 3
  *   npm run bench:blk -- --json out.json --no-docs
+ *   npm run bench:blk -- --from-json out.json          # re-render table + docs from a saved run (no measuring)
  *   npm run bench:blk -- --pin                         # taskset: load generator CPU 0, back-end CPU 1
  *
  * `--peers` takes families (vhost-ts, qsd, ceiling) or peer ids (vhost-ts-file, qsd-null, ...).
@@ -17,8 +18,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { REPO_ROOT } from './common/child.js';
-import { machineFacts } from './common/machine.js';
-import { runMatrix } from './blk/matrix.js';
+import { machineFacts, type MachineFacts } from './common/machine.js';
+import { runMatrix, type Cell } from './blk/matrix.js';
 import { PEERS, type PeerId } from './blk/peers.js';
 import { chart, consoleTable, markdownSection, writeSection } from './blk/report.js';
 import { WORKLOADS } from './blk/workload.js';
@@ -38,6 +39,7 @@ const { values } = parseArgs({
     pin: { type: 'boolean', default: false },
     'no-docs': { type: 'boolean', default: false },
     json: { type: 'string' },
+    'from-json': { type: 'string' },
   },
 });
 
@@ -70,39 +72,49 @@ if (usable.length === 0) {
   process.exit(1);
 }
 
-const facts = machineFacts(REPO_ROOT);
-// Pinning (load generator on CPU 0, back-end on CPU 1) is off by default: on a small shared
-// machine a pinned process waits behind whatever else runs on its CPU (measured here: p99 of
-// ~3 ms pinned vs ~0.2 ms unpinned, 4k QD1 with load average 3 on 2 vCPUs).
-const pin = values.pin && facts.nproc >= 2;
-console.error(`virtio-blk bench: ${usable.join(', ')} × ${workloads.length} workloads, ${warmupS}+${durationS} s, reps ${reps}, ` +
-  `${facts.nproc} CPUs, kernel ${facts.kernel}, load ${facts.loadAvg1}`);
-const workDir = mkdtempSync(join(tmpdir(), 'vtb-'));
-let cells;
-try {
-  cells = await runMatrix({
-    peers: usable, workloads, durationS, warmupS, reps, pin,
-    queueSize: Number(values['queue-size']), sizeBytes: Number(values.size), qsdAio: values['qsd-aio'], workDir,
-    log: (l) => console.error(l),
-  });
-} finally {
-  rmSync(workDir, { recursive: true, force: true });
+interface Saved { facts: MachineFacts; cells: Cell[]; command: string; durationS: number; warmupS: number; reps: number; pin: boolean; qsdAio: string }
+let saved: Saved;
+if (values['from-json'] !== undefined) {
+  saved = JSON.parse(readFileSync(values['from-json'], 'utf8')) as Saved;
+} else {
+  const facts = machineFacts(REPO_ROOT);
+  // Pinning (load generator on CPU 0, back-end on CPU 1) is off by default: on a small shared
+  // machine a pinned process waits behind whatever else runs on its CPU (measured here: p99 of
+  // ~3 ms pinned vs ~0.2 ms unpinned, 4k QD1 with load average 3 on 2 vCPUs).
+  const pin = values.pin && facts.nproc >= 2;
+  console.error(`virtio-blk bench: ${usable.join(', ')} × ${workloads.length} workloads, ${warmupS}+${durationS} s, reps ${reps}, ` +
+    `${facts.nproc} CPUs, kernel ${facts.kernel}, load ${facts.loadAvg1}`);
+  const workDir = mkdtempSync(join(tmpdir(), 'vtb-'));
+  let cells: Cell[];
+  try {
+    cells = await runMatrix({
+      peers: usable, workloads, durationS, warmupS, reps, pin,
+      queueSize: Number(values['queue-size']), sizeBytes: Number(values.size), qsdAio: values['qsd-aio'], workDir,
+      log: (l) => console.error(l),
+    });
+  } finally {
+    rmSync(workDir, { recursive: true, force: true });
+  }
+  const argv = process.argv.slice(2);
+  saved = {
+    facts, cells, command: `npm run bench:blk${argv.length > 0 ? ` -- ${argv.join(' ')}` : ''}`,
+    durationS, warmupS, reps, pin, qsdAio: values['qsd-aio'],
+  };
 }
+const { cells } = saved;
 
 console.log(consoleTable(cells));
-if (values.json !== undefined) writeFileSync(values.json, `${JSON.stringify({ facts, cells }, null, 2)}\n`);
+if (values.json !== undefined) writeFileSync(values.json, `${JSON.stringify(saved, null, 2)}\n`);
 
 const errors = cells.reduce((s, c) => s + (c.result?.errors ?? 0), 0);
 const failed = cells.filter((c) => c.result === null).length;
 if (!quick && !values['no-docs']) {
-  const argv = process.argv.slice(2);
-  const command = `npm run bench:blk${argv.length > 0 ? ` -- ${argv.join(' ')}` : ''}`;
   const svgRel = 'img/bench-blk.svg';
   writeFileSync(join(REPO_ROOT, 'docs', svgRel), chart(cells));
   const notesPath = join(REPO_ROOT, 'bench/src/blk/findings.md');
   const notes = existsSync(notesPath) ? readFileSync(notesPath, 'utf8') : '';
   writeSection(join(REPO_ROOT, 'docs/benchmarks.md'),
-    markdownSection({ cells, facts, command, durationS, warmupS, reps, pin, qsdAio: values['qsd-aio'], svgRel, notes }));
+    markdownSection({ ...saved, svgRel, notes }));
   console.error('wrote docs/benchmarks.md (section virtio-blk) and docs/img/bench-blk.svg');
 }
 if (errors > 0 || failed > 0) {

@@ -8,7 +8,8 @@
  * | qsd-file       | qemu-storage-daemon, `driver=file`         | the same image file                     |
  * | vhost-ts-null  | bench ts-server: BlkDevice + NullImage     | none; reads zero the data               |
  * | qsd-null       | qemu-storage-daemon, `driver=null-co`      | none; `read-zeroes=on`                  |
- * | ts-instant     | bench ts-server: InstantBlkDevice          | none; completes unread — harness ceiling|
+ * | ts-instant     | bench ts-server: InstantBlkDevice          | none; completes unread — TS back-end ceiling|
+ * | ts-instant-poll| the same, busy-polling the ring 50 µs after each batch (experiment; not run by default) | none |
  *
  * qemu-storage-daemon exports the protocol node directly (no `raw` format node on top),
  * which is its fastest configuration for a raw image.
@@ -20,7 +21,7 @@ import { REPO_ROOT, startListening, tsEntry, type RunningBackend } from '../comm
 import { which } from '../common/machine.js';
 
 /** Peer identifiers. */
-export type PeerId = 'vhost-ts-file' | 'qsd-file' | 'vhost-ts-null' | 'qsd-null' | 'ts-instant';
+export type PeerId = 'vhost-ts-file' | 'qsd-file' | 'vhost-ts-null' | 'qsd-null' | 'ts-instant' | 'ts-instant-poll';
 
 /** Everything a peer needs to start. */
 export interface PeerContext {
@@ -109,6 +110,13 @@ export const PEERS: readonly Peer[] = [
     unavailable: () => null,
     start: (ctx) => startListening(process.execPath, [...tsEntry('bench/src/blk/ts-server.ts'), '--socket', ctx.socket,
       '--engine', 'instant', '--size', String(ctx.sizeBytes), '--num-queues', String(ctx.queues),
+      '--queue-size', String(ctx.queueSize)], ctx.socket, { cpus: ctx.cpus }),
+  },
+  {
+    id: 'ts-instant-poll', family: 'ceiling', engine: 'instant-poll',
+    unavailable: () => null,
+    start: (ctx) => startListening(process.execPath, [...tsEntry('bench/src/blk/ts-server.ts'), '--socket', ctx.socket,
+      '--engine', 'instant', '--poll-us', '50', '--size', String(ctx.sizeBytes), '--num-queues', String(ctx.queues),
       '--queue-size', String(ctx.queueSize)], ctx.socket, { cpus: ctx.cpus }),
   },
 ];

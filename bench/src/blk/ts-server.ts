@@ -5,7 +5,10 @@
  * `null-co,read-zeroes=on`); `instant` is {@link InstantBlkDevice}, the harness ceiling.
  *
  *   node --conditions=vhost-ts-source --import tsx bench/src/blk/ts-server.ts \
- *     --socket S --engine null|instant [--size BYTES] [--num-queues N] [--queue-size N]
+ *     --socket S --engine null|instant [--size BYTES] [--num-queues N] [--queue-size N] [--poll-us N]
+ *
+ * `--poll-us` (instant only) busy-polls the avail ring after each batch: the adaptive-polling
+ * experiment of docs/benchmarks.md.
  *
  * SIGTERM/SIGINT close the back-end and exit 0.
  * @module
@@ -22,6 +25,7 @@ const { values } = parseArgs({
     size: { type: 'string', default: String(1 << 30) },
     'num-queues': { type: 'string', default: '1' },
     'queue-size': { type: 'string', default: '256' },
+    'poll-us': { type: 'string', default: '0' },
   },
 });
 if (values.socket === undefined) {
@@ -37,7 +41,7 @@ switch (values.engine) {
     device = new BlkDevice({ image: new NullImage(size), numQueues, queueSize });
     break;
   case 'instant':
-    device = new InstantBlkDevice(numQueues, size);
+    device = new InstantBlkDevice(numQueues, size, Number(values['poll-us']));
     break;
   default:
     process.stderr.write(`ts-server: unknown --engine ${values.engine}\n`);

@@ -9,6 +9,7 @@
  * @module
  */
 import { parseArgs } from 'node:util';
+import { Bench } from 'tinybench';
 import { DescriptorChain, type SplitQueueDevice, type SplitQueueDriver } from '@vhost-ts/virtqueue';
 import { MockGuest } from '@vhost-ts/virtqueue/testing';
 import { bareServe, type BareRing } from './ring/bare-baseline.js';
@@ -103,36 +104,44 @@ const scenarios: Array<() => Scenario> = [
   },
 ];
 
-/** Runs batches for `seconds`; returns [device ops/s, end-to-end ops/s]. */
-function sample(s: Scenario, seconds: number): [number, number] {
-  let chains = 0, deviceMs = 0;
-  const start = performance.now();
-  const end = start + seconds * 1000;
-  let now = start;
-  while (now < end) {
-    s.refill();
-    const t0 = performance.now();
-    chains += s.serve();
-    now = performance.now();
-    deviceMs += now - t0;
-    s.collect();
+/**
+ * Measures one scenario with tinybench. Each iteration is one batch (a full ring): the *device*
+ * task times only `serve` (the refill and used collection run in untimed per-iteration hooks);
+ * the *end-to-end* task times refill + serve + collect. Rates are chains per batch × the
+ * median batch throughput.
+ */
+async function measure(s: Scenario): Promise<{ device: number[]; e2e: number[] }> {
+  let chains = 0, batches = 0;
+  const countServe = (): void => { chains += s.serve(); batches++; };
+  const device: number[] = [], e2e: number[] = [];
+  for (let i = 0; i < SAMPLES; i++) {
+    const bench = new Bench({ time: SECONDS * 1000, warmupTime: Math.min(500, SECONDS * 500), throws: true });
+    bench.add(`${s.name} device`, countServe, {
+      beforeAll: () => { chains = 0; batches = 0; },
+      beforeEach: () => s.refill(),
+      afterEach: () => s.collect(),
+    });
+    bench.add(`${s.name} end-to-end`, () => { s.refill(); countServe(); s.collect(); }, {
+      beforeAll: () => { chains = 0; batches = 0; },
+    });
+    for (const task of bench.tasks) {
+      await task.run();
+      const r = task.result;
+      if (r.state !== 'completed') throw new Error(`${task.name}: ${r.state}`);
+      const rate = (chains / batches) * r.throughput.p50;
+      (task.name.endsWith('device') ? device : e2e).push(rate);
+    }
   }
-  const total = performance.now() - start;
-  return [chains / deviceMs * 1000, chains / total * 1000];
+  return { device, e2e };
 }
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const fmt = (x: number): string => `${(x / 1e6).toFixed(2)} M/s`;
 
-console.log(`ring micro-benchmark: node ${process.version}, queue ${QUEUE}, ${SAMPLES} × ${SECONDS}s samples, one core`);
+console.log(`ring micro-benchmark (tinybench): node ${process.version}, queue ${QUEUE}, ${SAMPLES} × ${SECONDS}s samples, one core`);
 for (const make of scenarios) {
   const s = make();
   if (values.only && !s.name.includes(values.only)) continue;
-  sample(s, Math.min(0.5, SECONDS)); // warm-up: let V8 optimise the hot path
-  const dev: number[] = [], e2e: number[] = [];
-  for (let i = 0; i < SAMPLES; i++) {
-    const [d, e] = sample(s, SECONDS);
-    dev.push(d); e2e.push(e);
-  }
+  const { device: dev, e2e } = await measure(s);
   console.log(`${s.name.padEnd(13)} device ${fmt(median(dev)).padStart(11)} (best ${fmt(Math.max(...dev))})   end-to-end ${fmt(median(e2e)).padStart(11)}`);
 }

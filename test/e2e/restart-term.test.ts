@@ -1,0 +1,36 @@
+/**
+ * Graceful restarts end to end: as restart-kill.test.ts, but the back-end gets SIGTERM (it stops
+ * popping, drains its in-flight requests, publishes them and exits 0) and is started again.
+ * At least 3 restarts; nothing may be left for the next back-end to resubmit.
+ *
+ * Replay a schedule with `E2E_RESTART_SEED=<seed>` (the seed is printed).
+ */
+import t from 'tap';
+import { findVhostTsBlkCli } from './src/backends.js';
+import { e2eTest } from './src/env.js';
+import { runRestartChaos } from './src/restart-chaos.js';
+import { assertChaosOutcome, chaosSeed } from './src/restart-assert.js';
+
+const TARGET_RESTARTS = 3;
+
+if (findVhostTsBlkCli() === null) {
+  t.fail('vhost-user-blk CLI not found (packages/devices-blk/src/cli.ts or dist/cli.js)');
+} else {
+  t.test('SIGTERM restarts under I/O drain and lose nothing', async (t) => {
+    await e2eTest(t, 'guest run', { needs: ['qemu', 'kernel', 'busybox'], timeout: 240_000 }, async (t) => {
+      const seed = chaosSeed();
+      t.comment(`restart schedule seed: ${seed} (E2E_RESTART_SEED=${seed} replays it)`);
+      const res = await runRestartChaos({
+        mode: 'term', seed, targetDisruptive: TARGET_RESTARTS, maxRestarts: TARGET_RESTARTS,
+        delayMs: [300, 1500], budgetMs: 80_000, comment: (m) => t.comment(m),
+      });
+      assertChaosOutcome(t, res);
+      t.ok(res.restarts.length >= TARGET_RESTARTS, `at least ${TARGET_RESTARTS} graceful restarts (${res.restarts.length})`);
+      for (const r of res.restarts) {
+        t.equal(r.exitCode, 0, `restart ${r.n}: the back-end drained and exited 0 (${r.drainMs} ms)`);
+        t.equal(r.flaggedAfter, 0, `restart ${r.n}: nothing left marked in flight after the drain`);
+        t.equal(r.resubmitted, 0, `restart ${r.n}: nothing to resubmit`);
+      }
+    });
+  });
+}

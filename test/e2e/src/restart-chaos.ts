@@ -1,0 +1,481 @@
+/**
+ * Back-end restarts under guest I/O: a QEMU guest keeps writing and verifying a vhost-user-blk
+ * disk while the host kills (SIGKILL) or stops (SIGTERM) our `vhost-user-blk` CLI at random
+ * moments and starts it again on the same socket and image. QEMU's chardev has `reconnect=1`,
+ * so it re-dials the socket and replays the whole setup, including SET_INFLIGHT_FD with the
+ * inflight area the previous back-end filled; the new back-end must resubmit what the dead one
+ * had popped but not completed (QEMU docs/interop/vhost-user.rst, "Inflight I/O tracking").
+ *
+ * ```
+ *  host                                     guest (busybox sh, 1 vCPU)
+ *  ─────────────────────────────────────    ──────────────────────────────────────────────
+ *  src.img  = pass 1 | pass 2 | ... | MAX   vdb (QEMU virtio-blk, ro): the pass patterns
+ *  ctl.img  = "STOP" once enough restarts   vdc (QEMU virtio-blk, ro): polled after a pass
+ *  disk.img = served by vhost-user-blk      vda (vhost-user-blk, reconnecting chardev)
+ *                                            pass p: 4 parallel dd vdb→vda (O_DIRECT on odd
+ *  loop: random delay (seeded), [wait for      passes, buffered + fsync on even ones), then
+ *        heads marked in flight], kill,        4 parallel O_DIRECT read-backs, SHA-256 per
+ *        restart, wait for the reconnect       region against the host's digests
+ * ```
+ * Every 4 KiB block of every pass is distinct: a text header naming pass and block, then an
+ * AES-CTR keystream keyed by seed and pass. At the end the host reads the image and checks each
+ * block is the final pass's — a block from an earlier pass is *stale*, one mixing sources
+ * *torn*, anything else *foreign*.
+ *
+ * In-flight evidence: the test reads the shared inflight area itself, through QEMU's fd
+ * (`/proc/<qemu>/fd/N` → `memfd:vhost-user-inflight`), right after each kill, and the next
+ * back-end logs how many heads it resubmitted; a kill counts as "with I/O in flight" when the
+ * new back-end resubmitted at least one request.
+ * @module
+ */
+import { closeSync, openSync, readFileSync, readSync, readdirSync, readlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Backend } from './backends.js';
+import { makeWorkDir, startVhostTsBlk } from './backends.js';
+import { patternBytes, sha256 } from './blk-checks.js';
+import { detectEnv } from './env.js';
+import { buildInitramfs } from './initramfs.js';
+import { parseKeyValues, runGuest, type GuestResult } from './qemu.js';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+
+/** Size of the disk under test. */
+export const CHAOS_DISK_SIZE = 4 * MiB;
+/** Block granularity of the host-side check (and of the per-block headers). */
+export const CHAOS_BLOCK = 4 * KiB;
+/** Parallel writers / readers per pass (one region each). */
+const REGIONS = 4;
+/** dd block size in the guest. */
+const DD_BS = 64 * KiB;
+/** Passes the source disk holds; the guest stops earlier when the host writes STOP. */
+const DEFAULT_MAX_PASSES = 32;
+/** Bytes of the text header at the start of every block. */
+const HEADER_BYTES = 64;
+/** QEMU names the inflight memfd after the creator's name; ours is this (session.ts). */
+const INFLIGHT_MEMFD = '/memfd:vhost-user-inflight';
+/** used_idx showing the guest's loop runs (the driver's probe needs a handful of requests). */
+const IO_STARTED_USED_IDX = 64;
+
+/** How restarts are done. */
+export type RestartMode = 'kill' | 'term';
+
+/** Options of {@link runRestartChaos}. */
+export interface RestartChaosOptions {
+  readonly mode: RestartMode;
+  /** PRNG seed for the delays (logged by the caller). */
+  readonly seed: number;
+  /**
+   * Stop restarting once this many restarts were "disruptive": for `kill`, the next back-end
+   * resubmitted ≥ 1 request; for `term`, any completed graceful restart.
+   */
+  readonly targetDisruptive: number;
+  /** Hard cap on restarts. */
+  readonly maxRestarts: number;
+  /** Random delay between a reconnect and the next restart, in ms. */
+  readonly delayMs: readonly [number, number];
+  /** `kill`: after the delay, wait up to this long for heads marked in flight before killing. */
+  readonly inflightWaitMs?: number;
+  /** Time budget of the restart phase (ms) before STOP is written regardless. */
+  readonly budgetMs: number;
+  readonly maxPasses?: number;
+  /** Diagnostics sink (tap's t.comment). */
+  readonly comment: (msg: string) => void;
+}
+
+/** One restart of the back-end. */
+export interface RestartRecord {
+  readonly n: number;
+  /** ms since the guest was started. */
+  readonly atMs: number;
+  /** Heads flagged in the inflight area when the kill was decided (polled; -1 = not polled). */
+  readonly flaggedBefore: number;
+  /** Heads flagged in the inflight area after the old back-end was gone (what the new one finds). */
+  readonly flaggedAfter: number;
+  /** The heads behind {@link flaggedAfter}. */
+  readonly heads: readonly number[];
+  /** used_idx recorded in the area's header after the kill (progress evidence). */
+  readonly areaUsedIdx: number;
+  readonly exitCode: number | null;
+  readonly exitSignal: string | null;
+  /** ms from SIGTERM to exit (graceful drain); 0 for SIGKILL. */
+  readonly drainMs: number;
+  /** ms from the old back-end's exit until QEMU was connected to the new one. */
+  readonly downMs: number;
+  /** Requests the new back-end reported resubmitting (filled in once it ran). */
+  resubmitted: number;
+}
+
+/** What a chaos run produced; the test files assert on it. */
+export interface RestartChaosResult {
+  readonly guest: GuestResult;
+  readonly kv: Map<string, string>;
+  readonly restarts: readonly RestartRecord[];
+  /** Last pass the guest completed and verified. */
+  readonly finalPass: number;
+  /** Host-side image check against the final pass's pattern. */
+  readonly image: ImageCheck;
+  /** Each back-end instance's logs, oldest first (diagnostics). */
+  readonly backendLogs: readonly string[];
+  /** Why the restart loop ended. */
+  readonly stopReason: string;
+}
+
+/** Outcome of the block-by-block image comparison. */
+export interface ImageCheck {
+  readonly blocks: number;
+  readonly good: number;
+  /** Blocks holding an earlier pass's data for that block. */
+  readonly stale: number[];
+  /** Blocks mixing the final pass with something else. */
+  readonly torn: number[];
+  /** Blocks matching no pass (or a pass at the wrong block). */
+  readonly foreign: number[];
+}
+
+/** mulberry32: a tiny seeded PRNG, so a failing schedule can be replayed from the seed. */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let x = a;
+    x = Math.imul(x ^ (x >>> 15), x | 1);
+    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
+    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** The bytes pass `pass` (1-based) writes over the whole disk. */
+export function passPattern(seed: string, pass: number, size = CHAOS_DISK_SIZE): Buffer {
+  const data = patternBytes(`${seed}/pass${pass}`, size);
+  for (let b = 0; b * CHAOS_BLOCK < size; b++) {
+    const header = Buffer.alloc(HEADER_BYTES, 0x20);
+    header.write(`vhost-ts restart pass=${pass} block=${b}`);
+    header[HEADER_BYTES - 1] = 0x0a;
+    header.copy(data, b * CHAOS_BLOCK);
+  }
+  return data;
+}
+
+/** Reads the pass/block header of a 4 KiB block, or null when it is not one of ours. */
+function blockHeader(block: Uint8Array): { pass: number; block: number } | null {
+  const m = /^vhost-ts restart pass=(\d+) block=(\d+)/.exec(Buffer.from(block.subarray(0, HEADER_BYTES)).toString('latin1'));
+  return m === null ? null : { pass: Number(m[1]), block: Number(m[2]) };
+}
+
+/** Compares the image with the final pass, block by block, classifying every bad block. */
+export function checkImage(image: Uint8Array, seed: string, finalPass: number, size = CHAOS_DISK_SIZE): ImageCheck {
+  const want = passPattern(seed, finalPass, size);
+  const blocks = size / CHAOS_BLOCK;
+  const res = { blocks, good: 0, stale: [] as number[], torn: [] as number[], foreign: [] as number[] };
+  const patterns = new Map<number, Buffer>();
+  const pattern = (p: number): Buffer => {
+    let buf = patterns.get(p);
+    if (buf === undefined) patterns.set(p, (buf = passPattern(seed, p, size)));
+    return buf;
+  };
+  for (let b = 0; b < blocks; b++) {
+    const off = b * CHAOS_BLOCK;
+    const got = image.subarray(off, off + CHAOS_BLOCK);
+    const exp = want.subarray(off, off + CHAOS_BLOCK);
+    if (Buffer.compare(got, exp) === 0) { res.good++; continue; }
+    const h = blockHeader(got);
+    if (h !== null && h.block === b && h.pass >= 1 && h.pass < finalPass
+      && Buffer.compare(got, pattern(h.pass).subarray(off, off + CHAOS_BLOCK)) === 0) {
+      res.stale.push(b);
+      continue;
+    }
+    // Torn: some 512-byte sector matches the final pass, another does not.
+    let matching = 0;
+    for (let s = 0; s < CHAOS_BLOCK; s += 512) {
+      if (Buffer.compare(got.subarray(s, s + 512), exp.subarray(s, s + 512)) === 0) matching++;
+    }
+    if (matching > 0) res.torn.push(b);
+    else res.foreign.push(b);
+  }
+  return res;
+}
+
+function guestScript(maxPasses: number): string {
+  const blocksPerRegion = CHAOS_DISK_SIZE / REGIONS / DD_BS;
+  return `
+DISK=${CHAOS_DISK_SIZE}; BS=${DD_BS}; REGIONS=${REGIONS}; RB=${blocksPerRegion}; MAX=${maxPasses}
+echo "RESTART.size=$(cat /sys/block/vda/size)"
+# The device may start write-through; a volatile cache makes fsync send VIRTIO_BLK_T_FLUSH.
+echo "write back" > /sys/block/vda/queue/write_cache 2>/dev/null
+fails=0; last=0; p=1
+while [ $p -le $MAX ]; do
+  if [ $((p % 2)) -eq 1 ]; then mode=direct; oflag=oflag=direct; conv=notrunc
+  else mode=fsync; oflag=; conv=notrunc,fsync; fi
+  pids=""; r=0
+  while [ $r -lt $REGIONS ]; do
+    dd if=/dev/vdb of=/dev/vda bs=$BS skip=$(( (p - 1) * REGIONS * RB + r * RB )) seek=$((r * RB)) count=$RB \\
+      iflag=direct $oflag conv=$conv status=none &
+    pids="$pids $!"; r=$((r + 1))
+  done
+  r=0
+  for pid in $pids; do
+    wait $pid; rc=$?
+    if [ $rc -ne 0 ]; then echo "WRITE_FAIL pass=$p region=$r rc=$rc"; fails=$((fails + 1)); fi
+    r=$((r + 1))
+  done
+  r=0
+  while [ $r -lt $REGIONS ]; do
+    ( dd if=/dev/vda bs=$BS skip=$((r * RB)) count=$RB iflag=direct status=none | sha256sum > /tmp/h$r ) &
+    r=$((r + 1))
+  done
+  wait
+  ok=ok; r=0
+  while [ $r -lt $REGIONS ]; do
+    got=$(cut -d" " -f1 /tmp/h$r); want=$(grep "^$p $r " /hashes | cut -d" " -f3)
+    if [ "$got" != "$want" ]; then echo "VERIFY_FAIL pass=$p region=$r"; ok=bad; fails=$((fails + 1)); fi
+    r=$((r + 1))
+  done
+  echo "PASS.$p=$mode,$ok"
+  last=$p
+  [ "$(dd if=/dev/vdc bs=512 count=1 iflag=direct status=none | head -c 4)" = STOP ] && break
+  p=$((p + 1))
+done
+dmesg | grep -iE "i/o error|blk_update_request|critical (medium|target)|not a head|buffer i/o|virtio_blk.*(error|broken|fail)" > /tmp/ioerr
+echo "RESTART.ioerrors=$(wc -l < /tmp/ioerr)"
+sed 's/^/DMESG: /' /tmp/ioerr
+echo "RESTART.passes=$last"
+echo "RESTART.fails=$fails"
+if [ $fails -eq 0 ]; then echo "RESTART.result=ok"; else echo "RESTART.result=FAIL"; fi
+exit $fails
+`;
+}
+
+/** QEMU started by this process with our socket on its command line. */
+function findQemuPid(socket: string): number | null {
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, 'latin1');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid !== process.pid) continue;
+      if (readFileSync(`/proc/${name}/cmdline`, 'latin1').includes(`path=${socket}`)) return Number(name);
+    } catch {
+      // raced with an exiting process
+    }
+  }
+  return null;
+}
+
+/** Opens QEMU's copy of the inflight memfd (QEMU keeps it for SET_INFLIGHT_FD on reconnect). */
+function openInflightArea(qemuPid: number): number | null {
+  try {
+    for (const fd of readdirSync(`/proc/${qemuPid}/fd`)) {
+      let target: string;
+      try { target = readlinkSync(`/proc/${qemuPid}/fd/${fd}`); } catch { continue; }
+      if (target.startsWith(INFLIGHT_MEMFD)) return openSync(`/proc/${qemuPid}/fd/${fd}`, 'r');
+    }
+  } catch {
+    // QEMU gone
+  }
+  return null;
+}
+
+/**
+ * Heads flagged in flight in queue 0's region (split layout: 16-byte header, 16-byte entries);
+ * `out`, when given, receives the head numbers.
+ */
+function flaggedHeads(fd: number, buf: Buffer, out?: number[]): number {
+  const n = readSync(fd, buf, 0, buf.length, 0);
+  if (n < 16) return 0;
+  const descNum = Math.min(buf.readUInt16LE(10), Math.floor((n - 16) / 16));
+  let count = 0;
+  for (let i = 0; i < descNum; i++) {
+    if (buf[16 + 16 * i] !== 1) continue;
+    count++;
+    out?.push(i);
+  }
+  return count;
+}
+
+const RESUBMIT_RE = /resubmitting (\d+) inflight request/g;
+
+function resubmittedIn(logs: string): number {
+  let total = 0;
+  for (const m of logs.matchAll(RESUBMIT_RE)) total += Number(m[1]);
+  return total;
+}
+
+async function waitFor<T>(what: string, timeoutMs: number, probe: () => T | null, abort: AbortSignal): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (abort.aborted) throw new Error(`aborted while waiting for ${what}: ${String((abort.reason as Error | undefined)?.message ?? abort.reason)}`);
+    const v = probe();
+    if (v !== null) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+/**
+ * Boots the guest, restarts the back-end per `opts` while the guest's write/verify loop runs,
+ * then tells the guest to stop, waits for its result and checks the image on the host.
+ */
+export async function runRestartChaos(opts: RestartChaosOptions): Promise<RestartChaosResult> {
+  const env = detectEnv();
+  const maxPasses = opts.maxPasses ?? DEFAULT_MAX_PASSES;
+  const work = makeWorkDir('vtrst-');
+  const rand = seededRandom(opts.seed);
+  const patternSeed = `restart-${opts.seed}`;
+  const image = join(work.dir, 'disk.img');
+  const srcImage = join(work.dir, 'src.img');
+  const ctlImage = join(work.dir, 'ctl.img');
+  const socket = join(work.dir, 'blk.sock');
+  const instances: Backend[] = [];
+  let current: Backend | null = null;
+  let inflightFd = -1;
+  try {
+    // Initial disk contents are none of the passes, so an unwritten block is "foreign".
+    writeFileSync(image, patternBytes(`${patternSeed}/initial`, CHAOS_DISK_SIZE));
+    writeFileSync(ctlImage, Buffer.alloc(4096));
+    const hashes: string[] = [];
+    const srcFd = openSync(srcImage, 'w');
+    try {
+      for (let p = 1; p <= maxPasses; p++) {
+        const data = passPattern(patternSeed, p);
+        writeSync(srcFd, data);
+        const regionBytes = CHAOS_DISK_SIZE / REGIONS;
+        for (let r = 0; r < REGIONS; r++) hashes.push(`${p} ${r} ${sha256(data.subarray(r * regionBytes, (r + 1) * regionBytes))}`);
+      }
+    } finally {
+      closeSync(srcFd);
+    }
+    const initrd = buildInitramfs({
+      kernel: env.kernel!, busybox: env.busybox!, script: guestScript(maxPasses), files: { hashes: `${hashes.join('\n')}\n` },
+    });
+
+    // A back-end that dies when we did not kill it fails the run at once.
+    const unexpected = new AbortController();
+    const intended = new WeakSet<Backend>();
+    const start = async (): Promise<Backend> => {
+      const b = await startVhostTsBlk({ image, socket, numQueues: 1, startTimeoutMs: 30_000 });
+      instances.push(b);
+      b.process.once('exit', (code, signal) => {
+        if (intended.has(b) || unexpected.signal.aborted) return;
+        unexpected.abort(new Error(`back-end #${instances.indexOf(b)} exited on its own (code ${code}, signal ${signal}):\n${b.logs().slice(-3000)}`));
+      });
+      return b;
+    };
+    current = await start();
+
+    const startedAt = Date.now();
+    const region = Buffer.alloc(16 + 16 * 1024);
+    let guestDone = false;
+    const guestRun = runGuest({
+      kernel: env.kernel!,
+      initrd,
+      rawDisks: [{ path: srcImage }, { path: ctlImage }],
+      // reconnect=1: QEMU re-dials a lost back-end every second and replays the setup.
+      extraArgs: [
+        '-chardev', `socket,id=rblk,path=${socket},reconnect=1`,
+        '-device', 'vhost-user-blk-pci,chardev=rblk,num-queues=1,addr=0x04',
+      ],
+      timeoutMs: opts.budgetMs + 90_000,
+      signal: unexpected.signal,
+    }).finally(() => { guestDone = true; });
+    // Keep a rejection from being unhandled while the loop below runs.
+    guestRun.catch(() => {});
+
+    const restarts: RestartRecord[] = [];
+    let stopReason = '';
+    try {
+      const qemuPid = await waitFor('the QEMU process', 30_000, () => findQemuPid(socket), unexpected.signal);
+      // The area exists once the device started (GET_INFLIGHT_FD); the driver's probe resets the
+      // device and QEMU fetches a new one. Start restarting once the guest's loop has moved
+      // used_idx well past the probe's few requests.
+      inflightFd = await waitFor('guest I/O through the inflight area', 120_000, () => {
+        if (guestDone) throw new Error('guest finished before its I/O loop was seen');
+        const fd = openInflightArea(qemuPid);
+        if (fd === null) return null;
+        flaggedHeads(fd, region);
+        if (region.readUInt16LE(14) >= IO_STARTED_USED_IDX) return fd;
+        closeSync(fd);
+        return null;
+      }, unexpected.signal);
+      const deadline = Date.now() + opts.budgetMs;
+      const disruptive = (): number => restarts.filter((r) => (opts.mode === 'kill' ? r.resubmitted > 0 : r.exitCode === 0)).length;
+      for (;;) {
+        for (const r of restarts) r.resubmitted = resubmittedIn(instances[r.n].logs());
+        if (disruptive() >= opts.targetDisruptive) { stopReason = `${disruptive()} disruptive restarts reached`; break; }
+        if (restarts.length >= opts.maxRestarts) { stopReason = `restart cap ${opts.maxRestarts} reached`; break; }
+        if (Date.now() > deadline) { stopReason = `time budget ${opts.budgetMs} ms used`; break; }
+        if (guestDone) { stopReason = 'guest finished first'; break; }
+        const [lo, hi] = opts.delayMs;
+        await sleep(lo + Math.floor(rand() * (hi - lo)));
+        if (guestDone || unexpected.signal.aborted) continue;
+        const victim: Backend = current;
+        // A device reset (driver probe, rebind) makes QEMU fetch a new area: look it up afresh.
+        const fresh = openInflightArea(qemuPid);
+        if (fresh !== null) {
+          closeSync(inflightFd);
+          inflightFd = fresh;
+        }
+        let flaggedBefore = -1;
+        if (opts.mode === 'kill') {
+          // A random moment, then the first instant the area shows a popped, uncompleted head.
+          const until = Date.now() + (opts.inflightWaitMs ?? 2000);
+          flaggedBefore = flaggedHeads(inflightFd, region);
+          while (flaggedBefore === 0 && Date.now() < until) {
+            await sleep(1);
+            flaggedBefore = flaggedHeads(inflightFd, region);
+          }
+        }
+        intended.add(victim);
+        const exited = new Promise<void>((resolve) => victim.process.once('exit', () => resolve()));
+        const sigAt = Date.now();
+        victim.process.kill(opts.mode === 'kill' ? 'SIGKILL' : 'SIGTERM');
+        await exited;
+        const goneAt = Date.now();
+        const heads: number[] = [];
+        const flaggedAfter = flaggedHeads(inflightFd, region, heads);
+        const areaUsedIdx = region.readUInt16LE(14);
+        current = await start();
+        const next: Backend = current;
+        await waitFor('QEMU to reconnect', 30_000, () => (next.logs().includes('front-end connected') ? true : null), unexpected.signal);
+        const rec: RestartRecord = {
+          n: instances.length - 1,
+          atMs: sigAt - startedAt,
+          flaggedBefore,
+          flaggedAfter,
+          heads,
+          areaUsedIdx,
+          exitCode: victim.process.exitCode,
+          exitSignal: victim.process.signalCode,
+          drainMs: opts.mode === 'term' ? goneAt - sigAt : 0,
+          downMs: Date.now() - goneAt,
+          resubmitted: 0,
+        };
+        restarts.push(rec);
+        opts.comment(`restart ${restarts.length} at ${rec.atMs} ms: ${opts.mode === 'kill' ? 'SIGKILL' : 'SIGTERM'}, flagged ${flaggedBefore}/${flaggedAfter} [${heads.join(' ')}] (area used_idx ${areaUsedIdx}), ` +
+          `exit ${rec.exitCode ?? rec.exitSignal}, drain ${rec.drainMs} ms, down ${rec.downMs} ms`);
+      }
+    } finally {
+      // Whatever happened, let the guest finish its pass and report.
+      writeFileSync(ctlImage, Buffer.from('STOP'), { flag: 'r+' });
+    }
+    opts.comment(`restart loop ended: ${stopReason}`);
+    const guest = await guestRun;
+    // Give the last back-end a moment to log resubmissions, then stop it cleanly.
+    const last: Backend = current;
+    intended.add(last);
+    await last.stop();
+    for (const r of restarts) r.resubmitted = resubmittedIn(instances[r.n].logs());
+    const kv = parseKeyValues(guest.output);
+    const finalPass = Number(kv.get('RESTART.passes') ?? 0);
+    const check = checkImage(readFileSync(image), patternSeed, finalPass);
+    return { guest, kv, restarts, finalPass, image: check, backendLogs: instances.map((b) => b.logs()), stopReason };
+  } catch (err) {
+    for (const [i, b] of instances.entries()) opts.comment(`back-end #${i} logs:\n${b.logs().slice(-1500)}`);
+    throw err;
+  } finally {
+    if (inflightFd >= 0) closeSync(inflightFd);
+    await Promise.all(instances.map((b) => b.stop()));
+    work.cleanup();
+  }
+}

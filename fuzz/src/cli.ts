@@ -43,7 +43,7 @@ for (const target of targets) {
   const perTargetMs = timeMs !== undefined ? Math.max(1000, timeMs / targets.length) : undefined;
   const started = performance.now();
   console.log(`${target.name}: seed ${baseSeed}${runs !== Number.MAX_SAFE_INTEGER ? `, ${runs} runs` : ''}${perTargetMs ? `, ≤ ${perTargetMs / 1000}s` : ''}`);
-  const d = checkTarget(target, { numRuns: runs, seed: baseSeed, timeMs: perTargetMs, path: values.path });
+  const d = await checkTarget(target, { numRuns: runs, seed: baseSeed, timeMs: perTargetMs, path: values.path });
   const secs = ((performance.now() - started) / 1000).toFixed(1);
   if (d.failed) {
     failed = true;

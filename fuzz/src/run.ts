@@ -37,8 +37,8 @@ export function defaultSeed(): number {
   return env !== undefined && env !== '' ? Number(env) : (Date.now() ^ (Math.random() * 0x7fffffff)) | 0;
 }
 
-/** Runs a target; never throws, returns fast-check's details. */
-export function checkTarget(target: FuzzTarget, opts: RunOptions = {}): fc.RunDetails<unknown[]> {
+/** Runs a target (sync or async property); never rejects, resolves to fast-check's details. */
+export async function checkTarget(target: FuzzTarget, opts: RunOptions = {}): Promise<fc.RunDetails<unknown[]>> {
   const params: fc.Parameters<unknown[]> = {
     seed: opts.seed ?? defaultSeed(),
     numRuns: opts.numRuns ?? target.testRuns,
@@ -48,7 +48,10 @@ export function checkTarget(target: FuzzTarget, opts: RunOptions = {}): fc.RunDe
     params.interruptAfterTimeLimit = opts.timeMs;
     params.markInterruptAsFailure = false;
   }
-  return fc.check(target.property(), params);
+  const prop = target.property();
+  // fc.check returns a promise for async properties and the details for sync ones.
+  return prop.isAsync() ? await fc.check(prop as fc.IAsyncProperty<unknown[]>, params)
+    : fc.check(prop as fc.IProperty<unknown[]>, params);
 }
 
 /** Multi-line report of a failed run, with the seed and path to replay it. */

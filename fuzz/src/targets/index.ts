@@ -6,12 +6,13 @@ import { ringCorrupt } from './ring-corrupt.js';
 import { ringModel } from './ring-model.js';
 import { ringNotify } from './ring-notify.js';
 import type { FuzzTarget } from './target.js';
+import { vuCodec } from './vu-codec.js';
 
 export type { FuzzTarget } from './target.js';
 
-export const TARGETS: readonly FuzzTarget[] = [ringModel, ringCorrupt, ringNotify];
+export const TARGETS: readonly FuzzTarget[] = [ringModel, ringCorrupt, ringNotify, vuCodec];
 
-/** Targets matching a name or a prefix group (`ring` → ring-model, ring-corrupt, ring-notify). */
+/** Targets matching a name, a prefix group (`ring` → ring-model, ring-corrupt, ring-notify), or `all`. */
 export function selectTargets(name: string): FuzzTarget[] {
-  return TARGETS.filter((t) => t.name === name || t.name.startsWith(`${name}-`));
+  return TARGETS.filter((t) => name === 'all' || t.name === name || t.name.startsWith(`${name}-`));
 }

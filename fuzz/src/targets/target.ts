@@ -11,6 +11,6 @@ export interface FuzzTarget {
   readonly description: string;
   /** Runs the suite does on every `npm test` (a few seconds). */
   readonly testRuns: number;
-  /** Builds the property (fresh each time: properties may hold state). */
-  property(): fc.IProperty<unknown[]>;
+  /** Builds the property (fresh each time: properties may hold state). Async targets return an async property. */
+  property(): fc.IProperty<unknown[]> | fc.IAsyncProperty<unknown[]>;
 }

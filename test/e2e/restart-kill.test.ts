@@ -6,6 +6,9 @@
  * completed (vhost-user.rst "Inflight I/O tracking"). The guest must see no I/O error, its
  * read-back must verify every pass, and the image must hold exactly the final pass.
  *
+ * The guest has 2 vCPUs, so its 4 parallel writers overlap; back-end instances alternate between
+ * O_DIRECT and buffered image I/O.
+ *
  * Replay a schedule with `E2E_RESTART_SEED=<seed>` (the seed is printed).
  */
 import t from 'tap';
@@ -26,6 +29,9 @@ if (findVhostTsBlkCli() === null) {
       const res = await runRestartChaos({
         mode: 'kill', seed, targetDisruptive: TARGET_INFLIGHT_KILLS + 1, maxRestarts: 16,
         delayMs: [300, 1500], inflightWaitMs: 3000, budgetMs: 100_000, comment: (m) => t.comment(m),
+        // Both engine modes, alternating: O_DIRECT (requests stay in flight longer, several at
+        // once) and the host page cache (the default).
+        backendArgs: (n) => (n % 2 === 1 ? ['--direct'] : []),
       });
       assertChaosOutcome(t, res);
       const inflightKills = res.restarts.filter((r) => r.resubmitted > 0);

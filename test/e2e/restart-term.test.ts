@@ -22,10 +22,14 @@ if (findVhostTsBlkCli() === null) {
       t.comment(`restart schedule seed: ${seed} (E2E_RESTART_SEED=${seed} replays it)`);
       const res = await runRestartChaos({
         mode: 'term', seed, targetDisruptive: TARGET_RESTARTS, maxRestarts: TARGET_RESTARTS,
-        delayMs: [300, 1500], budgetMs: 80_000, comment: (m) => t.comment(m),
+        // Signal at an instant with requests in flight, so the drain has something to do.
+        delayMs: [300, 1500], inflightWaitMs: 3000, budgetMs: 80_000, comment: (m) => t.comment(m),
+        backendArgs: (n) => (n % 2 === 1 ? ['--direct'] : []),
       });
       assertChaosOutcome(t, res);
       t.ok(res.restarts.length >= TARGET_RESTARTS, `at least ${TARGET_RESTARTS} graceful restarts (${res.restarts.length})`);
+      const busy = res.restarts.filter((r) => r.flaggedBefore > 0).length;
+      t.ok(busy >= 1, `≥ 1 SIGTERM arrived with requests marked in flight (${busy} of ${res.restarts.length})`);
       for (const r of res.restarts) {
         t.equal(r.exitCode, 0, `restart ${r.n}: the back-end drained and exited 0 (${r.drainMs} ms)`);
         t.equal(r.flaggedAfter, 0, `restart ${r.n}: nothing left marked in flight after the drain`);

@@ -21,6 +21,8 @@ export interface BlkBackendOptions {
   readonly numQueues?: number;
   /** How long to wait for the socket to appear (default 15 s; tsx start-up is slow). */
   readonly startTimeoutMs?: number;
+  /** Further flags for our CLI (e.g. `--direct`); qemu-storage-daemon ignores them. */
+  readonly extraArgs?: readonly string[];
 }
 
 /** A running backend process. */
@@ -157,6 +159,7 @@ export function startVhostTsBlk(opts: BlkBackendOptions): Promise<Backend> {
   const args = [...cli.prefixArgs, '--socket-path', opts.socket, '--blk-file', opts.image];
   if (opts.readOnly === true) args.push('--read-only');
   if (opts.numQueues !== undefined) args.push('--num-queues', String(opts.numQueues));
+  args.push(...(opts.extraArgs ?? []));
   return launch('vhost-ts', cli.command, args, opts.socket, opts.startTimeoutMs ?? 15_000);
 }
 

@@ -50,7 +50,7 @@ const REGIONS = 4;
 /** dd block size in the guest. */
 const DD_BS = 64 * KiB;
 /** Passes the source disk holds; the guest stops earlier when the host writes STOP. */
-const DEFAULT_MAX_PASSES = 32;
+const DEFAULT_MAX_PASSES = 48;
 /** Bytes of the text header at the start of every block. */
 const HEADER_BYTES = 64;
 /** QEMU names the inflight memfd after the creator's name; ours is this (session.ts). */
@@ -75,11 +75,15 @@ export interface RestartChaosOptions {
   readonly maxRestarts: number;
   /** Random delay between a reconnect and the next restart, in ms. */
   readonly delayMs: readonly [number, number];
-  /** `kill`: after the delay, wait up to this long for heads marked in flight before killing. */
+  /** After the delay, wait up to this long for heads marked in flight before the signal. */
   readonly inflightWaitMs?: number;
   /** Time budget of the restart phase (ms) before STOP is written regardless. */
   readonly budgetMs: number;
   readonly maxPasses?: number;
+  /** Guest vCPUs (default 2: the parallel writers then really overlap). */
+  readonly smp?: number;
+  /** Further CLI flags for back-end instance `n` (0 = the first), e.g. `--direct` on some. */
+  readonly backendArgs?: (n: number) => readonly string[];
   /** Diagnostics sink (tap's t.comment). */
   readonly comment: (msg: string) => void;
 }
@@ -354,7 +358,7 @@ export async function runRestartChaos(opts: RestartChaosOptions): Promise<Restar
     const unexpected = new AbortController();
     const intended = new WeakSet<Backend>();
     const start = async (): Promise<Backend> => {
-      const b = await startVhostTsBlk({ image, socket, numQueues: 1, startTimeoutMs: 30_000 });
+      const b = await startVhostTsBlk({ image, socket, numQueues: 1, startTimeoutMs: 30_000, extraArgs: opts.backendArgs?.(instances.length) });
       instances.push(b);
       b.process.once('exit', (code, signal) => {
         if (intended.has(b) || unexpected.signal.aborted) return;
@@ -371,6 +375,7 @@ export async function runRestartChaos(opts: RestartChaosOptions): Promise<Restar
       kernel: env.kernel!,
       initrd,
       rawDisks: [{ path: srcImage }, { path: ctlImage }],
+      smp: opts.smp ?? 2,
       // reconnect=1: QEMU re-dials a lost back-end every second and replays the setup.
       extraArgs: [
         '-chardev', `socket,id=rblk,path=${socket},reconnect=1`,
@@ -417,9 +422,9 @@ export async function runRestartChaos(opts: RestartChaosOptions): Promise<Restar
           inflightFd = fresh;
         }
         let flaggedBefore = -1;
-        if (opts.mode === 'kill') {
+        if ((opts.inflightWaitMs ?? 0) > 0) {
           // A random moment, then the first instant the area shows a popped, uncompleted head.
-          const until = Date.now() + (opts.inflightWaitMs ?? 2000);
+          const until = Date.now() + (opts.inflightWaitMs ?? 0);
           flaggedBefore = flaggedHeads(inflightFd, region);
           while (flaggedBefore === 0 && Date.now() < until) {
             await sleep(1);

@@ -88,6 +88,21 @@ function take(msg: Message): number {
   return fd;
 }
 
+/**
+ * Throws (after closing `fd`) unless the event loop can poll `fd`: epoll refuses regular files
+ * such as a memfd with EPERM, and a kick or back-end channel fd we cannot watch is useless.
+ * Checked when the fd arrives, so the failure is a typed, ackable error on that request
+ * instead of a system error later, when the ring starts.
+ */
+function assertPollable(fd: number, what: string): void {
+  try {
+    new FdWatcher(fd, () => {}).close();
+  } catch (e) {
+    try { close(fd); } catch { /* ignore */ }
+    throw new ProtocolError('INVALID_ARGUMENT', `${what}: fd cannot be polled (${(e as Error).message})`);
+  }
+}
+
 function isPow2(n: number): boolean {
   return n > 0 && (n & (n - 1)) === 0;
 }
@@ -566,6 +581,7 @@ export class BackendSession {
     const fd = noFd ? -1 : take(msg);
     switch (msg.request) {
       case C.VHOST_USER_SET_VRING_KICK:
+        if (fd >= 0) assertPollable(fd, `ring ${index}: kick`);
         this.unwatchKick(r);
         if (r.kickFd >= 0) close(r.kickFd);
         r.kickFd = fd;
@@ -808,6 +824,7 @@ export class BackendSession {
   private setBackendReqFd(msg: Message): number {
     this.requireProtocol(C.VHOST_USER_PROTOCOL_F_BACKEND_REQ, 'VHOST_USER_SET_BACKEND_REQ_FD');
     const fd = take(msg);
+    assertPollable(fd, 'back-end channel');
     this.channel?.close();
     const channel = new MessageConnection(fd, 'backend', true, {
       onFrame: (f) => {

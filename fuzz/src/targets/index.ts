@@ -7,10 +7,11 @@ import { ringModel } from './ring-model.js';
 import { ringNotify } from './ring-notify.js';
 import type { FuzzTarget } from './target.js';
 import { vuCodec } from './vu-codec.js';
+import { vuSession } from './vu-session.js';
 
 export type { FuzzTarget } from './target.js';
 
-export const TARGETS: readonly FuzzTarget[] = [ringModel, ringCorrupt, ringNotify, vuCodec];
+export const TARGETS: readonly FuzzTarget[] = [ringModel, ringCorrupt, ringNotify, vuCodec, vuSession];
 
 /** Targets matching a name, a prefix group (`ring` → ring-model, ring-corrupt, ring-notify), or `all`. */
 export function selectTargets(name: string): FuzzTarget[] {

@@ -1,0 +1,4 @@
+import { vuSession } from '../src/targets/vu-session.js';
+import { registerTarget } from './register.js';
+
+registerTarget(vuSession);

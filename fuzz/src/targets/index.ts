@@ -8,10 +8,11 @@ import { ringNotify } from './ring-notify.js';
 import type { FuzzTarget } from './target.js';
 import { vuCodec } from './vu-codec.js';
 import { vuSession } from './vu-session.js';
+import { blkQueue } from './blk-queue.js';
 
 export type { FuzzTarget } from './target.js';
 
-export const TARGETS: readonly FuzzTarget[] = [ringModel, ringCorrupt, ringNotify, vuCodec, vuSession];
+export const TARGETS: readonly FuzzTarget[] = [ringModel, ringCorrupt, ringNotify, vuCodec, vuSession, blkQueue];
 
 /** Targets matching a name, a prefix group (`ring` → ring-model, ring-corrupt, ring-notify), or `all`. */
 export function selectTargets(name: string): FuzzTarget[] {

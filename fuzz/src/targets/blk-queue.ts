@@ -1,0 +1,313 @@
+/**
+ * Target `blk-queue`: the virtio-blk request parser and queue handler
+ * (packages/devices-blk/src/blk-request.ts, blk-queue.ts) over a MockGuest with the memory
+ * engine, against a reference model written from virtio 1.2 §5.2.6.
+ *
+ * Random batches of chains: request types (known, unknown, unnegotiated), sectors (in range,
+ * at the end, past it, ≥ 2^32, ≥ 2^53), data lengths (whole sectors or not), header and data
+ * split over descriptors, short headers, discard / write-zeroes segments (counts, flags, ranges),
+ * status buffers of 0–2 bytes, indirect tables, and descriptor WRITE flags flipped after the
+ * driver built the chain. The model decides each request's fate from the buffer list alone:
+ * - broken (a readable buffer after a writable one, or no writable byte): the queue stops,
+ *   `broken()` is called, nothing from that chain on is completed;
+ * - otherwise a status in the last writable byte and a used length; IN data equal to the model
+ *   disk; OUT / discard / write-zeroes applied to the model disk, which must equal the image.
+ * Guest memory outside what the device may write is byte-for-byte unchanged: readable buffers,
+ * writable bytes past the used length (except the status), and every canary of the MockGuest.
+ * @module
+ */
+import fc from 'fast-check';
+import {
+  BlkDevice, MemoryImage, VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_WRITE_ZEROES, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK,
+  VIRTIO_BLK_S_UNSUPP, encodeSerial,
+} from '@vhost-ts/devices-blk';
+import type { QueueContext } from '@vhost-ts/vhost-user';
+import { MockGuest } from '@vhost-ts/virtqueue/testing';
+import type { FuzzTarget } from './target.js';
+
+const CAP = 64; // sectors
+const SERIAL = 'fuzz-serial-0123456789';
+const MAX_DISCARD_SEG = 4;
+const MAX_DISCARD_SECTORS = 16;
+
+const TYPES = { in: 0, out: 1, flush: 4, getid: 8, discard: 11, wz: 13 } as const;
+
+const sectorArb = fc.oneof(
+  { weight: 3, arbitrary: fc.integer({ min: 0, max: CAP - 4 }) },
+  fc.integer({ min: CAP - 4, max: CAP + 2 }),
+  fc.constantFrom(CAP - 1, CAP, 2 ** 32, 2 ** 32 + 1, 2 ** 53 - 1, 2 ** 53, 2 ** 64 - 1),
+);
+const segArb = fc.record({
+  sector: sectorArb,
+  num: fc.oneof(fc.integer({ min: 0, max: 8 }), fc.constantFrom(MAX_DISCARD_SECTORS, MAX_DISCARD_SECTORS + 1, 0xffffffff)),
+  flags: fc.oneof({ weight: 4, arbitrary: fc.constant(0) }, { weight: 2, arbitrary: fc.constant(1) }, { weight: 1, arbitrary: fc.nat({ max: 0xffffffff }) }),
+});
+
+const reqArb = fc.record({
+  kind: fc.constantFrom('in', 'out', 'flush', 'getid', 'discard', 'wz', 'unknown'),
+  unknownType: fc.oneof(fc.constantFrom(2, 3, 10, 14, 0x80000000), fc.nat({ max: 0xffffffff })),
+  sector: sectorArb,
+  sectors: fc.integer({ min: 0, max: 4 }),
+  extra: fc.oneof({ weight: 4, arbitrary: fc.constant(0) }, { weight: 1, arbitrary: fc.integer({ min: 1, max: 511 }) }),
+  headerLen: fc.oneof({ weight: 8, arbitrary: fc.constant(16) }, { weight: 1, arbitrary: fc.integer({ min: 1, max: 15 }) }),
+  headerCuts: fc.array(fc.integer({ min: 1, max: 15 }), { maxLength: 3 }),
+  dataCuts: fc.array(fc.integer({ min: 1, max: 4000 }), { maxLength: 3 }),
+  segs: fc.array(segArb, { minLength: 0, maxLength: MAX_DISCARD_SEG + 1 }),
+  segExtra: fc.oneof({ weight: 6, arbitrary: fc.constant(0) }, { weight: 1, arbitrary: fc.integer({ min: 1, max: 15 }) }),
+  idLen: fc.integer({ min: 0, max: 40 }),
+  statusLen: fc.oneof({ weight: 12, arbitrary: fc.constant(1) }, { weight: 2, arbitrary: fc.constant(2) }, { weight: 1, arbitrary: fc.constant(0) }),
+  indirect: fc.boolean(),
+  flip: fc.option(fc.nat({ max: 12 }), { freq: 6 }),
+  seed: fc.nat({ max: 255 }),
+});
+type Req = typeof reqArb extends fc.Arbitrary<infer T> ? T : never;
+
+export const blkArb = fc.record({
+  queueSize: fc.constantFrom(8, 16, 64),
+  eventIdx: fc.boolean(),
+  readOnly: fc.boolean(),
+  ackDiscard: fc.boolean(),
+  ackWriteZeroes: fc.boolean(),
+  batches: fc.array(fc.array(reqArb, { minLength: 1, maxLength: 6 }), { minLength: 1, maxLength: 5 }),
+});
+
+interface Buf { gpa: number; len: number; writable: boolean; content: Uint8Array }
+
+function fail(msg: string): never {
+  throw new Error(`blk-queue: ${msg}`);
+}
+
+/** Splits `total` at the cut points (pieces ≥ 1 byte). */
+function split(total: number, cuts: number[]): number[] {
+  const points = [...new Set(cuts.map((c) => c % (total + 1)))].filter((c) => c > 0 && c < total).sort((a, b) => a - b);
+  const out: number[] = [];
+  let prev = 0;
+  for (const p of [...points, total]) { out.push(p - prev); prev = p; }
+  return out.filter((n) => n > 0);
+}
+
+function bytes(len: number, seed: number): Uint8Array {
+  return Uint8Array.from({ length: len }, (_, i) => (i * 131 + seed * 7 + 1) & 0xff);
+}
+
+function u64le(b: Uint8Array, off: number, v: number): void {
+  const d = new DataView(b.buffer, b.byteOffset);
+  d.setUint32(off, v % 2 ** 32, true);
+  d.setUint32(off + 4, Math.min(0xffffffff, Math.floor(v / 2 ** 32)), true);
+}
+
+/** The buffers of one request, before any flag flip. */
+function buildBuffers(g: MockGuest, r: Req): Buf[] {
+  const type = r.kind === 'unknown' ? r.unknownType : TYPES[r.kind as keyof typeof TYPES];
+  const hdr = new Uint8Array(16);
+  const hv = new DataView(hdr.buffer);
+  hv.setUint32(0, type >>> 0, true);
+  hv.setUint32(4, r.seed, true); // reserved: ignored by devices
+  u64le(hdr, 8, r.sector);
+  const bufs: Buf[] = [];
+  const put = (content: Uint8Array, writable: boolean, cuts: number[]) => {
+    let at = 0;
+    for (const n of split(content.length, cuts)) {
+      const gpa = g.alloc(n);
+      const piece = content.slice(at, at + n);
+      g.write(gpa, piece);
+      bufs.push({ gpa, len: n, writable, content: piece });
+      at += n;
+    }
+  };
+  put(hdr.subarray(0, r.headerLen), false, r.headerCuts);
+  const dataLen = r.sectors * 512 + r.extra;
+  if (r.kind === 'out') put(bytes(dataLen, r.seed), false, r.dataCuts);
+  if (r.kind === 'discard' || r.kind === 'wz') {
+    const segs = new Uint8Array(r.segs.length * 16 + r.segExtra);
+    const sv = new DataView(segs.buffer);
+    r.segs.forEach((s, i) => { u64le(segs, i * 16, s.sector); sv.setUint32(i * 16 + 8, s.num >>> 0, true); sv.setUint32(i * 16 + 12, s.flags >>> 0, true); });
+    if (segs.length > 0) put(segs, false, r.dataCuts.slice(0, 1));
+  }
+  if (r.kind === 'in') put(new Uint8Array(dataLen).fill(0xee), true, r.dataCuts);
+  if (r.kind === 'getid') put(new Uint8Array(r.idLen).fill(0xee), true, r.dataCuts);
+  if (r.statusLen > 0) put(new Uint8Array(r.statusLen).fill(0xaa), true, []);
+  return bufs;
+}
+
+interface Expect { broken: boolean; status: number; usedLen: number; data: Uint8Array | null }
+
+function concat(list: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(list.reduce((a, b) => a + b.length, 0));
+  let at = 0;
+  for (const b of list) { out.set(b, at); at += b.length; }
+  return out;
+}
+
+/**
+ * The reference model (virtio 1.2 §5.2.6): outcome of one chain, applied to `disk`.
+ * Independent of the parser: it looks only at the buffer list.
+ */
+export function model(bufs: Buf[], disk: Uint8Array, o: { readOnly: boolean; discard: boolean; writeZeroes: boolean; serial: Uint8Array }): Expect {
+  let seenWritable = false;
+  for (const b of bufs) {
+    if (b.writable) seenWritable = true;
+    else if (seenWritable) return { broken: true, status: -1, usedLen: 0, data: null }; // §2.7.4.2
+  }
+  const R = concat(bufs.filter((b) => !b.writable).map((b) => b.content));
+  const W = bufs.filter((b) => b.writable).reduce((a, b) => a + b.len, 0);
+  if (W === 0) return { broken: true, status: -1, usedLen: 0, data: null }; // no status byte
+  const err = (status: number): Expect => ({ broken: false, status, usedLen: 1, data: null });
+  if (R.length < 16) return err(VIRTIO_BLK_S_IOERR);
+  const v = new DataView(R.buffer);
+  const type = v.getUint32(0, true);
+  const sector = v.getUint32(8, true) + v.getUint32(12, true) * 2 ** 32; // may round above 2^53: still > CAP
+  const inRange = (s: number, n: number) => s <= CAP && n <= CAP - s;
+  switch (type) {
+    case TYPES.in: {
+      const len = W - 1;
+      if (len % 512 !== 0 || !inRange(sector, len / 512)) return err(VIRTIO_BLK_S_IOERR);
+      return { broken: false, status: VIRTIO_BLK_S_OK, usedLen: len + 1, data: disk.slice(sector * 512, sector * 512 + len) };
+    }
+    case TYPES.out: {
+      if (o.readOnly) return err(VIRTIO_BLK_S_IOERR);
+      const len = R.length - 16;
+      if (len % 512 !== 0 || !inRange(sector, len / 512)) return err(VIRTIO_BLK_S_IOERR);
+      disk.set(R.subarray(16), sector * 512);
+      return err(VIRTIO_BLK_S_OK);
+    }
+    case TYPES.flush: return err(VIRTIO_BLK_S_OK);
+    case TYPES.getid: {
+      const n = Math.min(20, W - 1);
+      return { broken: false, status: VIRTIO_BLK_S_OK, usedLen: n + 1, data: o.serial.slice(0, n) };
+    }
+    case TYPES.discard: case TYPES.wz: {
+      const isDiscard = type === TYPES.discard;
+      if (!(isDiscard ? o.discard : o.writeZeroes)) return err(VIRTIO_BLK_S_UNSUPP);
+      if (o.readOnly) return err(VIRTIO_BLK_S_IOERR);
+      const len = R.length - 16;
+      if (len <= 0 || len % 16 !== 0 || len / 16 > MAX_DISCARD_SEG) return err(VIRTIO_BLK_S_IOERR);
+      const ranges: [number, number][] = [];
+      for (let i = 0; i < len / 16; i++) {
+        const at = 16 + i * 16;
+        const s = v.getUint32(at, true) + v.getUint32(at + 4, true) * 2 ** 32;
+        const num = v.getUint32(at + 8, true);
+        const flags = v.getUint32(at + 12, true);
+        // Unknown flags, or UNMAP on a discard: UNSUPP (§5.2.6.2); too long or out of range: IOERR.
+        if ((flags & ~1) !== 0 || (isDiscard && flags !== 0)) return err(VIRTIO_BLK_S_UNSUPP);
+        if (num > MAX_DISCARD_SECTORS || !inRange(s, num)) return err(VIRTIO_BLK_S_IOERR);
+        ranges.push([s, num]);
+      }
+      // The memory engine zero-fills both discarded and zeroed ranges.
+      for (const [s, num] of ranges) disk.fill(0, s * 512, (s + num) * 512);
+      return err(VIRTIO_BLK_S_OK);
+    }
+    default: return err(VIRTIO_BLK_S_UNSUPP);
+  }
+}
+
+/** Flips VIRTQ_DESC_F_WRITE on descriptor `k` of a direct chain; returns the flipped position or -1. */
+function flipFlag(g: MockGuest, head: number, k: number, count: number): number {
+  const desc = g.device.ringViews.desc;
+  let i = head;
+  const pos = k % count;
+  for (let n = 0; n < pos; n++) i = desc[i * 4 + 3] >>> 16;
+  desc[i * 4 + 3] ^= 2;
+  return pos;
+}
+
+type Scenario = typeof blkArb extends fc.Arbitrary<infer T> ? T : never;
+
+export function runBlkQueue(s: Scenario): void {
+  const g = new MockGuest({ queueSize: s.queueSize, eventIdx: s.eventIdx, heapBytes: 0x60000, indirectEntries: 16 });
+  const base = bytes(CAP * 512, 99);
+  const image = new MemoryImage(base.slice());
+  const disk = base.slice();
+  const device = new BlkDevice({
+    image, readOnly: s.readOnly, queueSize: s.queueSize, serial: SERIAL,
+    maxDiscardSeg: MAX_DISCARD_SEG, maxDiscardSectors: MAX_DISCARD_SECTORS,
+  });
+  let acked = device.features;
+  if (!s.ackDiscard) acked &= ~(1n << BigInt(VIRTIO_BLK_F_DISCARD));
+  if (!s.ackWriteZeroes) acked &= ~(1n << BigInt(VIRTIO_BLK_F_WRITE_ZEROES));
+  device.setFeatures(acked);
+  const opts = {
+    readOnly: s.readOnly, discard: !s.readOnly && s.ackDiscard, writeZeroes: !s.readOnly && s.ackWriteZeroes, serial: encodeSerial(SERIAL),
+  };
+  const broken: string[] = [];
+  const ctx: QueueContext = {
+    index: 0, queue: g.device, memory: g.memory, inflight: null,
+    notify: () => {}, broken: (reason) => { broken.push(reason); },
+  };
+  const handler = device.startQueue(0, ctx);
+  let queueBroken = false;
+
+  for (const batch of s.batches) {
+    const sent: { head: number; bufs: Buf[]; exp: Expect }[] = [];
+    for (const r of batch) {
+      const bufs = buildBuffers(g, r);
+      const indirect = r.indirect && bufs.length <= 16;
+      const head = g.driver.add(bufs.filter((b) => !b.writable), bufs.filter((b) => b.writable), { indirect });
+      if (head < 0) break; // ring full: the rest of the batch waits for nothing
+      if (r.flip !== null && !indirect) {
+        const pos = flipFlag(g, head, r.flip, bufs.length);
+        bufs[pos] = { ...bufs[pos], writable: !bufs[pos].writable };
+      }
+      sent.push({ head, bufs, exp: { broken: false, status: 0, usedLen: 0, data: null } });
+    }
+    // The model runs in ring order; a broken chain stops the queue for everything after it.
+    let brokeAt = -1;
+    for (let i = 0; i < sent.length; i++) {
+      sent[i].exp = model(sent[i].bufs, disk, opts);
+      if (sent[i].exp.broken) { brokeAt = i; break; }
+    }
+    g.driver.publish();
+    try {
+      handler.onKick();
+    } catch (e) {
+      fail(`onKick threw ${String(e)}`);
+    }
+    const used = new Map<number, number>();
+    for (let h = g.driver.popUsed(); h >= 0; h = g.driver.popUsed()) {
+      if (used.has(h)) fail(`head ${h} completed twice`);
+      used.set(h, g.driver.lastLen);
+    }
+    const upTo = brokeAt < 0 ? sent.length : brokeAt;
+    for (let i = 0; i < sent.length; i++) {
+      const { head, bufs, exp } = sent[i];
+      const got = used.get(head);
+      if (i >= upTo) {
+        if (got !== undefined) fail(`request ${i} after the broken chain was completed`);
+        continue;
+      }
+      if (got === undefined) fail(`request ${i} (head ${head}) not completed`);
+      if (got !== exp.usedLen) fail(`request ${i}: used len ${got}, model ${exp.usedLen}`);
+      const wbufs = bufs.filter((b) => b.writable);
+      const wr = concat(wbufs.map((b) => g.read(b.gpa, b.len)));
+      const status = wr[wr.length - 1];
+      if (status !== exp.status) fail(`request ${i}: status ${status}, model ${exp.status}`);
+      const dataLen = exp.usedLen - 1;
+      if (exp.data !== null && Buffer.compare(wr.subarray(0, dataLen), exp.data) !== 0) fail(`request ${i}: data differs from the model disk`);
+      // Writable bytes past the used length (but the status) are untouched.
+      const orig = concat(wbufs.map((b) => b.content));
+      if (Buffer.compare(wr.subarray(dataLen, wr.length - 1), orig.subarray(dataLen, orig.length - 1)) !== 0) {
+        fail(`request ${i}: device wrote past the used length`);
+      }
+      for (const b of bufs) {
+        if (!b.writable && Buffer.compare(g.read(b.gpa, b.len), b.content) !== 0) fail(`request ${i}: a readable buffer was modified`);
+      }
+    }
+    if (brokeAt >= 0) {
+      if (broken.length === 0) fail(`chain ${brokeAt} should break the queue`);
+      queueBroken = true;
+    } else if (broken.length > 0) {
+      fail(`queue broken unexpectedly: ${broken[0]}`);
+    }
+    if (Buffer.compare(image.bytes, disk) !== 0) fail('image differs from the model disk');
+    const bad = g.checkCanaries();
+    if (bad.length > 0) fail(`canaries: ${bad[0]}`);
+    if (queueBroken) break;
+  }
+}
+
+export const blkQueue: FuzzTarget = {
+  name: 'blk-queue',
+  description: 'virtio-blk parser + queue over MockGuest/memory engine vs a reference disk model, flipped descriptor flags, canaries',
+  testRuns: 250,
+  property: () => fc.property(blkArb, (s) => { runBlkQueue(s); }),
+};

@@ -1,0 +1,4 @@
+import { blkQueue } from '../src/targets/blk-queue.js';
+import { registerTarget } from './register.js';
+
+registerTarget(blkQueue);

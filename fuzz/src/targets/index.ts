@@ -9,10 +9,11 @@ import type { FuzzTarget } from './target.js';
 import { vuCodec } from './vu-codec.js';
 import { vuSession } from './vu-session.js';
 import { blkQueue } from './blk-queue.js';
+import { netPath } from './net-path.js';
 
 export type { FuzzTarget } from './target.js';
 
-export const TARGETS: readonly FuzzTarget[] = [ringModel, ringCorrupt, ringNotify, vuCodec, vuSession, blkQueue];
+export const TARGETS: readonly FuzzTarget[] = [ringModel, ringCorrupt, ringNotify, vuCodec, vuSession, blkQueue, netPath];
 
 /** Targets matching a name, a prefix group (`ring` → ring-model, ring-corrupt, ring-notify), or `all`. */
 export function selectTargets(name: string): FuzzTarget[] {

@@ -17,3 +17,12 @@ export { SplitQueueDevice, type SplitQueueDeviceOptions } from './split-queue-de
 export {
   SplitQueueDriver, DriverError, type DriverBuffer, type SplitQueueDriverOptions,
 } from './split-queue-driver.js';
+export {
+  PackedRingViews, type PackedQueueLayout, type PackedPosition, type PackedVringBase, VIRTIO_F_RING_PACKED,
+  VIRTQ_DESC_F_AVAIL, VIRTQ_DESC_F_USED, RING_EVENT_FLAGS_ENABLE, RING_EVENT_FLAGS_DISABLE, RING_EVENT_FLAGS_DESC,
+  MAX_PACKED_QUEUE_SIZE, PACKED_DESC_ALIGN, PACKED_EVENT_ALIGN, PACKED_EVENT_BYTES, EVENT_OFF_WRAP, EVENT_FLAGS,
+  encodePackedIndex, encodePackedVringBase, decodePackedVringBase, packedNeedEvent,
+} from './packed-ring.js';
+export { PackedChainWalker } from './packed-chain-walker.js';
+export { PackedQueueDevice, type PackedQueueDeviceOptions } from './packed-queue-device.js';
+export { PackedQueueDriver, type PackedQueueDriverOptions } from './packed-queue-driver.js';

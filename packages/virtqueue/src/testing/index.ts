@@ -1,6 +1,8 @@
 /**
- * `@vhost-ts/virtqueue/testing` — the mock guest shared by unit tests, fuzzing, benches and
+ * `@vhost-ts/virtqueue/testing` — the mock guests shared by unit tests, fuzzing, benches and
  * device tests.
  * @module
  */
-export { MockGuest, SPAN_RESERVE, type MockGuestOptions, type MockRegionSpec } from './mock-guest.js';
+export { MockGuestMemory, SPAN_RESERVE, type MockMemoryOptions, type MockRegionSpec } from './mock-memory.js';
+export { MockGuest, type MockGuestOptions } from './mock-guest.js';
+export { MockPackedGuest, type MockPackedGuestOptions } from './mock-packed-guest.js';

@@ -10,11 +10,13 @@ import { vuCodec } from './vu-codec.js';
 import { vuSession } from './vu-session.js';
 import { blkQueue } from './blk-queue.js';
 import { netPath } from './net-path.js';
+import { packedCorrupt } from './packed-corrupt.js';
+import { packedModel } from './packed-model.js';
 import { configSpace } from './config-space.js';
 
 export type { FuzzTarget } from './target.js';
 
-export const TARGETS: readonly FuzzTarget[] = [ringModel, ringCorrupt, ringNotify, vuCodec, vuSession, blkQueue, netPath, configSpace];
+export const TARGETS: readonly FuzzTarget[] = [ringModel, ringCorrupt, ringNotify, vuCodec, vuSession, blkQueue, netPath, configSpace, packedModel, packedCorrupt];
 
 /** Targets matching a name, a prefix group (`ring` → ring-model, ring-corrupt, ring-notify), or `all`. */
 export function selectTargets(name: string): FuzzTarget[] {

@@ -3,7 +3,7 @@
  * in device-readable buffers followed by a one-byte `ack` the device writes.
  * @module
  */
-import { DescriptorChain, type SplitQueueDevice } from '@vhost-ts/virtqueue';
+import { DescriptorChain, type DeviceQueue } from '@vhost-ts/virtqueue';
 import type { QueueContext, QueueHandler } from '@vhost-ts/vhost-user';
 import {
   VIRTIO_NET_CTRL_ANNOUNCE, VIRTIO_NET_CTRL_ANNOUNCE_ACK, VIRTIO_NET_CTRL_GUEST_OFFLOADS,
@@ -25,7 +25,7 @@ export interface CtrlTarget {
 
 /** The control queue worker. */
 export class CtrlQueue implements QueueHandler {
-  private readonly queue: SplitQueueDevice;
+  private readonly queue: DeviceQueue;
   private readonly chain: DescriptorChain;
   private readonly buf = new Uint8Array(CTRL_MAX_COMMAND);
   private readonly ack = new Uint8Array(1);

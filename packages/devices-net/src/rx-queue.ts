@@ -7,7 +7,7 @@
  * and counted), the queue asks for a kick, and the next kick retries — nothing spins.
  * @module
  */
-import { DescriptorChain, type SplitQueueDevice } from '@vhost-ts/virtqueue';
+import { DescriptorChain, type DeviceQueue } from '@vhost-ts/virtqueue';
 import type { QueueContext, QueueHandler } from '@vhost-ts/vhost-user';
 import { VIRTIO_NET_HDR_V1_SIZE } from './constants.js';
 import { copyToChain, WritablePrefix } from './chain-copy.js';
@@ -35,7 +35,7 @@ export interface RxSettings {
 /** Per-RX-queue worker, also the {@link QueueHandler} the vhost-user back-end drives. */
 export class RxQueue implements QueueHandler {
   readonly pair: number;
-  private readonly queue: SplitQueueDevice;
+  private readonly queue: DeviceQueue;
   private readonly ctx: QueueContext;
   private readonly chain: DescriptorChain;
   private readonly hold: FrameRing;

@@ -8,7 +8,7 @@
  * batch (it is a copy), which keeps the guest's ring moving whatever the backend does.
  * @module
  */
-import { DescriptorChain, type SplitQueueDevice } from '@vhost-ts/virtqueue';
+import { DescriptorChain, type DeviceQueue } from '@vhost-ts/virtqueue';
 import type { QueueContext, QueueHandler } from '@vhost-ts/vhost-user';
 import { ETH_HLEN, VIRTIO_NET_HDR_V1_SIZE } from './constants.js';
 import { copyFromChain } from './chain-copy.js';
@@ -31,7 +31,7 @@ const MAX_BATCHES_PER_RUN = 8;
 /** Per-TX-queue worker. */
 export class TxQueue implements QueueHandler {
   readonly pair: number;
-  private readonly queue: SplitQueueDevice;
+  private readonly queue: DeviceQueue;
   private readonly chain: DescriptorChain;
   private readonly batch: FrameBatch;
   private running = true;

@@ -11,7 +11,7 @@
  * ```
  * @module
  */
-import type { GuestMemory, SplitQueueDevice } from '@vhost-ts/virtqueue';
+import type { DeviceQueue, GuestMemory } from '@vhost-ts/virtqueue';
 
 /** A virtio device served by {@link VhostUserBackend}. Feature masks are bigint (control plane only). */
 export interface VirtioDevice {
@@ -45,7 +45,7 @@ export interface VirtioDevice {
 /** What a started queue gets from the back-end. */
 export interface QueueContext {
   readonly index: number;
-  readonly queue: SplitQueueDevice;
+  readonly queue: DeviceQueue;
   readonly memory: GuestMemory;
   /** Signals the call eventfd (or in-band call). The device decides when via `queue.shouldNotify()`. */
   notify(): void;

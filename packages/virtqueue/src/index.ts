@@ -13,6 +13,7 @@ export { vringNeedEvent } from './event-idx.js';
 export {
   SplitRingViews, type SplitQueueLayout, AVAIL_FLAGS, AVAIL_IDX, AVAIL_RING, USED_FLAGS, USED_IDX,
 } from './ring-views.js';
+export type { DeviceQueue } from './device-queue.js';
 export { SplitQueueDevice, type SplitQueueDeviceOptions } from './split-queue-device.js';
 export {
   SplitQueueDriver, DriverError, type DriverBuffer, type SplitQueueDriverOptions,

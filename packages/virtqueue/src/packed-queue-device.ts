@@ -23,6 +23,7 @@
  */
 import { VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from './constants.js';
 import type { DescriptorChain } from './descriptor-chain.js';
+import type { DeviceQueue } from './device-queue.js';
 import { ChainError, QueueError } from './errors.js';
 import { FAULT_HEAD_OUT_OF_RANGE, isMemoryFault } from './faults.js';
 import type { GuestMemory } from './guest-memory.js';
@@ -59,7 +60,7 @@ const W_USED = VIRTQ_DESC_F_USED << 16;
 const W_USED_BOTH = (W_AVAIL | W_USED) >>> 0;
 
 /** The device side of one packed virtqueue. */
-export class PackedQueueDevice {
+export class PackedQueueDevice implements DeviceQueue {
   /** Discriminant shared with SplitQueueDevice (`false` there). */
   readonly packed = true as const;
   readonly memory: GuestMemory;

@@ -20,6 +20,7 @@ import { VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_WRITE, VIRTQ_USED_F_NO_NOTIFY 
 import { ChainWalker } from './chain-walker.js';
 import type { DescriptorChain } from './descriptor-chain.js';
 import { ChainError, QueueError } from './errors.js';
+import type { DeviceQueue } from './device-queue.js';
 import { vringNeedEvent } from './event-idx.js';
 import { FAULT_AVAIL_IDX_JUMP, FAULT_HEAD_OUT_OF_RANGE, isMemoryFault } from './faults.js';
 import type { GuestMemory } from './guest-memory.js';
@@ -40,7 +41,9 @@ export interface SplitQueueDeviceOptions {
 }
 
 /** The device side of one split virtqueue. */
-export class SplitQueueDevice {
+export class SplitQueueDevice implements DeviceQueue {
+  /** Discriminant shared with PackedQueueDevice (`true` there). */
+  readonly packed = false as const;
   readonly memory: GuestMemory;
   readonly layout: SplitQueueLayout;
   readonly size: number;

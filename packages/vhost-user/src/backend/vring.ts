@@ -10,7 +10,7 @@
  * @module
  */
 import type { FdWatcher } from '@vhost-ts/sys';
-import type { SplitQueueDevice } from '@vhost-ts/virtqueue';
+import type { DeviceQueue } from '@vhost-ts/virtqueue';
 import type { QueueHandler } from '../device.js';
 import type { SplitInflightTracker } from './inflight.js';
 
@@ -40,7 +40,7 @@ export class Vring {
   pendingKick = false;
   /** The device marked this ring broken: kicks are no longer delivered. */
   broken = false;
-  queue: SplitQueueDevice | null = null;
+  queue: DeviceQueue | null = null;
   handler: QueueHandler | null = null;
   inflight: SplitInflightTracker | null = null;
   kickWatcher: FdWatcher | null = null;

@@ -1,0 +1,49 @@
+/**
+ * DeviceQueue — what a device handler sees of a queue, whichever ring format the driver
+ * negotiated: SplitQueueDevice (virtio 1.2 §2.7) and PackedQueueDevice (§2.8, with
+ * VIRTIO_F_RING_PACKED) both implement it with the same return codes and the same
+ * DescriptorChain output, so a handler written against it runs on both.
+ *
+ * Index-like members (`nextAvail`, `usedIdx`, `publishedUsedIdx`) are opaque positions: a
+ * 16-bit ring index on split rings, slot | wrap << 15 on packed rings. Handlers may save one and
+ * set it back (to un-pop chains), or compare two for equality; nothing else.
+ * @module
+ */
+import type { DescriptorChain } from './descriptor-chain.js';
+import type { ChainError, QueueError } from './errors.js';
+import type { GuestMemory } from './guest-memory.js';
+
+/** The device side of one virtqueue, split or packed. */
+export interface DeviceQueue {
+  /** True for a packed ring. */
+  readonly packed: boolean;
+  readonly memory: GuestMemory;
+  readonly size: number;
+  readonly eventIdx: boolean;
+  readonly indirect: boolean;
+  /** Memory generation the queue's views were built for. */
+  readonly generation: number;
+  isBroken: boolean;
+  fault: number;
+  faultHead: number;
+  popped: number;
+  notifyEnabled: boolean;
+  /** Next available position (GET/SET_VRING_BASE on split rings; see the module note). */
+  nextAvail: number;
+  readonly usedIdx: number;
+  readonly publishedUsedIdx: number;
+  setUsedIdx(value: number): void;
+  syncUsedIdxFromRing(): number;
+  availableCount(): number;
+  /** 1 = popped, 0 = empty, < 0 = FAULT_* (the queue is then broken). */
+  pop(chain: DescriptorChain): number;
+  pushUsed(head: number, len: number): void;
+  publishUsed(): void;
+  shouldNotify(): boolean;
+  enableNotify(): boolean;
+  disableNotify(): void;
+  readonly error: ChainError | QueueError | null;
+  readonly faultIsMemory: boolean;
+  /** The descriptor table (split) or ring (packed) as u32 words. */
+  readonly ringViews: { readonly desc: Uint32Array };
+}

@@ -159,7 +159,10 @@ export class VhostUserBackend extends EventEmitter {
     }
   }
 
-  /** Stops listening/reconnecting, ends the current session and waits for its cleanup. */
+  /**
+   * Stops listening/reconnecting, drains the current session (in-flight requests answered and
+   * published while the front-end is still connected), ends it and waits for its cleanup.
+   */
   async close(): Promise<void> {
     this.stopped = true;
     if (this.retryTimer !== null) clearTimeout(this.retryTimer);
@@ -167,6 +170,8 @@ export class VhostUserBackend extends EventEmitter {
     this.listenWatcher = null;
     if (this.listenFd >= 0) close(this.listenFd);
     this.listenFd = -1;
+    // Drain before the socket closes: the front-end snapshots used.idx when it sees the close.
+    if (this.conn !== null && this.session !== null) await this.session.drain();
     this.conn?.close();
     await this.idle();
   }

@@ -32,6 +32,12 @@ export function inflightQueueRegionSize(queueSize: number): number {
 /** Tracker over one queue's region; see {@link InflightTracker}. */
 export class SplitInflightTracker implements InflightTracker {
   readonly resubmit: readonly number[];
+  /**
+   * True when the region was blank (version 0) or unusable and got initialised; false when it
+   * carries a previous back-end's state, whose used_idx + in-flight count then decides where
+   * the ring resumes.
+   */
+  readonly fresh: boolean;
   private readonly view: DataView;
   private readonly size: number;
   private counter: number;
@@ -58,6 +64,7 @@ export class SplitInflightTracker implements InflightTracker {
       v.setUint16(14, usedIdx, true);
       this.counter = 1;
       this.resubmit = [];
+      this.fresh = true;
       return;
     }
     // Reconnect: if used.idx moved past used_idx, the last batch was published but its
@@ -82,6 +89,7 @@ export class SplitInflightTracker implements InflightTracker {
     pending.sort((a, b) => a.counter - b.counter);
     this.resubmit = pending.map((p) => p.head);
     this.counter = max + 1;
+    this.fresh = false;
   }
 
   private entry(head: number): number {

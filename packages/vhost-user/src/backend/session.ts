@@ -13,7 +13,10 @@
  * @module
  */
 import { FdWatcher, READABLE, close, eventfdRead, eventfdWrite, fstatSize, ftruncate, memfdCreate, mmap, munmap } from '@vhost-ts/sys';
-import { GuestMemory, SplitQueueDevice, type SplitQueueLayout } from '@vhost-ts/virtqueue';
+import {
+  GuestMemory, PackedQueueDevice, SplitQueueDevice, VIRTIO_F_RING_PACKED, decodePackedVringBase, encodePackedIndex,
+  type DeviceQueue, type SplitQueueLayout,
+} from '@vhost-ts/virtqueue';
 import { decodeReply, decodeRequest, encodeMessage, encodeReply, needsReply } from '../codec/codec.js';
 import type { RawFrame } from '../codec/framer.js';
 import { NONE, u64, vringState, type MemoryRegionDesc, type Message, type Payload } from '../codec/payloads.js';
@@ -137,6 +140,8 @@ export class BackendSession {
   private logArea: MappedArea | null = null;
   private logFd = -1;
   private inflightArea: InflightArea | null = null;
+  /** Set by drain(): rings no longer start. */
+  private draining = false;
   private channel: MessageConnection | null = null;
   private status = 0;
   private deviceBroken = false;
@@ -521,8 +526,9 @@ export class BackendSession {
   private setVringBase(p: { index: number; num: number }): number {
     const r = this.ring(p.index);
     if (r.running) throw new ProtocolError('INVALID_ARGUMENT', `SET_VRING_BASE on running ring ${p.index}`);
-    // Split rings: bits 16-31 are reserved (vhost-user.rst "A vring descriptor index for split virtqueues").
-    if (p.num > 0xffff) throw new ProtocolError('INVALID_ARGUMENT', `ring ${p.index}: base ${p.num} has reserved bits`);
+    // Split rings: bits 16-31 are reserved (vhost-user.rst "A vring descriptor index for split virtqueues");
+    // packed rings use all 32 (avail slot | wrap << 15 | used slot << 16 | wrap << 31).
+    if (p.num > 0xffff && !this.has(VIRTIO_F_RING_PACKED)) throw new ProtocolError('INVALID_ARGUMENT', `ring ${p.index}: base ${p.num} has reserved bits`);
     r.base = p.num;
     return 0;
   }
@@ -531,7 +537,13 @@ export class BackendSession {
     if (this.memory === null) return;
     const n = r.size || 1;
     const eventIdx = this.has(C.VIRTIO_RING_F_EVENT_IDX);
-    const checks: [string, number, number][] = [
+    // Packed rings (virtio 1.2 §2.8): desc = descriptor ring, avail / used = the driver / device
+    // event suppression structures, 4 bytes each.
+    const checks: [string, number, number][] = this.has(VIRTIO_F_RING_PACKED) ? [
+      ['descriptor ring', a.descUserAddr, 16 * n],
+      ['driver event area', a.availUserAddr, 4],
+      ['device event area', a.usedUserAddr, 4],
+    ] : [
       ['descriptor table', a.descUserAddr, 16 * n],
       ['available ring', a.availUserAddr, 4 + 2 * n + (eventIdx ? 2 : 0)],
       ['used ring', a.usedUserAddr, 4 + 8 * n + (eventIdx ? 2 : 0)],
@@ -617,35 +629,58 @@ export class BackendSession {
 
   /** Starts the ring's device handler if the ring is complete, started and enabled. */
   private tryStart(r: Vring): void {
-    if (r.running || r.broken || this.closed || !r.enabled || this.memory === null || r.size === 0
+    if (r.running || r.broken || this.closed || this.draining || !r.enabled || this.memory === null || r.size === 0
       || r.addr === null || !this.hasKickSource(r)) return;
     const mem = this.memory;
     const a = r.addr;
     this.checkPlacement(r, a);
-    const layout: SplitQueueLayout = {
-      size: r.size,
-      descGpa: mem.uvaToGpa(a.descUserAddr, 16 * r.size),
-      availGpa: mem.uvaToGpa(a.availUserAddr, 4 + 2 * r.size),
-      usedGpa: mem.uvaToGpa(a.usedUserAddr, 4 + 8 * r.size),
-    };
-    let queue: SplitQueueDevice;
+    const eventIdx = this.has(C.VIRTIO_RING_F_EVENT_IDX), indirect = this.has(C.VIRTIO_RING_F_INDIRECT_DESC);
+    let queue: DeviceQueue;
     try {
-      queue = new SplitQueueDevice(mem, layout, {
-        eventIdx: this.has(C.VIRTIO_RING_F_EVENT_IDX), indirect: this.has(C.VIRTIO_RING_F_INDIRECT_DESC), nextAvail: r.base,
-      });
+      if (this.has(VIRTIO_F_RING_PACKED)) {
+        const b = decodePackedVringBase(r.base);
+        queue = new PackedQueueDevice(mem, {
+          size: r.size,
+          descGpa: mem.uvaToGpa(a.descUserAddr, 16 * r.size),
+          driverGpa: mem.uvaToGpa(a.availUserAddr, 4),
+          deviceGpa: mem.uvaToGpa(a.usedUserAddr, 4),
+        }, {
+          eventIdx, indirect,
+          nextAvail: encodePackedIndex(b.availIndex, b.availWrap), nextUsed: encodePackedIndex(b.usedIndex, b.usedWrap),
+        });
+      } else {
+        const layout: SplitQueueLayout = {
+          size: r.size,
+          descGpa: mem.uvaToGpa(a.descUserAddr, 16 * r.size),
+          availGpa: mem.uvaToGpa(a.availUserAddr, 4 + 2 * r.size),
+          usedGpa: mem.uvaToGpa(a.usedUserAddr, 4 + 8 * r.size),
+        };
+        queue = new SplitQueueDevice(mem, layout, { eventIdx, indirect, nextAvail: r.base });
+      }
     } catch (e) {
       throw new ProtocolError('INVALID_ARGUMENT', `ring ${r.index}: ${(e as Error).message}`);
     }
     r.inflight = null;
     const area = this.inflightArea;
-    if (area !== null && this.hasProtocol(C.VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD)) {
+    // The inflight area is kept in the split format only; packed rings run without it (a
+    // back-end restart does not resubmit their in-flight requests — docs/protocol.md).
+    if (area !== null && this.hasProtocol(C.VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD) && !queue.packed) {
       if (r.index < area.numQueues && r.size === area.queueSize) {
         const region = area.bytes.subarray(r.index * area.regionSize, (r.index + 1) * area.regionSize);
         r.inflight = new SplitInflightTracker(region, r.size, () => queue.publishedUsedIdx);
-        if (r.inflight.resubmit.length > 0) {
-          // Popped-but-unfinished requests sit between used.idx and the resubmitted count
-          // (as libvhost-user's vu_check_queue_inflights).
-          queue.nextAvail = (queue.publishedUsedIdx + r.inflight.resubmit.length) & 0xffff;
+        if (!r.inflight.fresh) {
+          // An area a previous back-end (or this one, before a stop) used: every request it
+          // popped was either published in used.idx or is still flagged in flight, so the next
+          // avail index is used.idx + in-flight (vhost-user.rst "Inflight I/O tracking"; as
+          // libvhost-user's vu_check_queue_inflights). SET_VRING_BASE cannot be trusted here:
+          // QEMU derives it from used.idx when the connection drops, and a completion published
+          // after that moment would make the ring re-pop an answered request — the guest then
+          // sees a used id that is not a head and fails its I/O.
+          const next = (queue.publishedUsedIdx + r.inflight.resubmit.length) & 0xffff;
+          if (next !== queue.nextAvail) {
+            this.opts.log(`vhost-user: ring ${r.index}: next avail ${next} from the inflight area (SET_VRING_BASE said ${queue.nextAvail})`);
+            queue.nextAvail = next;
+          }
         }
       } else {
         this.opts.log(`vhost-user: ring ${r.index}: inflight area (${area.numQueues}x${area.queueSize}) does not cover it`);
@@ -754,7 +789,7 @@ export class BackendSession {
         this.opts.log(`vhost-user: ring ${r.index}: stop() did not finish; guest memory will not be unmapped`);
       }
     }
-    if (r.queue !== null) r.base = r.queue.nextAvail;
+    if (r.queue !== null) r.base = r.queue instanceof PackedQueueDevice ? r.queue.vringBase : r.queue.nextAvail;
     r.queue = null;
     r.inflight = null;
     if (!keepKick) {
@@ -902,6 +937,19 @@ export class BackendSession {
   }
 
   // --- teardown --------------------------------------------------------------------------------
+
+  /**
+   * Quiesces the session while the connection stays open: no ring starts any more, every
+   * running ring stops popping and its in-flight requests complete and are published. Call it
+   * before closing the connection on a graceful shutdown — a front-end that loses the back-end
+   * (QEMU's `reconnect`) reads used.idx at that moment to decide where the next back-end
+   * starts, so completions must not trail the close.
+   */
+  async drain(): Promise<void> {
+    if (this.closed) return;
+    this.draining = true;
+    await this.stopAllRings(false);
+  }
 
   /**
    * Ends the session: stops every ring (awaiting in-flight requests), resets the device,

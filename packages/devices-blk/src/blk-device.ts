@@ -3,7 +3,7 @@
  * space, and one {@link BlkQueue} per started request queue over a {@link BlockImage}.
  * @module
  */
-import { VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC } from '@vhost-ts/virtqueue';
+import { VIRTIO_F_RING_PACKED, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC } from '@vhost-ts/virtqueue';
 import {
   VHOST_USER_PROTOCOL_F_CONFIG, VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD, VHOST_USER_PROTOCOL_F_MQ, VIRTIO_F_VERSION_1,
   type QueueContext, type QueueHandler, type VirtioDevice,
@@ -120,6 +120,7 @@ export class BlkDevice implements VirtioDevice {
     };
     this.config = encodeBlkConfig(this.configValues);
     let f = bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_RING_F_EVENT_IDX) | bit(VIRTIO_RING_F_INDIRECT_DESC)
+      | bit(VIRTIO_F_RING_PACKED) // the handlers run on either ring format (DeviceQueue)
       | bit(VIRTIO_BLK_F_SIZE_MAX) | bit(VIRTIO_BLK_F_SEG_MAX) | bit(VIRTIO_BLK_F_BLK_SIZE) | bit(VIRTIO_BLK_F_TOPOLOGY)
       | bit(VIRTIO_BLK_F_FLUSH) | bit(VIRTIO_BLK_F_CONFIG_WCE) | bit(VIRTIO_BLK_F_MQ);
     if (discard) f |= bit(VIRTIO_BLK_F_DISCARD) | bit(VIRTIO_BLK_F_WRITE_ZEROES);

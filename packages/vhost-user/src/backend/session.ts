@@ -40,8 +40,11 @@ export const DEVICE_OPTIONAL_PROTOCOL_FEATURES = bit(C.VHOST_USER_PROTOCOL_F_CON
   | bit(C.VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD) | bit(C.VHOST_USER_PROTOCOL_F_INBAND_NOTIFICATIONS);
 /** Virtio feature bits the transport adds to the device's. */
 export const TRANSPORT_FEATURES = bit(C.VHOST_USER_F_PROTOCOL_FEATURES) | bit(C.VHOST_F_LOG_ALL);
-/** Device feature bits we never offer: packed rings and IOMMU translation are not implemented. */
-export const UNSUPPORTED_FEATURES = bit(C.VIRTIO_F_RING_PACKED) | bit(C.VIRTIO_F_ACCESS_PLATFORM);
+/**
+ * Device feature bits we never offer: IOMMU translation is not implemented. (VIRTIO_F_RING_PACKED
+ * passes through when the device offers it: rings then run as PackedQueueDevice.)
+ */
+export const UNSUPPORTED_FEATURES = bit(C.VIRTIO_F_ACCESS_PLATFORM);
 
 /** Options of a {@link BackendSession}. */
 export interface SessionOptions {

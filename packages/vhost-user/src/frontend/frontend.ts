@@ -252,7 +252,8 @@ export class VhostUserFrontend extends EventEmitter {
    */
   async negotiate(want: { features?: bigint; protocolFeatures?: bigint; memSlots?: boolean } = {}): Promise<void> {
     const offered = await this.getFeatures();
-    const features = offered & (want.features ?? ~0n);
+    // setupQueue drives split rings only, so VIRTIO_F_RING_PACKED is never acked.
+    const features = offered & (want.features ?? ~0n) & ~bit(C.VIRTIO_F_RING_PACKED);
     if ((features & bit(C.VHOST_USER_F_PROTOCOL_FEATURES)) !== 0n) {
       const proto = (await this.getProtocolFeatures()) & (want.protocolFeatures ?? ~0n);
       await this.setProtocolFeatures(proto);

@@ -1,7 +1,7 @@
 /**
  * Long fuzz campaigns: `npm run fuzz -- --target ring --runs 100000` or `--time 600`.
  *
- * Options: --target NAME (a target or a group prefix; default ring), --runs N, --time SECONDS,
+ * Options: --target NAME (a target, a group prefix such as `ring` or `vu`, or `all`; default ring), --runs N, --time SECONDS,
  * --seed S, --path P (replay one shrunk case), --save (write failures to fuzz/regressions/).
  * Exit code 1 on a failure.
  * @module
@@ -23,7 +23,7 @@ const { values } = parseArgs({
 });
 
 if (values.help) {
-  console.log('usage: npm run fuzz -- [--target ring|ring-model|ring-corrupt|ring-notify] [--runs N] [--time SECONDS] [--seed S] [--path P] [--save]');
+  console.log('usage: npm run fuzz -- [--target NAME|GROUP|all] [--runs N] [--time SECONDS] [--seed S] [--path P] [--save]');
   console.log(`targets: ${TARGETS.map((t) => `${t.name} (${t.description})`).join('; ')}`);
   process.exit(0);
 }

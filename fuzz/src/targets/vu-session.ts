@@ -23,7 +23,7 @@
  *   the echo request comes back with the right bytes.
  * @module
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import fc from 'fast-check';
 import { close, dup, eventfd, ftruncate, memfdCreate, openFdCount, openFile, socketpair } from '@vhost-ts/sys';
 import {
@@ -39,7 +39,8 @@ import type { FuzzTarget } from './target.js';
 export type FdKind = 'region0' | 'region1' | 'eventfd' | 'memfd0' | 'memfd4k' | 'memfd3m' | 'socket' | 'devnull';
 const FD_KINDS: FdKind[] = ['region0', 'region1', 'eventfd', 'memfd0', 'memfd4k', 'memfd3m', 'socket', 'devnull'];
 
-interface WireMsg { bytes: Uint8Array; fds: FdKind[] }
+/** One message on the wire: bytes and the kinds of fd attached to its first byte. */
+export interface WireMsg { bytes: Uint8Array; fds: FdKind[] }
 
 /** What the valid session template does. */
 export interface Plan {
@@ -57,7 +58,7 @@ export interface Plan {
   ask: boolean;
 }
 
-type Mutation =
+export type Mutation =
   | { m: 'drop'; i: number }
   | { m: 'dup'; i: number }
   | { m: 'swap'; i: number; j: number }
@@ -74,7 +75,7 @@ type Mutation =
 
 const fdKindArb = fc.constantFrom(...FD_KINDS);
 const idx = fc.nat({ max: 40 });
-const mutationArb: fc.Arbitrary<Mutation> = fc.oneof(
+export const mutationArb: fc.Arbitrary<Mutation> = fc.oneof(
   fc.record({ m: fc.constant('drop' as const), i: idx }),
   fc.record({ m: fc.constant('dup' as const), i: idx }),
   fc.record({ m: fc.constant('swap' as const), i: idx, j: idx }),
@@ -131,7 +132,7 @@ const RESP_GPA = 0x100000 + 0x9000;
 const ECHO = Uint8Array.from({ length: 64 }, (_, i) => (i * 37 + 11) & 0xff);
 
 /** Resets the ring and queues one echo request; returns the driver. */
-function prepareGuest(plan: Plan): SplitQueueDriver {
+export function prepareGuest(plan: Plan): SplitQueueDriver {
   const fm = guestMemory();
   const mem = fm.memory;
   mem.writeFrom(RING_BASE, new Uint8Array(0x3000 + 8 * 256 + 8));
@@ -244,7 +245,8 @@ export function mutate(msgs: WireMsg[], mutations: Mutation[]): WireMsg[] {
   return out;
 }
 
-function makeFd(kind: FdKind): number {
+/** Creates a fresh fd of a kind (the caller owns it). */
+export function makeFd(kind: FdKind): number {
   const fm = guestMemory();
   switch (kind) {
     case 'region0': return dup(fm.fds[0]);
@@ -263,6 +265,33 @@ function makeFd(kind: FdKind): number {
       return fd;
     }
   }
+}
+
+/**
+ * Waits (≤ 200 ms) for the open-fd count to come back to `want`: closes that finish on a later
+ * loop turn (watchers, sockets the peer closed) must not read as leaks. Returns the last count.
+ */
+export async function settleFdCount(want: number): Promise<number> {
+  let n = openFdCount();
+  for (let i = 0; i < 40 && n !== want; i++) {
+    await new Promise((res) => { setTimeout(res, 5); });
+    n = openFdCount();
+  }
+  return n;
+}
+
+/** `fd -> target` for every open fd (diagnostics of a leak). */
+export function fdTable(): string[] {
+  const out: string[] = [];
+  for (const f of readdirSync('/proc/self/fd')) {
+    try { out.push(`${f}->${readlinkSync(`/proc/self/fd/${f}`)}`); } catch { /* the directory's own fd */ }
+  }
+  return out;
+}
+
+/** What changed between two {@link fdTable} snapshots. */
+export function fdDiff(before: string[], after: string[]): string {
+  return `opened [${after.filter((x) => !before.includes(x)).join(', ')}] closed [${before.filter((x) => !after.includes(x)).join(', ')}]`;
 }
 
 /** Memfd mappings of this process (the leak oracle for mmap). */
@@ -320,6 +349,15 @@ function checkReplies(frame: RawFrame, threw: boolean, replies: Reply[], protoAf
     if (v === null) fail(`${name}: ack is not a u64`);
     if (strictOk && v !== 0n) fail(`${name}: failure ack in a valid session`);
   }
+}
+
+/** Throws unless the echo request queued by {@link prepareGuest} came back right. */
+export function checkEcho(driver: SplitQueueDriver): void {
+  const head = driver.popUsed();
+  if (head < 0) fail('echo request never completed in a valid session');
+  const out = new Uint8Array(64);
+  guestMemory().memory.readInto(RESP_GPA, out);
+  if (Buffer.compare(out, ECHO) !== 0 || driver.lastLen !== 64) fail('echo came back wrong');
 }
 
 const HANDLE_DEADLINE_MS = 3000;
@@ -389,14 +427,7 @@ async function runStream(device: EchoDevice, plan: Plan, msgs: WireMsg[], reads:
   // Whatever is half-received is closed with the connection.
   for (const fd of framer.takePendingFds()) close(fd);
   if (strict && closedBy !== null) fail(`valid session closed: ${(closedBy as Error).message}`);
-  if (strict) {
-    const head = driver.popUsed();
-    if (head < 0) fail('echo request never completed in a valid session');
-    const got = guestMemory().memory;
-    const out = new Uint8Array(64);
-    got.readInto(RESP_GPA, out);
-    if (Buffer.compare(out, ECHO) !== 0 || driver.lastLen !== 64) fail('echo came back wrong');
-  }
+  if (strict) checkEcho(driver);
   await session.close();
 }
 
@@ -407,14 +438,12 @@ export async function runVuSession(device: EchoDevice, c: { plan: Plan; mutation
   const maps0 = memfdMappings();
   const valid = template(c.plan);
   await runStream(device, c.plan, mutate(valid, c.mutations), c.reads, c.mutations.length === 0);
-  let fds1 = openFdCount();
-  // Closing a watcher finishes on the next loop turn; give it one before counting again.
-  if (fds1 !== fds0) { await new Promise((res) => setImmediate(res)); fds1 = openFdCount(); }
+  const fds1 = await settleFdCount(fds0);
   if (fds1 !== fds0) fail(`fd leak: ${fds0} open before, ${fds1} after the session`);
   const maps1 = memfdMappings();
   if (maps1 !== maps0) fail(`mapping leak: ${maps0} memfd mappings before, ${maps1} after the session`);
   await runStream(device, c.plan, valid, [1 << 20], true);
-  if (openFdCount() !== fds0) fail('fd leak after the valid session');
+  if (await settleFdCount(fds0) !== fds0) fail('fd leak after the valid session');
   if (memfdMappings() !== maps0) fail('mapping leak after the valid session');
 }
 

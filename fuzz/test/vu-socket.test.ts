@@ -1,0 +1,4 @@
+import { vuSocket } from '../src/targets/vu-socket.js';
+import { registerTarget } from './register.js';
+
+registerTarget(vuSocket);

@@ -171,6 +171,13 @@ export class BlkDevice implements VirtioDevice {
       this.log.debug('config write to writeback ignored: CONFIG_WCE not negotiated');
       return;
     }
+    // virtio 1.2 §5.2.5.2: with CONFIG_WCE but not FLUSH the device starts writethrough, and it
+    // must stay so — the driver could never make a writeback cache durable. (Found by the
+    // config-space fuzz target: the guest could switch writeback on without FLUSH.)
+    if (!this.has(this.acked, VIRTIO_BLK_F_FLUSH)) {
+      this.log.debug('config write to writeback ignored: FLUSH not negotiated, writethrough only');
+      return;
+    }
     this.setWriteback(data[at] !== 0);
   }
 

@@ -10,7 +10,7 @@
  *   without the CONFIG protocol feature) answers with an empty payload (vhost-user.rst);
  * - SET_CONFIG outside the window or with unknown flags is refused (failure ack, or the
  *   connection closes when no ack was asked); inside it succeeds, and only writable fields
- *   change: the blk `writeback` byte when CONFIG_WCE is negotiated (§5.2.5), the net `mac`
+ *   change: the blk `writeback` byte when CONFIG_WCE and FLUSH are negotiated (§5.2.5), the net `mac`
  *   only without VERSION_1 (legacy, §5.1.4.1); everything else stays byte-identical;
  * - after RESET_DEVICE the writable fields return to their initial values;
  * - a full read-back after every step equals the model.
@@ -193,7 +193,7 @@ export async function runConfigSpace(s: Scenario): Promise<void> {
       // Only writable fields change.
       for (let i = 0; i < o.data.length; i++) {
         const at = o.offset + i;
-        if (s.device === 'blk' && at === 32 && wce) writeback = o.data[i] !== 0 ? 1 : 0;
+        if (s.device === 'blk' && at === 32 && wce && flush) writeback = o.data[i] !== 0 ? 1 : 0;
         if (s.device === 'net' && at < 6 && !version1) mac[at] = o.data[i];
       }
     }

@@ -75,11 +75,18 @@ export interface RestartChaosOptions {
   readonly maxRestarts: number;
   /** Random delay between a reconnect and the next restart, in ms. */
   readonly delayMs: readonly [number, number];
+  /**
+   * Probability that a restart follows the previous reconnect after only 0–50 ms (no in-flight
+   * wait): hits QEMU's setup replay and the new back-end's resubmission. Default 0.
+   */
+  readonly quickRestartChance?: number;
   /** After the delay, wait up to this long for heads marked in flight before the signal. */
   readonly inflightWaitMs?: number;
   /** Time budget of the restart phase (ms) before STOP is written regardless. */
   readonly budgetMs: number;
   readonly maxPasses?: number;
+  /** Request queues (default 1). */
+  readonly numQueues?: number;
   /** Guest vCPUs (default 2: the parallel writers then really overlap). */
   readonly smp?: number;
   /** Further CLI flags for back-end instance `n` (0 = the first), e.g. `--direct` on some. */
@@ -98,13 +105,15 @@ export interface RestartRecord {
   /** Heads flagged in the inflight area after the old back-end was gone (what the new one finds). */
   readonly flaggedAfter: number;
   /** The heads behind {@link flaggedAfter}. */
-  readonly heads: readonly number[];
+  readonly heads: readonly string[];
   /** used_idx recorded in the area's header after the kill (progress evidence). */
   readonly areaUsedIdx: number;
   readonly exitCode: number | null;
   readonly exitSignal: string | null;
   /** ms from SIGTERM to exit (graceful drain); 0 for SIGKILL. */
   readonly drainMs: number;
+  /** Restarted 0–50 ms after the previous reconnect (see quickRestartChance). */
+  readonly quick: boolean;
   /** ms from the old back-end's exit until QEMU was connected to the new one. */
   readonly downMs: number;
   /** Requests the new back-end reported resubmitting (filled in once it ran). */
@@ -282,23 +291,31 @@ function openInflightArea(qemuPid: number): number | null {
 }
 
 /**
- * Heads flagged in flight in queue 0's region (split layout: 16-byte header, 16-byte entries);
- * `out`, when given, receives the head numbers.
+ * Heads flagged in flight in the area (split layout per queue: 16-byte header, 16-byte entries,
+ * regions 64-byte aligned); `out`, when given, receives `queue:head` labels. The header of
+ * queue 0 stays in `buf` (used_idx at +14).
  */
-function flaggedHeads(fd: number, buf: Buffer, out?: number[]): number {
+function flaggedHeads(fd: number, buf: Buffer, out?: string[]): number {
   const n = readSync(fd, buf, 0, buf.length, 0);
   if (n < 16) return 0;
-  const descNum = Math.min(buf.readUInt16LE(10), Math.floor((n - 16) / 16));
+  const descNum = buf.readUInt16LE(10);
+  const regionSize = Math.ceil((16 + 16 * descNum) / 64) * 64;
   let count = 0;
-  for (let i = 0; i < descNum; i++) {
-    if (buf[16 + 16 * i] !== 1) continue;
-    count++;
-    out?.push(i);
+  for (let q = 0; (q + 1) * regionSize <= n && descNum > 0; q++) {
+    const base = q * regionSize;
+    for (let i = 0; i < descNum; i++) {
+      if (buf[base + 16 + 16 * i] !== 1) continue;
+      count++;
+      out?.push(`${q}:${i}`);
+    }
   }
   return count;
 }
 
 const RESUBMIT_RE = /resubmitting (\d+) inflight request/g;
+const BROKEN_RE = /ring \d+ broken/;
+/** The guest's loop never pauses this long, outages included. */
+const STALL_MS = 30_000;
 
 function resubmittedIn(logs: string): number {
   let total = 0;
@@ -358,18 +375,25 @@ export async function runRestartChaos(opts: RestartChaosOptions): Promise<Restar
     const unexpected = new AbortController();
     const intended = new WeakSet<Backend>();
     const start = async (): Promise<Backend> => {
-      const b = await startVhostTsBlk({ image, socket, numQueues: 1, startTimeoutMs: 30_000, extraArgs: opts.backendArgs?.(instances.length) });
+      const b = await startVhostTsBlk({ image, socket, numQueues: opts.numQueues ?? 1, startTimeoutMs: 30_000, extraArgs: opts.backendArgs?.(instances.length) });
       instances.push(b);
       b.process.once('exit', (code, signal) => {
         if (intended.has(b) || unexpected.signal.aborted) return;
         unexpected.abort(new Error(`back-end #${instances.indexOf(b)} exited on its own (code ${code}, signal ${signal}):\n${b.logs().slice(-3000)}`));
+      });
+      // A ring the back-end declared broken never serves the guest again: fail now, not at
+      // the guest timeout (this is how a wrong resume index shows: avail-index-jump).
+      b.process.stderr?.on('data', () => {
+        if (unexpected.signal.aborted || !BROKEN_RE.test(b.logs())) return;
+        unexpected.abort(new Error(`back-end #${instances.indexOf(b)} broke a ring:\n${b.logs().slice(-3000)}`));
       });
       return b;
     };
     current = await start();
 
     const startedAt = Date.now();
-    const region = Buffer.alloc(16 + 16 * 1024);
+    // Room for a few queues' regions (QEMU's default queue size is 128).
+    const region = Buffer.alloc(64 * 1024);
     let guestDone = false;
     const guestRun = runGuest({
       kernel: env.kernel!,
@@ -379,11 +403,31 @@ export async function runRestartChaos(opts: RestartChaosOptions): Promise<Restar
       // reconnect=1: QEMU re-dials a lost back-end every second and replays the setup.
       extraArgs: [
         '-chardev', `socket,id=rblk,path=${socket},reconnect=1`,
-        '-device', 'vhost-user-blk-pci,chardev=rblk,num-queues=1,addr=0x04',
+        '-device', `vhost-user-blk-pci,chardev=rblk,num-queues=${opts.numQueues ?? 1},addr=0x04`,
       ],
       timeoutMs: opts.budgetMs + 90_000,
       signal: unexpected.signal,
-    }).finally(() => { guestDone = true; });
+    }).finally(() => {
+      guestDone = true;
+      clearInterval(watchdog);
+    });
+    // Stall watchdog: used_idx of queue 0 (read through QEMU's copy of the area) must move.
+    let lastUsed = -1;
+    let lastMove = Date.now();
+    const probe = Buffer.alloc(16);
+    const watchdog = setInterval(() => {
+      if (inflightFd < 0 || unexpected.signal.aborted) { lastMove = Date.now(); return; }
+      let used = -1;
+      try {
+        if (readSync(inflightFd, probe, 0, 16, 0) === 16) used = probe.readUInt16LE(14);
+      } catch {
+        // the loop is swapping the fd (device reset): next tick
+      }
+      if (used !== lastUsed) { lastUsed = used; lastMove = Date.now(); return; }
+      if (Date.now() - lastMove > STALL_MS) {
+        unexpected.abort(new Error(`guest I/O stalled: used_idx ${used} unchanged for ${STALL_MS} ms; last back-end:\n${instances.at(-1)?.logs().slice(-3000)}`));
+      }
+    }, 1000);
     // Keep a rejection from being unhandled while the loop below runs.
     guestRun.catch(() => {});
 
@@ -411,7 +455,10 @@ export async function runRestartChaos(opts: RestartChaosOptions): Promise<Restar
         if (restarts.length >= opts.maxRestarts) { stopReason = `restart cap ${opts.maxRestarts} reached`; break; }
         if (Date.now() > deadline) { stopReason = `time budget ${opts.budgetMs} ms used`; break; }
         if (guestDone) { stopReason = 'guest finished first'; break; }
-        const [lo, hi] = opts.delayMs;
+        // Now and then restart again right after the reconnect, while QEMU may still be
+        // replaying the setup or the new back-end is resubmitting the previous one's requests.
+        const quick = restarts.length > 0 && rand() < (opts.quickRestartChance ?? 0);
+        const [lo, hi] = quick ? [0, 50] : opts.delayMs;
         await sleep(lo + Math.floor(rand() * (hi - lo)));
         if (guestDone || unexpected.signal.aborted) continue;
         const victim: Backend = current;
@@ -422,7 +469,7 @@ export async function runRestartChaos(opts: RestartChaosOptions): Promise<Restar
           inflightFd = fresh;
         }
         let flaggedBefore = -1;
-        if ((opts.inflightWaitMs ?? 0) > 0) {
+        if (!quick && (opts.inflightWaitMs ?? 0) > 0) {
           // A random moment, then the first instant the area shows a popped, uncompleted head.
           const until = Date.now() + (opts.inflightWaitMs ?? 0);
           flaggedBefore = flaggedHeads(inflightFd, region);
@@ -437,18 +484,20 @@ export async function runRestartChaos(opts: RestartChaosOptions): Promise<Restar
         victim.process.kill(opts.mode === 'kill' ? 'SIGKILL' : 'SIGTERM');
         await exited;
         const goneAt = Date.now();
-        const heads: number[] = [];
+        const heads: string[] = [];
         const flaggedAfter = flaggedHeads(inflightFd, region, heads);
         const areaUsedIdx = region.readUInt16LE(14);
         current = await start();
         const next: Backend = current;
-        await waitFor('QEMU to reconnect', 30_000, () => (next.logs().includes('front-end connected') ? true : null), unexpected.signal);
+        // (A guest that finished meanwhile powers QEMU off: nobody will reconnect.)
+        await waitFor('QEMU to reconnect', 30_000, () => (next.logs().includes('front-end connected') || guestDone ? true : null), unexpected.signal);
         const rec: RestartRecord = {
           n: instances.length - 1,
           atMs: sigAt - startedAt,
           flaggedBefore,
           flaggedAfter,
           heads,
+          quick,
           areaUsedIdx,
           exitCode: victim.process.exitCode,
           exitSignal: victim.process.signalCode,
@@ -457,7 +506,7 @@ export async function runRestartChaos(opts: RestartChaosOptions): Promise<Restar
           resubmitted: 0,
         };
         restarts.push(rec);
-        opts.comment(`restart ${restarts.length} at ${rec.atMs} ms: ${opts.mode === 'kill' ? 'SIGKILL' : 'SIGTERM'}, flagged ${flaggedBefore}/${flaggedAfter} [${heads.join(' ')}] (area used_idx ${areaUsedIdx}), ` +
+        opts.comment(`restart ${restarts.length} at ${rec.atMs} ms: ${opts.mode === 'kill' ? 'SIGKILL' : 'SIGTERM'}${quick ? ' (quick)' : ''}, flagged ${flaggedBefore}/${flaggedAfter} [${heads.join(' ')}] (area used_idx ${areaUsedIdx}), ` +
           `exit ${rec.exitCode ?? rec.exitSignal}, drain ${rec.drainMs} ms, down ${rec.downMs} ms`);
       }
     } finally {

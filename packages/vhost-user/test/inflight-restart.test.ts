@@ -9,6 +9,7 @@ import { close } from '@vhost-ts/sys';
 import {
   VHOST_USER_SET_VRING_ADDR, VHOST_USER_SET_VRING_BASE, VHOST_USER_SET_VRING_CALL, VHOST_USER_SET_VRING_ENABLE,
   VHOST_USER_SET_VRING_KICK, VHOST_USER_SET_VRING_NUM, vringState, VhostUserFrontend, type FrontendQueue,
+  SplitInflightTracker, inflightQueueRegionSize,
 } from '../src/index.js';
 import { connectAndNegotiate, pattern, startBackend, until } from './helpers.js';
 
@@ -94,4 +95,39 @@ t.test('regression: close() answers in-flight requests before the socket closes'
   t.equal(usedAtClose, 1, 'the answer was published before the front-end saw the close');
   t.same(await answer, pattern(8, 4), 'and it is the right answer');
   fe.close();
+});
+
+t.test('tracker: a batch published but not committed is not resubmitted (vhost-user.rst "When reconnecting")', (t) => {
+  const size = 8;
+  const region = new Uint8Array(inflightQueueRegionSize(size));
+  let used = 0;
+  const a = new SplitInflightTracker(region, size, () => used);
+  t.ok(a.fresh, 'a blank region is fresh');
+  for (const h of [6, 3, 5]) a.begin(h);
+  a.end(5);
+  a.end(3);
+  used = 2; // the batch of two answers reached used.idx; the process dies before commit()
+  const b = new SplitInflightTracker(region, size, () => used);
+  t.notOk(b.fresh, 'a used region is not fresh');
+  t.same(b.resubmit, [6], 'only the unanswered head is resubmitted');
+  t.same(b.inflightHeads(), [6], 'the published batch is cleared in the area');
+  // The next back-end resumes at used.idx + in flight = 3 and keeps counting after 6's counter.
+  b.begin(1);
+  b.end(6);
+  b.end(1);
+  used = 4;
+  b.commit();
+  const c = new SplitInflightTracker(region, size, () => used);
+  t.same(c.resubmit, [], 'all answered and committed');
+  t.end();
+});
+
+t.test('tracker: heads are resubmitted in the order they were popped, not by index', (t) => {
+  const size = 16;
+  const region = new Uint8Array(inflightQueueRegionSize(size));
+  const a = new SplitInflightTracker(region, size, () => 0);
+  for (const h of [9, 2, 14, 0]) a.begin(h);
+  const b = new SplitInflightTracker(region, size, () => 0);
+  t.same(b.resubmit, [9, 2, 14, 0], 'counter order');
+  t.end();
 });

@@ -131,3 +131,22 @@ t.test('tracker: heads are resubmitted in the order they were popped, not by ind
   t.same(b.resubmit, [9, 2, 14, 0], 'counter order');
   t.end();
 });
+
+t.test('regression: the front-end leaving during a drain does not unmap memory under in-flight requests', async (t) => {
+  const b = startBackend({ numQueues: 1, delayMs: 200 });
+  const fe = await connectAndNegotiate(b.path);
+  await fe.setupQueue(0, 16);
+  void fe.roundTrip(0, pattern(8, 5), 8, 3000).catch(() => {});
+  await until(() => b.device.queues.get(0)?.stats.requests === 1);
+  const started = Date.now();
+  const closing = b.backend.close(); // drain: the request needs ~200 ms more
+  await new Promise((r) => setTimeout(r, 20));
+  t.ok(b.backend.activeSession !== null, 'still draining');
+  // The front-end goes away: the session's cleanup must wait for the drain's stop instead of
+  // unmapping guest memory at once (the answer would then be written into a detached buffer:
+  // "Cannot perform Atomics.store on a detached ArrayBuffer", uncaught, in the timer).
+  fe.close();
+  await closing;
+  t.ok(Date.now() - started >= 150, 'close() waited for the in-flight request');
+  t.same(b.logs.filter((l) => /threw|failed/.test(l)), [], 'no handler error');
+});

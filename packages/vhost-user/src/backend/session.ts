@@ -773,6 +773,20 @@ export class BackendSession {
    * `keepKick` keeps the kick fd (re-pointing); otherwise the kick fd is closed (GET_VRING_BASE).
    */
   private async stopRing(r: Vring, keepKick: boolean): Promise<void> {
+    // One stop at a time per ring: a second caller (the front-end leaving while close() drains,
+    // GET_VRING_BASE racing a reset) must wait for the handler's stop(), not see `handler`
+    // already null and go on to unmap memory that in-flight requests still target.
+    while (r.stopping !== null) await r.stopping;
+    const done = this.stopRingNow(r, keepKick);
+    r.stopping = done;
+    try {
+      await done;
+    } finally {
+      if (r.stopping === done) r.stopping = null;
+    }
+  }
+
+  private async stopRingNow(r: Vring, keepKick: boolean): Promise<void> {
     this.unwatchKick(r);
     const h = r.handler;
     r.handler = null;

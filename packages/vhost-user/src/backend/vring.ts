@@ -45,6 +45,8 @@ export class Vring {
   inflight: SplitInflightTracker | null = null;
   kickWatcher: FdWatcher | null = null;
   pollTimer: NodeJS.Timeout | null = null;
+  /** The stop under way (stopRing), awaited by any concurrent stop. */
+  stopping: Promise<void> | null = null;
 
   constructor(readonly index: number) {}
 

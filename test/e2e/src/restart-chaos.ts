@@ -351,6 +351,8 @@ export async function runRestartChaos(opts: RestartChaosOptions): Promise<Restar
   const instances: Backend[] = [];
   let current: Backend | null = null;
   let inflightFd = -1;
+  /** Resolves once QEMU is gone, whatever the outcome (awaited before the work dir goes). */
+  let guestSettled: Promise<unknown> = Promise.resolve();
   try {
     // Initial disk contents are none of the passes, so an unwritten block is "foreign".
     writeFileSync(image, patternBytes(`${patternSeed}/initial`, CHAOS_DISK_SIZE));
@@ -429,7 +431,7 @@ export async function runRestartChaos(opts: RestartChaosOptions): Promise<Restar
       }
     }, 1000);
     // Keep a rejection from being unhandled while the loop below runs.
-    guestRun.catch(() => {});
+    guestSettled = guestRun.catch(() => {});
 
     const restarts: RestartRecord[] = [];
     let stopReason = '';
@@ -509,13 +511,18 @@ export async function runRestartChaos(opts: RestartChaosOptions): Promise<Restar
         opts.comment(`restart ${restarts.length} at ${rec.atMs} ms: ${opts.mode === 'kill' ? 'SIGKILL' : 'SIGTERM'}${quick ? ' (quick)' : ''}, flagged ${flaggedBefore}/${flaggedAfter} [${heads.join(' ')}] (area used_idx ${areaUsedIdx}), ` +
           `exit ${rec.exitCode ?? rec.exitSignal}, drain ${rec.drainMs} ms, down ${rec.downMs} ms`);
       }
+    } catch (err) {
+      // The loop itself failed (a reconnect that never came, ...): end the guest now rather
+      // than at its timeout.
+      if (!unexpected.signal.aborted) unexpected.abort(err);
+      throw err;
     } finally {
       // Whatever happened, let the guest finish its pass and report.
       writeFileSync(ctlImage, Buffer.from('STOP'), { flag: 'r+' });
     }
     opts.comment(`restart loop ended: ${stopReason}`);
     const guest = await guestRun;
-    // Give the last back-end a moment to log resubmissions, then stop it cleanly.
+    // The guest is done: stop the last back-end cleanly, then collect every instance's logs.
     const last: Backend = current;
     intended.add(last);
     await last.stop();
@@ -528,6 +535,7 @@ export async function runRestartChaos(opts: RestartChaosOptions): Promise<Restar
     for (const [i, b] of instances.entries()) opts.comment(`back-end #${i} logs:\n${b.logs().slice(-1500)}`);
     throw err;
   } finally {
+    await guestSettled;
     if (inflightFd >= 0) closeSync(inflightFd);
     await Promise.all(instances.map((b) => b.stop()));
     work.cleanup();

@@ -7,7 +7,7 @@ import { ringModel } from './ring-model.js';
 import { ringNotify } from './ring-notify.js';
 import type { FuzzTarget } from './target.js';
 import { vuCodec } from './vu-codec.js';
-import { vuSession } from './vu-session.js';
+import { vuPacked, vuSession } from './vu-session.js';
 import { vuSocket } from './vu-socket.js';
 import { blkQueue } from './blk-queue.js';
 import { netPath } from './net-path.js';
@@ -17,7 +17,7 @@ import { configSpace } from './config-space.js';
 
 export type { FuzzTarget } from './target.js';
 
-export const TARGETS: readonly FuzzTarget[] = [ringModel, ringCorrupt, ringNotify, vuCodec, vuSession, vuSocket, blkQueue, netPath, configSpace, packedModel, packedCorrupt];
+export const TARGETS: readonly FuzzTarget[] = [ringModel, ringCorrupt, ringNotify, vuCodec, vuSession, vuPacked, vuSocket, blkQueue, netPath, configSpace, packedModel, packedCorrupt];
 
 /** Targets matching a name, a prefix group (`ring` → ring-model, ring-corrupt, ring-notify), or `all`. */
 export function selectTargets(name: string): FuzzTarget[] {

@@ -32,7 +32,7 @@ import {
 } from '@vhost-ts/vhost-user';
 import * as C from '@vhost-ts/vhost-user';
 import { EchoDevice } from '@vhost-ts/vhost-user/testing';
-import { SplitQueueDriver } from '@vhost-ts/virtqueue';
+import { PackedQueueDriver, SplitQueueDriver, VIRTIO_F_RING_PACKED } from '@vhost-ts/virtqueue';
 import type { FuzzTarget } from './target.js';
 
 /** Kinds of fd a message may carry. */
@@ -56,6 +56,8 @@ export interface Plan {
   reset: boolean;
   /** NEED_REPLY on every request (when REPLY_ACK). */
   ask: boolean;
+  /** Negotiate VIRTIO_F_RING_PACKED (the `vu-packed` target; the device must offer it). */
+  packed?: boolean;
 }
 
 export type Mutation =
@@ -131,14 +133,21 @@ const REQ_GPA = 0x100000 + 0x8000;
 const RESP_GPA = 0x100000 + 0x9000;
 const ECHO = Uint8Array.from({ length: 64 }, (_, i) => (i * 37 + 11) & 0xff);
 
+/** What the checks need of a split or packed driver. */
+export type EchoDriver = Pick<SplitQueueDriver, 'add' | 'publish' | 'popUsed' | 'lastLen'>;
+
 /** Resets the ring and queues one echo request; returns the driver. */
-export function prepareGuest(plan: Plan): SplitQueueDriver {
+export function prepareGuest(plan: Plan): EchoDriver {
   const fm = guestMemory();
   const mem = fm.memory;
   mem.writeFrom(RING_BASE, new Uint8Array(0x3000 + 8 * 256 + 8));
   mem.writeFrom(REQ_GPA, ECHO);
   mem.writeFrom(RESP_GPA, new Uint8Array(64));
-  const d = new SplitQueueDriver(mem, LAYOUT(plan.size), { eventIdx: plan.eventIdx });
+  const L = LAYOUT(plan.size);
+  // A fresh packed ring starts at slot 0 with wrap counters 1 (SET_VRING_BASE 0x8000 below).
+  const d: EchoDriver = plan.packed === true
+    ? new PackedQueueDriver(mem, { size: plan.size, descGpa: L.descGpa, driverGpa: L.availGpa, deviceGpa: L.usedGpa }, { eventIdx: plan.eventIdx })
+    : new SplitQueueDriver(mem, L, { eventIdx: plan.eventIdx });
   if (d.add([{ gpa: REQ_GPA, len: 64 }], [{ gpa: RESP_GPA, len: 64 }]) < 0) throw new Error('vu-session: cannot queue the echo request');
   d.publish();
   return d;
@@ -163,6 +172,7 @@ export function template(plan: Plan): WireMsg[] {
   if (plan.reset) proto |= bit(C.VHOST_USER_PROTOCOL_F_RESET_DEVICE);
   let features = bit(C.VIRTIO_F_VERSION_1) | bit(C.VHOST_USER_F_PROTOCOL_FEATURES) | bit(C.VIRTIO_RING_F_INDIRECT_DESC);
   if (plan.eventIdx) features |= bit(C.VIRTIO_RING_F_EVENT_IDX);
+  if (plan.packed === true) features |= bit(VIRTIO_F_RING_PACKED);
   if (plan.log) features |= bit(C.VHOST_F_LOG_ALL);
   add(C.VHOST_USER_GET_FEATURES, { kind: 'none' }, [], 0);
   add(C.VHOST_USER_GET_PROTOCOL_FEATURES, { kind: 'none' }, [], 0);
@@ -173,7 +183,8 @@ export function template(plan: Plan): WireMsg[] {
   add(C.VHOST_USER_GET_QUEUE_NUM, { kind: 'none' }, [], 0);
   add(C.VHOST_USER_GET_MAX_MEM_SLOTS, { kind: 'none' }, [], 0);
   add(C.VHOST_USER_SET_MEM_TABLE, { kind: 'memory', regions: fm.descs }, ['region0', 'region1']);
-  if (plan.inflight) add(C.VHOST_USER_GET_INFLIGHT_FD, { kind: 'inflight', mmapSize: 0, mmapOffset: 0, numQueues: 2, queueSize: plan.size }, [], 0);
+  // The inflight area exists in the split format only (packed rings run without it).
+  if (plan.inflight && plan.packed !== true) add(C.VHOST_USER_GET_INFLIGHT_FD, { kind: 'inflight', mmapSize: 0, mmapOffset: 0, numQueues: 2, queueSize: plan.size }, [], 0);
   if (plan.log) add(C.VHOST_USER_SET_LOG_BASE, { kind: 'log', mmapSize: 4096, mmapOffset: 0 }, ['memfd4k'], 0);
   const L = LAYOUT(plan.size);
   add(C.VHOST_USER_SET_VRING_NUM, { kind: 'vring-state', index: q, num: plan.size });
@@ -181,7 +192,7 @@ export function template(plan: Plan): WireMsg[] {
     kind: 'vring-addr', index: q, flags: 0, descUserAddr: fm.gpaToUva(L.descGpa), usedUserAddr: fm.gpaToUva(L.usedGpa),
     availUserAddr: fm.gpaToUva(L.availGpa), logGuestAddr: 0,
   });
-  add(C.VHOST_USER_SET_VRING_BASE, { kind: 'vring-state', index: q, num: 0 });
+  add(C.VHOST_USER_SET_VRING_BASE, { kind: 'vring-state', index: q, num: plan.packed === true ? 0x8000 : 0 });
   add(C.VHOST_USER_SET_VRING_CALL, { kind: 'vring-fd', index: q, noFd: false }, ['eventfd']);
   add(C.VHOST_USER_SET_VRING_ERR, { kind: 'vring-fd', index: q, noFd: false }, ['eventfd']);
   add(C.VHOST_USER_SET_VRING_KICK, { kind: 'vring-fd', index: q, noFd: false }, ['eventfd']);
@@ -352,7 +363,7 @@ function checkReplies(frame: RawFrame, threw: boolean, replies: Reply[], protoAf
 }
 
 /** Throws unless the echo request queued by {@link prepareGuest} came back right. */
-export function checkEcho(driver: SplitQueueDriver): void {
+export function checkEcho(driver: EchoDriver): void {
   const head = driver.popUsed();
   if (head < 0) fail('echo request never completed in a valid session');
   const out = new Uint8Array(64);
@@ -454,5 +465,16 @@ export const vuSession: FuzzTarget = {
   property: () => {
     const device = new EchoDevice({ numQueues: 2, maxQueueSize: 256 });
     return fc.asyncProperty(sessionArb, (c) => runVuSession(device, c));
+  },
+};
+
+/** The same sessions with packed rings negotiated (VIRTIO_F_RING_PACKED, packed SET_VRING_BASE). */
+export const vuPacked: FuzzTarget = {
+  name: 'vu-packed',
+  description: 'vu-session with VIRTIO_F_RING_PACKED negotiated: PackedQueueDevice behind the same oracles',
+  testRuns: 100,
+  property: () => {
+    const device = new EchoDevice({ numQueues: 2, maxQueueSize: 256, features: 1n << BigInt(VIRTIO_F_RING_PACKED) });
+    return fc.asyncProperty(sessionArb.map((c) => ({ ...c, plan: { ...c.plan, packed: true } })), (c) => runVuSession(device, c));
   },
 };

@@ -1,0 +1,4 @@
+import { vuPacked } from '../src/targets/vu-session.js';
+import { registerTarget } from './register.js';
+
+registerTarget(vuPacked);

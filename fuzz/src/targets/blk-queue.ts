@@ -7,7 +7,7 @@
  * at the end, past it, ≥ 2^32, ≥ 2^53), data lengths (whole sectors or not), header and data
  * split over descriptors, short headers, discard / write-zeroes segments (counts, flags, ranges),
  * status buffers of 0–2 bytes, indirect tables, and descriptor WRITE flags flipped after the
- * driver built the chain. The model decides each request's fate from the buffer list alone:
+ * driver built the chain (split rings), all over split or packed rings. The model decides each request's fate from the buffer list alone:
  * - broken (a readable buffer after a writable one, or no writable byte): the queue stops,
  *   `broken()` is called, nothing from that chain on is completed;
  * - otherwise a status in the last writable byte and a used length; IN data equal to the model
@@ -22,7 +22,7 @@ import {
   VIRTIO_BLK_S_UNSUPP, encodeSerial,
 } from '@vhost-ts/devices-blk';
 import type { QueueContext } from '@vhost-ts/vhost-user';
-import { MockGuest } from '@vhost-ts/virtqueue/testing';
+import { MockGuest, MockPackedGuest } from '@vhost-ts/virtqueue/testing';
 import type { FuzzTarget } from './target.js';
 
 const CAP = 64; // sectors
@@ -64,6 +64,8 @@ type Req = typeof reqArb extends fc.Arbitrary<infer T> ? T : never;
 
 export const blkArb = fc.record({
   queueSize: fc.constantFrom(8, 16, 64),
+  /** Packed ring (virtio 1.2 §2.8) instead of split; WRITE-flag flips are split-only. */
+  packed: fc.boolean(),
   eventIdx: fc.boolean(),
   readOnly: fc.boolean(),
   ackDiscard: fc.boolean(),
@@ -97,7 +99,7 @@ function u64le(b: Uint8Array, off: number, v: number): void {
 }
 
 /** The buffers of one request, before any flag flip. */
-function buildBuffers(g: MockGuest, r: Req): Buf[] {
+function buildBuffers(g: MockGuest | MockPackedGuest, r: Req): Buf[] {
   const type = r.kind === 'unknown' ? r.unknownType : TYPES[r.kind as keyof typeof TYPES];
   const hdr = new Uint8Array(16);
   const hv = new DataView(hdr.buffer);
@@ -214,7 +216,8 @@ function flipFlag(g: MockGuest, head: number, k: number, count: number): number 
 type Scenario = typeof blkArb extends fc.Arbitrary<infer T> ? T : never;
 
 export function runBlkQueue(s: Scenario): void {
-  const g = new MockGuest({ queueSize: s.queueSize, eventIdx: s.eventIdx, heapBytes: 0x60000, indirectEntries: 16 });
+  const gOpts = { queueSize: s.queueSize, eventIdx: s.eventIdx, heapBytes: 0x60000, indirectEntries: 16 };
+  const g = s.packed ? new MockPackedGuest(gOpts) : new MockGuest(gOpts);
   const base = bytes(CAP * 512, 99);
   const image = new MemoryImage(base.slice());
   const disk = base.slice();
@@ -244,7 +247,7 @@ export function runBlkQueue(s: Scenario): void {
       const indirect = r.indirect && bufs.length <= 16;
       const head = g.driver.add(bufs.filter((b) => !b.writable), bufs.filter((b) => b.writable), { indirect });
       if (head < 0) break; // ring full: the rest of the batch waits for nothing
-      if (r.flip !== null && !indirect) {
+      if (r.flip !== null && !indirect && g instanceof MockGuest) {
         const pos = flipFlag(g, head, r.flip, bufs.length);
         bufs[pos] = { ...bufs[pos], writable: !bufs[pos].writable };
       }

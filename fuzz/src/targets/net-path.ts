@@ -6,7 +6,8 @@
  * The guest transmits chains with random `virtio_net_hdr` fields (NEEDS_CSUM, DATA_VALID, GSO
  * types, ECN, random bytes) and random lengths around every limit, split over descriptors,
  * direct or indirect, and posts RX chains of random sizes (one to three descriptors), with
- * VERSION_1 (12-byte header) or legacy 10-byte headers, with or without MRG_RXBUF. Oracles:
+ * VERSION_1 (12-byte header) or legacy 10-byte headers, with or without MRG_RXBUF, over split or
+ * packed rings. Oracles:
  * - TX model: a chain is forwarded iff header + Ethernet header fit, the slot is not exceeded and
  *   the header asks for no offload the loopback path never offered (virtio 1.2 §5.1.6.2);
  *   counters agree (`txFrames`, `txMalformed`); every TX head comes back with length 0;
@@ -23,7 +24,7 @@ import {
 } from '@vhost-ts/devices-net';
 import type { QueueContext, QueueHandler } from '@vhost-ts/vhost-user';
 import { VIRTIO_RING_F_EVENT_IDX } from '@vhost-ts/virtqueue';
-import { MockGuest } from '@vhost-ts/virtqueue/testing';
+import { MockGuest, MockPackedGuest } from '@vhost-ts/virtqueue/testing';
 import type { FuzzTarget } from './target.js';
 
 const ETH_HLEN = 14;
@@ -51,6 +52,8 @@ export const netArb = fc.record({
   version1: fc.boolean(),
   mergeable: fc.boolean(),
   eventIdx: fc.boolean(),
+  /** Packed rings (virtio 1.2 §2.8) instead of split. */
+  packed: fc.boolean(),
   ops: fc.array(fc.oneof(txArb, rxArb), { minLength: 1, maxLength: 40 }),
 });
 type Scenario = typeof netArb extends fc.Arbitrary<infer T> ? T : never;
@@ -67,10 +70,11 @@ function split(total: number, cuts: number[]): number[] {
   return out.filter((n) => n > 0);
 }
 
-interface Started { guest: MockGuest; handler: QueueHandler; broken: string[] }
+interface Started { guest: MockGuest | MockPackedGuest; handler: QueueHandler; broken: string[] }
 
 function start(device: VirtioNetDevice, index: number, s: Scenario): Started {
-  const guest = new MockGuest({ queueSize: s.queueSize, eventIdx: s.eventIdx, heapBytes: 0x80000, indirectEntries: 8 });
+  const opts = { queueSize: s.queueSize, eventIdx: s.eventIdx, heapBytes: 0x80000, indirectEntries: 8 };
+  const guest = s.packed ? new MockPackedGuest(opts) : new MockGuest(opts);
   const broken: string[] = [];
   const ctx: QueueContext = {
     index, queue: guest.device, memory: guest.memory, inflight: null,

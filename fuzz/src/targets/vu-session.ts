@@ -28,7 +28,7 @@ import fc from 'fast-check';
 import { close, dup, eventfd, ftruncate, memfdCreate, openFdCount, openFile, socketpair } from '@vhost-ts/sys';
 import {
   BackendSession, FRONTEND_REQUESTS, FrontendMemory, MessageFramer, ProtocolError, decodeHeader, decodeReply,
-  encodeMessage, type Payload, type RawFrame,
+  encodeMessage, inflightQueueRegionSize, type Payload, type RawFrame,
 } from '@vhost-ts/vhost-user';
 import * as C from '@vhost-ts/vhost-user';
 import { EchoDevice } from '@vhost-ts/vhost-user/testing';
@@ -36,8 +36,10 @@ import { PackedQueueDriver, SplitQueueDriver, VIRTIO_F_RING_PACKED } from '@vhos
 import type { FuzzTarget } from './target.js';
 
 /** Kinds of fd a message may carry. */
-export type FdKind = 'region0' | 'region1' | 'eventfd' | 'memfd0' | 'memfd4k' | 'memfd3m' | 'socket' | 'devnull';
+export type FdKind = 'region0' | 'region1' | 'eventfd' | 'memfd0' | 'memfd4k' | 'memfd64k' | 'memfd3m' | 'socket' | 'devnull';
 const FD_KINDS: FdKind[] = ['region0', 'region1', 'eventfd', 'memfd0', 'memfd4k', 'memfd3m', 'socket', 'devnull'];
+/** Size of a `memfd64k` (an inflight area the front-end provides; 2 queues of 256 need ~16 KiB). */
+const MEMFD64K = 64 * 1024;
 
 /** One message on the wire: bytes and the kinds of fd attached to its first byte. */
 export interface WireMsg { bytes: Uint8Array; fds: FdKind[] }
@@ -170,6 +172,11 @@ export function template(plan: Plan): WireMsg[] {
   if (plan.log) proto |= bit(C.VHOST_USER_PROTOCOL_F_LOG_SHMFD);
   if (plan.slots) proto |= bit(C.VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS);
   if (plan.reset) proto |= bit(C.VHOST_USER_PROTOCOL_F_RESET_DEVICE);
+  // Variants keyed on existing plan fields (so saved fast-check paths stay valid): a back-end
+  // channel when REPLY_ACK and STATUS are on, SET_INFLIGHT_FD after GET_INFLIGHT_FD, SET_LOG_FD
+  // with the log, a polled ("no fd") kick on 64-entry rings without EVENT_IDX.
+  const channel = plan.replyAck && plan.status;
+  if (channel) proto |= bit(C.VHOST_USER_PROTOCOL_F_BACKEND_REQ);
   let features = bit(C.VIRTIO_F_VERSION_1) | bit(C.VHOST_USER_F_PROTOCOL_FEATURES) | bit(C.VIRTIO_RING_F_INDIRECT_DESC);
   if (plan.eventIdx) features |= bit(C.VIRTIO_RING_F_EVENT_IDX);
   if (plan.packed === true) features |= bit(VIRTIO_F_RING_PACKED);
@@ -184,8 +191,19 @@ export function template(plan: Plan): WireMsg[] {
   add(C.VHOST_USER_GET_MAX_MEM_SLOTS, { kind: 'none' }, [], 0);
   add(C.VHOST_USER_SET_MEM_TABLE, { kind: 'memory', regions: fm.descs }, ['region0', 'region1']);
   // The inflight area exists in the split format only (packed rings run without it).
-  if (plan.inflight && plan.packed !== true) add(C.VHOST_USER_GET_INFLIGHT_FD, { kind: 'inflight', mmapSize: 0, mmapOffset: 0, numQueues: 2, queueSize: plan.size }, [], 0);
-  if (plan.log) add(C.VHOST_USER_SET_LOG_BASE, { kind: 'log', mmapSize: 4096, mmapOffset: 0 }, ['memfd4k'], 0);
+  if (plan.inflight && plan.packed !== true) {
+    add(C.VHOST_USER_GET_INFLIGHT_FD, { kind: 'inflight', mmapSize: 0, mmapOffset: 0, numQueues: 2, queueSize: plan.size }, [], 0);
+    // A front-end-provided area (what a reconnecting QEMU sends), zeroed: nothing to resubmit.
+    add(C.VHOST_USER_SET_INFLIGHT_FD, {
+      kind: 'inflight', mmapSize: 2 * inflightQueueRegionSize(plan.size), mmapOffset: 0, numQueues: 2, queueSize: plan.size,
+    }, ['memfd64k']);
+  }
+  if (plan.log) {
+    add(C.VHOST_USER_SET_LOG_BASE, { kind: 'log', mmapSize: 4096, mmapOffset: 0 }, ['memfd4k'], 0);
+    add(C.VHOST_USER_SET_LOG_FD, { kind: 'none' }, ['eventfd']);
+  }
+  // The channel's peer is already gone: the back-end must cope with it closing at once.
+  if (channel) add(C.VHOST_USER_SET_BACKEND_REQ_FD, { kind: 'none' }, ['socket']);
   const L = LAYOUT(plan.size);
   add(C.VHOST_USER_SET_VRING_NUM, { kind: 'vring-state', index: q, num: plan.size });
   add(C.VHOST_USER_SET_VRING_ADDR, {
@@ -195,7 +213,8 @@ export function template(plan: Plan): WireMsg[] {
   add(C.VHOST_USER_SET_VRING_BASE, { kind: 'vring-state', index: q, num: plan.packed === true ? 0x8000 : 0 });
   add(C.VHOST_USER_SET_VRING_CALL, { kind: 'vring-fd', index: q, noFd: false }, ['eventfd']);
   add(C.VHOST_USER_SET_VRING_ERR, { kind: 'vring-fd', index: q, noFd: false }, ['eventfd']);
-  add(C.VHOST_USER_SET_VRING_KICK, { kind: 'vring-fd', index: q, noFd: false }, ['eventfd']);
+  if (plan.size === 64 && !plan.eventIdx) add(C.VHOST_USER_SET_VRING_KICK, { kind: 'vring-fd', index: q, noFd: true });
+  else add(C.VHOST_USER_SET_VRING_KICK, { kind: 'vring-fd', index: q, noFd: false }, ['eventfd']);
   if (plan.config) {
     add(C.VHOST_USER_GET_CONFIG, { kind: 'config', offset: 0, size: 16, flags: 0, data: new Uint8Array(16) }, [], 0);
     add(C.VHOST_USER_SET_CONFIG, { kind: 'config', offset: 4, size: 4, flags: 0, data: Uint8Array.of(9, 8, 7, 6) });
@@ -272,7 +291,7 @@ export function makeFd(kind: FdKind): number {
     }
     default: {
       const fd = memfdCreate('vu-fuzz');
-      ftruncate(fd, kind === 'memfd0' ? 0 : kind === 'memfd4k' ? 4096 : 3 << 20);
+      ftruncate(fd, kind === 'memfd0' ? 0 : kind === 'memfd4k' ? 4096 : kind === 'memfd64k' ? MEMFD64K : 3 << 20);
       return fd;
     }
   }

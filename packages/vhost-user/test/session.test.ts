@@ -171,6 +171,42 @@ t.test('dirty log: bits set for used-ring and data writes', async (t) => {
   await backend.close();
 });
 
+t.test('dirty log switched on while a ring runs (QEMU migration order): marks counted and logged', async (t) => {
+  const { path, backend, logs } = startBackend({ numQueues: 1 });
+  // Like QEMU: LOG_ALL is not acked at start, only when migration begins.
+  const fe = await connectAndNegotiate(path, { features: ~bit(VHOST_F_LOG_ALL) });
+  const q = await fe.setupQueue(0, 16, { regionIndex: 1 });
+  t.same(await fe.roundTrip(0, pattern(32)), pattern(32), 'ring runs before migration');
+  t.notOk(logs.some((l) => l.includes('dirty')), 'nothing about dirty logging before SET_LOG_BASE');
+  // QEMU's vhost_dev_set_log: SET_LOG_BASE, then SET_FEATURES | LOG_ALL, rings keep running.
+  const pages = (0x1_0000_0000 + 0x20_0000) / 4096;
+  const { log, unmap } = await fe.setLogBase(Math.ceil(pages / 8));
+  t.ok(logs.some((l) => /dirty log base set \(\d+ bytes/.test(l)), 'SET_LOG_BASE logged');
+  t.notOk(logs.some((l) => l.includes('dirty logging on')), 'a log base alone does not turn logging on');
+  await fe.setFeatures(fe.features | bit(VHOST_F_LOG_ALL));
+  t.equal(logs.filter((l) => l.includes('dirty logging on (VHOST_F_LOG_ALL)')).length, 1, 'LOG_ALL logged once');
+  const outGpa = fe.mem.alloc(4096, 4096, 1);
+  const inGpa = fe.mem.alloc(64, 8, 1);
+  fe.mem.memory.writeFrom(inGpa, pattern(64));
+  q.driver.addChain([inGpa, outGpa], [64, 64], 2, 1);
+  q.driver.publish();
+  q.kick();
+  await until(() => q.driver.usedCount() >= 1);
+  const isDirty = (gpa: number) => (log[Math.floor(gpa / 4096 / 8)] & (1 << (Math.floor(gpa / 4096) % 8))) !== 0;
+  t.ok(isDirty(outGpa), 'data written on the running ring is logged');
+  t.ok(isDirty(q.layout.used), 'used ring logged');
+  // The switch-over: GET_VRING_BASE stops the ring with logging still on.
+  await fe.getVringBase(0);
+  const stopLine = logs.find((l) => l.includes('ring 0 stopped with dirty logging on'));
+  const marks = Number(/\((\d+) dirty page marks\)/.exec(stopLine ?? '')?.[1] ?? 0);
+  t.ok(marks >= 2, `ring stop reports the marks so far (${stopLine})`);
+  await fe.setFeatures(fe.features & ~bit(VHOST_F_LOG_ALL));
+  t.ok(logs.some((l) => l === `vhost-user: dirty logging off after ${marks} dirty page marks`), 'LOG_ALL off logged with the same count');
+  unmap();
+  fe.close();
+  await backend.close();
+});
+
 t.test('memory slots: ADD_MEM_REG / REM_MEM_REG, rings keep running across table changes', async (t) => {
   const { path, backend } = startBackend({ numQueues: 1 });
   const fe = await connectAndNegotiate(path, { memSlots: true });

@@ -96,6 +96,11 @@ export class GuestMemory {
   dirtyLog: Uint8Array | null;
   /** Pages that could not be logged because they lie beyond the bitmap (should stay 0). */
   dirtyLogOverflow: number;
+  /**
+   * Page bits set in the dirty log over this instance's life (a bit set twice counts twice):
+   * evidence that logging really happened, for logs and tests. Never reset.
+   */
+  dirtyPagesMarked: number;
   /** Slab index hit last; tried first (most accesses stay in one region). */
   hint: number;
   /** 8-byte scratch for multi-byte accessors that straddle slabs. */
@@ -159,6 +164,7 @@ export class GuestMemory {
     this.lastLen = 0;
     this.dirtyLog = null;
     this.dirtyLogOverflow = 0;
+    this.dirtyPagesMarked = 0;
     this.hint = 0;
     this.scratch = new Uint8Array(8);
     this.scratchView = new DataView(this.scratch.buffer);
@@ -431,6 +437,7 @@ export class GuestMemory {
         return;
       }
       Atomics.or(log, byte, 1 << (page % 8));
+      this.dirtyPagesMarked++;
     }
   }
 }

@@ -136,7 +136,9 @@ t.test('dirty log: 1 bit per 4 KiB page, bit = gpa / 4096 (VHOST_F_LOG_ALL)', as
   m.markDirty(0x100000, 4096);        // page 256: beyond the 32-bit bitmap
   t.equal(m.dirtyLogOverflow, 1, 'pages beyond the bitmap are counted, not written');
   t.same([...log], [0b1110, 0, 1, 0]);
+  t.equal(m.dirtyPagesMarked, 5, 'dirtyPagesMarked counts every bit set (pages 1, 2, 16, 2, 3)');
   m.setDirtyLog(null);
   m.markDirty(0x3000, 1);
   t.equal(log[0], 0b1110, 'off again');
+  t.equal(m.dirtyPagesMarked, 5, 'nothing counted while logging is off');
 });

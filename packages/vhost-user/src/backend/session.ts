@@ -142,6 +142,10 @@ export class BackendSession {
   rings: Vring[];
   private logArea: MappedArea | null = null;
   private logFd = -1;
+  /** VHOST_F_LOG_ALL is acked and a log is mapped: the memory marks what the back-end writes. */
+  private dirtyLogging = false;
+  /** {@link GuestMemory.dirtyPagesMarked} of memory tables already replaced. */
+  private dirtyMarksRetired = 0;
   private inflightArea: InflightArea | null = null;
   /** Set by drain(): rings no longer start. */
   private draining = false;
@@ -478,6 +482,7 @@ export class BackendSession {
     const old = this.regions;
     this.regions = next;
     for (const r of this.regionRefs.keys()) if (!next.includes(r)) this.regionRefs.delete(r);
+    this.dirtyMarksRetired += this.memory?.dirtyPagesMarked ?? 0;
     this.memory = memory;
     this.updateDirtyLog();
     for (const r of running) {
@@ -503,6 +508,10 @@ export class BackendSession {
     }
     const old = this.logArea;
     this.logArea = area;
+    // Info level on purpose: a migration is rare, and its logs are how an operator (and the
+    // migration e2e test) sees that the back-end took part in dirty tracking.
+    this.opts.log(`vhost-user: dirty log base set (${mmapSize} bytes at offset ${mmapOffset}: ` +
+      `${Math.floor(mmapSize * 8 * 4096 / 1048576)} MiB of guest memory)`);
     this.updateDirtyLog();
     if (old !== null) munmap(old.buffer);
     return this.reply(msg.request, u64(0));
@@ -511,6 +520,20 @@ export class BackendSession {
   private updateDirtyLog(): void {
     const on = this.has(C.VHOST_F_LOG_ALL) && this.logArea !== null;
     this.memory?.setDirtyLog(on ? (this.logArea as MappedArea).bytes : null);
+    if (on !== this.dirtyLogging) {
+      this.dirtyLogging = on;
+      this.opts.log(on
+        ? 'vhost-user: dirty logging on (VHOST_F_LOG_ALL)'
+        : `vhost-user: dirty logging off after ${this.dirtyPagesMarked} dirty page marks`);
+    }
+  }
+
+  /**
+   * Dirty-log page bits this session has set so far (all memory tables): how much the back-end
+   * reported to a migrating front-end. Grows only while VHOST_F_LOG_ALL is on.
+   */
+  get dirtyPagesMarked(): number {
+    return this.dirtyMarksRetired + (this.memory?.dirtyPagesMarked ?? 0);
   }
 
   // --- rings -----------------------------------------------------------------------------------
@@ -587,6 +610,8 @@ export class BackendSession {
     // vhost-user.rst: GET_VRING_BASE stops the ring; the reply carries the next avail index.
     await this.stopRing(r, false);
     r.broken = false;
+    // During migration this is the source's final stop: everything the ring wrote is logged.
+    if (this.dirtyLogging) this.opts.log(`vhost-user: ring ${index} stopped with dirty logging on (${this.dirtyPagesMarked} dirty page marks)`);
     return this.reply(request, vringState(index, r.base));
   }
 
@@ -984,6 +1009,8 @@ export class BackendSession {
     }
     this.channel?.close();
     this.channel = null;
+    if (this.dirtyPagesMarked > 0) this.opts.log(`vhost-user: session ends after ${this.dirtyPagesMarked} dirty page marks`);
+    this.dirtyMarksRetired += this.memory?.dirtyPagesMarked ?? 0;
     this.memory = null;
     if (!this.leak) {
       this.regions.forEach(unmapRegion);

@@ -1,0 +1,95 @@
+/**
+ * Runs one hostile case on one connection and reports, as a list of problems, everything the
+ * device did that it must not do: crash, hang, answer differently than expected, write guest
+ * memory it was not given, or keep processing a ring it declared broken.
+ *
+ * Expected outcomes:
+ * - `status`: the request completes with a virtio-blk status (IOERR / UNSUPP) in its status byte
+ *   and the used length the spec gives (virtio 1.2 §2.7.8.2: bytes written, status included);
+ *   the ring goes on working.
+ * - `returned`: the buffer comes back in the used ring with the given length (net: a malformed
+ *   TX frame is dropped, its chain returned with len 0); the ring goes on working.
+ * - `broken`: the device signals the ring's error eventfd, reports NEEDS_RESET in GET_STATUS
+ *   (virtio 1.2 §2.1.2), completes nothing from the bad chain on, and ignores later kicks.
+ * @module
+ */
+import type { AttackSession } from './attack-session.js';
+
+/** What a case expects from the device. */
+export type Expectation =
+  | { readonly kind: 'status'; readonly head: number; readonly statusGpa: number; readonly status: number; readonly usedLen: number }
+  | { readonly kind: 'returned'; readonly head: number; readonly usedLen: number }
+  | { readonly kind: 'broken' };
+
+/** How the runner drives and probes a case. */
+export interface CaseDriver {
+  /** Ring the case attacks (whose outcome is checked). */
+  readonly ring: number;
+  /** Makes the device look at the case (default: kick `ring`). */
+  trigger?(): void;
+  /** After a `status`/`returned` case: proves the ring still works; returns problems. */
+  probe(): Promise<string[]>;
+  /** After a `broken` case: offers a well-formed request on `ring` (and kicks). */
+  poke(): void;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** How long a broken ring is watched for (wrongly) completing a later request. */
+const QUIET_MS = 250;
+
+/**
+ * Runs a case whose chains are already offered (not kicked).
+ * @returns the problems found, and a short description of what the device did.
+ */
+export async function runCase(s: AttackSession, expect: Expectation, d: CaseDriver): Promise<{ problems: string[]; observed: string }> {
+  const r = s.ring(d.ring);
+  const problems: string[] = [];
+  let observed = '';
+  // A broken ring must not write anything but its used ring: not even the buffers it was offered.
+  if (expect.kind === 'broken') s.arena.clearAllowed();
+  s.snapshot();
+  if (d.trigger !== undefined) d.trigger();
+  else r.kick();
+
+  if (expect.kind === 'broken') {
+    const err = await r.waitErr(3000);
+    observed = err ? 'ring error signalled' : 'no ring error';
+    if (!err) problems.push('the ring error eventfd was not signalled');
+    if (s.hasStatus && !(await s.needsReset())) problems.push('GET_STATUS does not report NEEDS_RESET');
+    if (r.usedIdx() !== 0) problems.push(`used.idx moved to ${r.usedIdx()} although the ring is broken`);
+  } else {
+    const done = await r.waitUsed(1, 3000);
+    if (!done) {
+      problems.push(`no used element within the timeout${r.errSignaled() ? ' (the ring was declared broken)' : ''}`);
+      observed = 'no completion';
+    } else {
+      const e = r.usedElem(0);
+      observed = `used {id ${e.id}, len ${e.len}}`;
+      if (e.id !== expect.head) problems.push(`used id ${e.id}, expected ${expect.head}`);
+      if (e.len !== expect.usedLen) problems.push(`used len ${e.len}, expected ${expect.usedLen}`);
+      if (expect.kind === 'status') {
+        const st = s.arena.read(expect.statusGpa, 1)[0];
+        observed += `, status ${st}`;
+        if (st !== expect.status) problems.push(`status byte ${st}, expected ${expect.status}`);
+      }
+    }
+    if (r.errSignaled()) problems.push('the ring was declared broken');
+    if (s.hasStatus && (await s.needsReset())) problems.push('GET_STATUS reports NEEDS_RESET');
+  }
+  for (const w of s.arena.diff()) problems.push(`stray write at 0x${w.gpa.toString(16)}: ${w.before} → ${w.after}`);
+  for (const c of s.arena.brokenCanaries()) problems.push(`canary at 0x${c.toString(16)} overwritten`);
+  if (!s.connected) problems.push('the back-end dropped the connection');
+
+  if (problems.length === 0) {
+    if (expect.kind === 'broken') {
+      const before = r.usedIdx();
+      d.poke();
+      await sleep(QUIET_MS);
+      if (r.usedIdx() !== before) problems.push('the broken ring completed a later request');
+    } else {
+      for (const p of await d.probe()) problems.push(`follow-up on the same ring: ${p}`);
+    }
+  }
+  return { problems, observed };
+}

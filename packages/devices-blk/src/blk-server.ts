@@ -52,7 +52,7 @@ export function startBlkServer(config: BlkServerConfig, log: Logger): BlkServer 
     image.close();
     throw new BlkServerError('bad-option', (err as Error).message, { cause: err });
   }
-  const backend = new VhostUserBackend(device, { log: (line) => log.info(line) });
+  const backend = new VhostUserBackend(device, { log: (line) => log.info(line), trace: (line) => log.debug(line) });
   backend.on('session', () => log.info('front-end connected'));
   backend.on('session-end', (error: Error | null) => log.info(`front-end disconnected${error ? `: ${error.message}` : ''}`));
   let ownsSocket = false;

@@ -330,3 +330,22 @@ t.test('inflight fd round trip: requests in flight at a crash are resubmitted', 
   fe.close();
   await second.backend.close();
 });
+
+t.test('message trace: one line per request and per outcome, only when asked', async (t) => {
+  const trace: string[] = [];
+  const { path, backend } = startBackend({ numQueues: 1 }, { trace: (l) => trace.push(l) });
+  const fe = await connectAndNegotiate(path);
+  await fe.setupQueue(0, 32);
+  t.same(await fe.roundTrip(0, pattern(8)), pattern(8));
+  t.ok(trace.some((l) => /^vhost-user: <- VHOST_USER_GET_FEATURES flags 0x1 size 0 fds 0$/.test(l)), 'GET_FEATURES traced');
+  t.ok(trace.some((l) => /^vhost-user: -> VHOST_USER_GET_FEATURES replied$/.test(l)), 'its reply traced');
+  t.ok(trace.some((l) => /<- VHOST_USER_SET_MEM_TABLE .* fds [1-8]$/.test(l)), 'SET_MEM_TABLE with its fds');
+  t.ok(trace.some((l) => /<- VHOST_USER_SET_VRING_KICK .* fds 1$/.test(l)), 'SET_VRING_KICK with its fd');
+  fe.close();
+  await backend.close();
+  const quiet = startBackend({ numQueues: 1 });
+  const fe2 = await connectAndNegotiate(quiet.path);
+  t.notOk(quiet.logs.some((l) => l.includes('<- VHOST_USER')), 'no trace in the log without the option');
+  fe2.close();
+  await quiet.backend.close();
+});

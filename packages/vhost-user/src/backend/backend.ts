@@ -25,6 +25,8 @@ export interface BackendOptions {
   pollIntervalMs?: number;
   /** Time allowed for a queue handler's stop(); default 10 s. */
   stopTimeoutMs?: number;
+  /** Message trace sink: one line per request received and per reply (off when absent). */
+  trace?: (line: string) => void;
 }
 
 /** Client-mode options. */
@@ -131,6 +133,7 @@ export class VhostUserBackend extends EventEmitter {
       maxMemSlots: this.opts.maxMemSlots,
       pollIntervalMs: this.opts.pollIntervalMs,
       stopTimeoutMs: this.opts.stopTimeoutMs,
+      trace: this.opts.trace,
     });
     this.emit('session');
   }

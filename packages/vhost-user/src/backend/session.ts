@@ -27,6 +27,7 @@ import type { QueueContext, VirtioDevice } from '../device.js';
 import { ProtocolError } from '../errors.js';
 import { MessageConnection } from '../transport/message-connection.js';
 import { SplitInflightTracker, inflightQueueRegionSize } from './inflight.js';
+import { PackedInflightTracker, packedInflightQueueRegionSize } from './packed-inflight.js';
 import { mapRegion, unmapRegion, type MappedRegion } from './memory-map.js';
 import { Vring } from './vring.js';
 
@@ -59,6 +60,11 @@ export interface SessionOptions {
   pollIntervalMs?: number;
   /** How long to wait for a handler's stop() before giving up (and leaking memory); default 10 s. */
   stopTimeoutMs?: number;
+  /**
+   * Message trace: one line per request (name, flags, size, fd count) and per outcome. Meant for
+   * operators debugging a front-end; off unless given.
+   */
+  trace?: (line: string) => void;
 }
 
 interface MappedArea {
@@ -70,6 +76,8 @@ interface InflightArea extends MappedArea {
   numQueues: number;
   queueSize: number;
   regionSize: number;
+  /** Region format, fixed by VIRTIO_F_RING_PACKED as acked when the area was installed. */
+  packed: boolean;
 }
 
 const MAP_ALIGN = 4096;
@@ -215,6 +223,10 @@ export class BackendSession {
       closeFds(frame.fds);
       throw e;
     }
+    const trace = this.opts.trace;
+    if (trace !== undefined) {
+      trace(`vhost-user: <- ${frontendRequestName(msg.request)} flags 0x${header.flags.toString(16)} size ${header.size} fds ${msg.fds.length}`);
+    }
     let r: number | Promise<number>;
     try {
       r = this.dispatch(msg);
@@ -238,6 +250,7 @@ export class BackendSession {
   }
 
   private finish(msg: Message, ack: number): void {
+    this.opts.trace?.(`vhost-user: -> ${frontendRequestName(msg.request)} ${ack === REPLIED ? 'replied' : `done (${ack})`}`);
     if (ack === REPLIED || this.closed) return;
     // vhost-user.rst "REPLY_ACK": with the extension negotiated and need_reply set, every
     // request without a reply of its own MUST get a u64 (0 success, non-zero failure).
@@ -250,6 +263,7 @@ export class BackendSession {
     const canAck = e instanceof ProtocolError && !e.fatal && needsReply(msg.flags)
       && this.hasProtocol(C.VHOST_USER_PROTOCOL_F_REPLY_ACK)
       && (msg.request !== C.VHOST_USER_GET_VRING_BASE);
+    this.opts.trace?.(`vhost-user: -> ${frontendRequestName(msg.request)} failed: ${(e as Error).message}`);
     if (!canAck) throw e;
     this.opts.log(`vhost-user: ${frontendRequestName(msg.request)} rejected: ${(e as Error).message}`);
     this.opts.send(encodeReply(msg.request, u64(1)));
@@ -690,28 +704,17 @@ export class BackendSession {
     }
     r.inflight = null;
     const area = this.inflightArea;
-    // The inflight area is kept in the split format only; packed rings run without it (a
-    // back-end restart does not resubmit their in-flight requests — docs/protocol.md).
-    if (area !== null && this.hasProtocol(C.VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD) && !queue.packed) {
-      if (r.index < area.numQueues && r.size === area.queueSize) {
-        const region = area.bytes.subarray(r.index * area.regionSize, (r.index + 1) * area.regionSize);
-        r.inflight = new SplitInflightTracker(region, r.size, () => queue.publishedUsedIdx);
-        if (!r.inflight.fresh) {
-          // An area a previous back-end (or this one, before a stop) used: every request it
-          // popped was either published in used.idx or is still flagged in flight, so the next
-          // avail index is used.idx + in-flight (vhost-user.rst "Inflight I/O tracking"; as
-          // libvhost-user's vu_check_queue_inflights). SET_VRING_BASE cannot be trusted here:
-          // QEMU derives it from used.idx when the connection drops, and a completion published
-          // after that moment would make the ring re-pop an answered request — the guest then
-          // sees a used id that is not a head and fails its I/O.
-          const next = (queue.publishedUsedIdx + r.inflight.resubmit.length) & 0xffff;
-          if (next !== queue.nextAvail) {
-            this.opts.log(`vhost-user: ring ${r.index}: next avail ${next} from the inflight area (SET_VRING_BASE said ${queue.nextAvail})`);
-            queue.nextAvail = next;
-          }
-        }
-      } else {
+    if (area !== null && this.hasProtocol(C.VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD)) {
+      if (r.index >= area.numQueues || r.size !== area.queueSize) {
         this.opts.log(`vhost-user: ring ${r.index}: inflight area (${area.numQueues}x${area.queueSize}) does not cover it`);
+      } else if (area.packed !== queue.packed) {
+        // The format follows RING_PACKED when the area was installed (QEMU sets features
+        // first, vhost_dev_prepare_inflight); a ring of the other format runs without it.
+        this.opts.log(`vhost-user: ring ${r.index}: inflight area is in the ${area.packed ? 'packed' : 'split'} format; running without it`);
+      } else {
+        const region = area.bytes.subarray(r.index * area.regionSize, (r.index + 1) * area.regionSize);
+        if (queue instanceof PackedQueueDevice) this.startPackedInflight(r, region, queue);
+        else this.startSplitInflight(r, region, queue);
       }
     }
     r.queue = queue;
@@ -730,6 +733,43 @@ export class BackendSession {
     this.watchKick(r);
     // Entries may already be waiting (restart, reconnect); the front-end will not kick again.
     this.kick(r);
+  }
+
+  private startSplitInflight(r: Vring, region: Uint8Array, queue: DeviceQueue): void {
+    const tracker = new SplitInflightTracker(region, r.size, () => queue.publishedUsedIdx);
+    r.inflight = tracker;
+    if (tracker.fresh) return;
+    // An area a previous back-end (or this one, before a stop) used: every request it popped
+    // was either published in used.idx or is still flagged in flight, so the next avail index
+    // is used.idx + in-flight (vhost-user.rst "Inflight I/O tracking"; as libvhost-user's
+    // vu_check_queue_inflights). SET_VRING_BASE cannot be trusted here: QEMU derives it from
+    // used.idx when the connection drops, and a completion published after that moment would
+    // make the ring re-pop an answered request — the guest then sees a used id that is not a
+    // head and fails its I/O.
+    const next = (queue.publishedUsedIdx + tracker.resubmit.length) & 0xffff;
+    if (next !== queue.nextAvail) {
+      this.opts.log(`vhost-user: ring ${r.index}: next avail ${next} from the inflight area (SET_VRING_BASE said ${queue.nextAvail})`);
+      queue.nextAvail = next;
+    }
+  }
+
+  private startPackedInflight(r: Vring, region: Uint8Array, queue: PackedQueueDevice): void {
+    const tracker = new PackedInflightTracker(region, queue);
+    r.inflight = tracker;
+    if (tracker.problem !== null) {
+      this.opts.log(`vhost-user: ring ${r.index}: packed inflight region not usable (${tracker.problem}); initialised again`);
+    }
+    if (tracker.fresh) return;
+    // A used area is the only trustworthy position: QEMU keeps a packed ring's position from
+    // the previous start when the back-end dies (virtio_queue_restore_last_avail_idx does
+    // nothing for packed rings), so SET_VRING_BASE may lag by everything the old back-end did.
+    // Resume at the committed used position, avail past the chains still in flight.
+    const base = queue.vringBase;
+    queue.nextAvail = tracker.resumeAvail;
+    queue.setUsedIdx(tracker.resumeUsed);
+    if (queue.vringBase !== base) {
+      this.opts.log(`vhost-user: ring ${r.index}: packed position 0x${queue.vringBase.toString(16)} from the inflight area (SET_VRING_BASE said 0x${base.toString(16)}), ${tracker.resubmit.length} to resubmit`);
+    }
   }
 
   private watchKick(r: Vring): void {
@@ -933,16 +973,24 @@ export class BackendSession {
     }
   }
 
+  /** Bytes per queue region in the split or packed format (vhost-user.rst "Inflight I/O tracking"). */
+  private inflightRegionSize(packed: boolean, queueSize: number): number {
+    return packed ? packedInflightQueueRegionSize(queueSize) : inflightQueueRegionSize(queueSize);
+  }
+
   private getInflightFd(p: Extract<Payload, { kind: 'inflight' }>): number {
     this.requireProtocol(C.VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD, 'VHOST_USER_GET_INFLIGHT_FD');
     this.checkInflightShape(p.numQueues, p.queueSize);
-    const regionSize = inflightQueueRegionSize(p.queueSize);
+    // The back-end sizes the area; the format is the ring format negotiated now (QEMU sends
+    // SET_FEATURES right before GET_INFLIGHT_FD for exactly this).
+    const packed = this.has(VIRTIO_F_RING_PACKED);
+    const regionSize = this.inflightRegionSize(packed, p.queueSize);
     const size = regionSize * p.numQueues;
     const fd = memfdCreate('vhost-user-inflight');
     try {
       ftruncate(fd, size);
       const area = mapArea(fd, size, 0);
-      this.installInflight({ ...area, numQueues: p.numQueues, queueSize: p.queueSize, regionSize });
+      this.installInflight({ ...area, numQueues: p.numQueues, queueSize: p.queueSize, regionSize, packed });
       return this.reply(C.VHOST_USER_GET_INFLIGHT_FD,
         { kind: 'inflight', mmapSize: size, mmapOffset: 0, numQueues: p.numQueues, queueSize: p.queueSize }, [fd]);
     } finally {
@@ -956,12 +1004,17 @@ export class BackendSession {
     const fd = take(msg);
     try {
       this.checkInflightShape(p.numQueues, p.queueSize);
-      const regionSize = inflightQueueRegionSize(p.queueSize);
+      const packed = this.has(VIRTIO_F_RING_PACKED);
+      const regionSize = this.inflightRegionSize(packed, p.queueSize);
       if (p.mmapSize < regionSize * p.numQueues) {
         throw new ProtocolError('INVALID_ARGUMENT', `inflight area of ${p.mmapSize} bytes is too small`);
       }
+      // Packed regions are read through 16- and 32-bit views.
+      if (packed && p.mmapOffset % 8 !== 0) {
+        throw new ProtocolError('INVALID_ARGUMENT', `inflight area offset ${p.mmapOffset} is not 8-byte aligned`);
+      }
       const area = mapArea(fd, p.mmapSize, p.mmapOffset);
-      this.installInflight({ ...area, numQueues: p.numQueues, queueSize: p.queueSize, regionSize });
+      this.installInflight({ ...area, numQueues: p.numQueues, queueSize: p.queueSize, regionSize, packed });
     } finally {
       close(fd);
     }

@@ -133,10 +133,10 @@ export class RawRing {
     return { id: checked(mem.getU32(at)), len: checked(mem.getU32(at + 4)) };
   }
 
-  /** Waits until used.idx reaches `count`; false on timeout. */
+  /** Waits until used.idx reaches (or passes, modulo 2^16) `count`; false on timeout. */
   async waitUsed(count: number, timeoutMs = 3000): Promise<boolean> {
     const deadline = Date.now() + timeoutMs;
-    while (this.usedIdx() !== (count & 0xffff)) {
+    while (((this.usedIdx() - count) & 0xffff) >= 0x8000) {
       if (Date.now() > deadline) return false;
       await Promise.race([this.q.waitCall(20), sleep(5)]);
     }

@@ -17,9 +17,23 @@ import type { AttackSession } from './attack-session.js';
 
 /** What a case expects from the device. */
 export type Expectation =
-  | { readonly kind: 'status'; readonly head: number; readonly statusGpa: number; readonly status: number; readonly usedLen: number }
-  | { readonly kind: 'returned'; readonly head: number; readonly usedLen: number }
-  | { readonly kind: 'broken' };
+  | { readonly kind: 'status'; readonly head: number; readonly statusGpa: number; readonly status: number; readonly usedLen: number;
+      /** Used elements expected for `head` (a head offered twice); default 1. */
+      readonly times?: number }
+  | { readonly kind: 'returned'; readonly head: number; readonly usedLen: number; readonly times?: number }
+  | { readonly kind: 'broken'; readonly completes?: readonly Completion[] };
+
+/**
+ * A well-formed request offered before the bad chain: the device accepted it before it met the
+ * fault, so it must still complete it (in this order), and may write its writable buffers.
+ */
+export interface Completion {
+  readonly head: number;
+  readonly usedLen: number;
+  /** Where its status byte is, and the value it must hold (blk). */
+  readonly statusGpa?: number;
+  readonly status?: number;
+}
 
 /** How the runner drives and probes a case. */
 export interface CaseDriver {
@@ -47,7 +61,8 @@ export async function runCase(s: AttackSession, expect: Expectation, d: CaseDriv
   const problems: string[] = [];
   let observed = '';
   // A broken ring must not write anything but its used ring: not even the buffers it was offered.
-  if (expect.kind === 'broken') s.arena.clearAllowed();
+  // (Cases with earlier good requests declared exactly those requests' buffers.)
+  if (expect.kind === 'broken' && expect.completes === undefined) s.arena.clearAllowed();
   s.snapshot();
   if (d.trigger !== undefined) d.trigger();
   else r.kick();
@@ -57,17 +72,39 @@ export async function runCase(s: AttackSession, expect: Expectation, d: CaseDriv
     observed = err ? 'ring error signalled' : 'no ring error';
     if (!err) problems.push('the ring error eventfd was not signalled');
     if (s.hasStatus && !(await s.needsReset())) problems.push('GET_STATUS does not report NEEDS_RESET');
-    if (r.usedIdx() !== 0) problems.push(`used.idx moved to ${r.usedIdx()} although the ring is broken`);
+    const good = expect.completes ?? [];
+    if (good.length > 0 && !(await r.waitUsed(good.length, 3000))) {
+      problems.push(`${r.usedIdx()} of ${good.length} earlier requests completed`);
+    }
+    // Give a wrong extra completion a moment to show up.
+    await sleep(50);
+    if (r.usedIdx() !== good.length) problems.push(`used.idx is ${r.usedIdx()}, expected ${good.length} (the ring is broken)`);
+    good.forEach((g, k) => {
+      const e = r.usedElem(k);
+      if (e.id !== g.head || e.len !== g.usedLen) problems.push(`used[${k}] = {id ${e.id}, len ${e.len}}, expected {${g.head}, ${g.usedLen}}`);
+      if (g.statusGpa !== undefined && s.arena.read(g.statusGpa, 1)[0] !== g.status) {
+        problems.push(`used[${k}]: status ${s.arena.read(g.statusGpa, 1)[0]}, expected ${g.status}`);
+      }
+    });
+    if (good.length > 0) observed += `, ${good.length} earlier request(s) completed`;
   } else {
-    const done = await r.waitUsed(1, 3000);
+    const times = expect.times ?? 1;
+    const done = await r.waitUsed(times, 3000);
+    // Give a wrong extra completion a moment to show up.
+    if (done) await sleep(20);
     if (!done) {
       problems.push(`no used element within the timeout${r.errSignaled() ? ' (the ring was declared broken)' : ''}`);
       observed = 'no completion';
+    } else if (r.usedIdx() !== times) {
+      problems.push(`used.idx is ${r.usedIdx()}, expected ${times}`);
+      observed = `${r.usedIdx()} completions`;
     } else {
-      const e = r.usedElem(0);
-      observed = `used {id ${e.id}, len ${e.len}}`;
-      if (e.id !== expect.head) problems.push(`used id ${e.id}, expected ${expect.head}`);
-      if (e.len !== expect.usedLen) problems.push(`used len ${e.len}, expected ${expect.usedLen}`);
+      for (let k = 0; k < times; k++) {
+        const e = r.usedElem(k);
+        observed = `used {id ${e.id}, len ${e.len}}${times > 1 ? ` × ${times}` : ''}`;
+        if (e.id !== expect.head) problems.push(`used[${k}] id ${e.id}, expected ${expect.head}`);
+        if (e.len !== expect.usedLen) problems.push(`used[${k}] len ${e.len}, expected ${expect.usedLen}`);
+      }
       if (expect.kind === 'status') {
         const st = s.arena.read(expect.statusGpa, 1)[0];
         observed += `, status ${st}`;

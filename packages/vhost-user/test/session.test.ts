@@ -142,6 +142,33 @@ t.test('device marks a queue broken: NEEDS_RESET in status, VRING_ERR signalled'
   t.ok((await fe.getStatus()) & 0x40n, 'NEEDS_RESET');
   t.ok(logs.some((l) => l.includes('broken')), 'logged');
   t.equal(logs.filter((l) => l.includes('broken')).length, 1, 'logged once');
+  t.equal(fe.backendRequests.length, 0, 'no CONFIG_CHANGE_MSG before DRIVER_OK');
+  fe.close();
+  await backend.close();
+});
+
+t.test('virtio 1.2 §2.1.2.1: NEEDS_RESET after DRIVER_OK sends one CONFIG_CHANGE_MSG per device break', async (t) => {
+  const { path, backend } = startBackend({ numQueues: 2 });
+  const fe = await connectAndNegotiate(path);
+  t.ok(fe.protocol & bit(VHOST_USER_PROTOCOL_F_CONFIG), 'CONFIG negotiated');
+  await fe.setStatus(VIRTIO_CONFIG_S_DRIVER_OK);
+  const q0 = await fe.setupQueue(0, 16);
+  const q1 = await fe.setupQueue(1, 16);
+  q0.driver.pushAvailRaw(999);
+  q0.driver.publish();
+  q0.kick();
+  await until(() => fe.backendRequests.length === 1);
+  t.equal(fe.backendRequests[0].request, VHOST_USER_BACKEND_CONFIG_CHANGE_MSG, 'configuration change notification');
+  t.ok((await fe.getStatus()) & 0x40n, 'GET_STATUS then reports NEEDS_RESET');
+  // A second ring breaking: the device was already NEEDS_RESET, no second notification.
+  q1.driver.pushAvailRaw(999);
+  q1.driver.publish();
+  q1.kick();
+  await new Promise((r) => setTimeout(r, 50));
+  t.equal(fe.backendRequests.length, 1, 'one notification per device break');
+  // A reset (status 0) clears NEEDS_RESET; a new break after DRIVER_OK notifies again.
+  await fe.setStatus(0);
+  t.equal(await fe.getStatus(), 0n, 'NEEDS_RESET cleared by status 0');
   fe.close();
   await backend.close();
 });

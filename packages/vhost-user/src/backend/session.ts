@@ -824,6 +824,7 @@ export class BackendSession {
   private broken(r: Vring, reason: string): void {
     if (r.broken) return;
     r.broken = true;
+    const first = !this.deviceBroken;
     this.deviceBroken = true;
     this.opts.log(`vhost-user: ring ${r.index} broken: ${reason}`);
     if (r.errFd >= 0) {
@@ -831,6 +832,11 @@ export class BackendSession {
     } else if (this.channel !== null && this.hasProtocol(C.VHOST_USER_PROTOCOL_F_INBAND_NOTIFICATIONS)) {
       this.channel.send(encodeMessage(C.VHOST_USER_BACKEND_VRING_ERR, 0, vringState(r.index, 0)));
     }
+    // virtio 1.2 §2.1.2.1: with DRIVER_OK set, a device that sets DEVICE_NEEDS_RESET MUST send
+    // a configuration change notification. Over vhost-user that is CONFIG_CHANGE_MSG (when
+    // CONFIG and BACKEND_REQ are negotiated); a front-end re-reading GET_STATUS then sees
+    // NEEDS_RESET. Once per device break, not per ring.
+    if (first && (this.status & C.VIRTIO_CONFIG_S_DRIVER_OK) !== 0) this.sendConfigChange();
   }
 
   /**

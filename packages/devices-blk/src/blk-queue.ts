@@ -133,7 +133,11 @@ export class BlkQueue implements QueueHandler, BlockCompletionSink {
     // Prefer the queue's own re-walk when it has one; otherwise walk the descriptor table with
     // a walker of the same options (built once, only on a restart with pending heads).
     let walk: (head: number, chain: DescriptorChain) => number;
-    if (typeof q.chainAt === 'function') {
+    if (tracker.chainAt !== undefined) {
+      // Packed rings: the area keeps copies of the descriptors (the ring slots may already
+      // carry used descriptors of other chains).
+      walk = (head, chain) => tracker.chainAt!(head, chain);
+    } else if (typeof q.chainAt === 'function') {
       const chainAt = q.chainAt;
       walk = (head, chain) => chainAt.call(queue, head, chain);
     } else {

@@ -11,7 +11,7 @@
  * ```
  * @module
  */
-import type { DeviceQueue, GuestMemory } from '@vhost-ts/virtqueue';
+import type { DescriptorChain, DeviceQueue, GuestMemory } from '@vhost-ts/virtqueue';
 
 /** A virtio device served by {@link VhostUserBackend}. Feature masks are bigint (control plane only). */
 export interface VirtioDevice {
@@ -65,7 +65,8 @@ export interface QueueHandler {
 
 /**
  * Inflight I/O tracking in the shared area of vhost-user.rst "Inflight I/O tracking" (split
- * rings). A device that completes requests out of order calls `begin` when it pops a head,
+ * rings: SplitInflightTracker, indexed by head; packed rings: PackedInflightTracker, indexed by
+ * buffer id, `begin` right after the `pop` of that chain). A device that completes requests out of order calls `begin` when it pops a head,
  * `end` when it pushes the used element, and `commit` right after publishing used.idx. After a
  * reconnect, `resubmit` lists the heads that were in flight when the old back-end died, in
  * the order they were popped; the device must process them (e.g. with `queue.chainAt`) before
@@ -80,4 +81,11 @@ export interface InflightTracker {
   commit(): void;
   /** Heads to resubmit, in counter order (empty after a clean start). */
   readonly resubmit: readonly number[];
+  /**
+   * Present on packed rings: fills `chain` with resubmitted buffer `head` from the descriptors
+   * saved in the area (the ring slots may already hold used descriptors), and prepares the
+   * queue to skip its slots when it is answered. Returns 0 or a FAULT_* (the device should
+   * then break). A device resubmitting must prefer it to re-reading the ring.
+   */
+  chainAt?(head: number, chain: DescriptorChain): number;
 }

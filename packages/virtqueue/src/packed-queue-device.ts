@@ -25,7 +25,7 @@ import { VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from './
 import type { DescriptorChain } from './descriptor-chain.js';
 import type { DeviceQueue } from './device-queue.js';
 import { ChainError, QueueError } from './errors.js';
-import { FAULT_HEAD_OUT_OF_RANGE, isMemoryFault } from './faults.js';
+import { FAULT_CHAIN_TOO_LONG, FAULT_HEAD_OUT_OF_RANGE, isMemoryFault } from './faults.js';
 import type { GuestMemory } from './guest-memory.js';
 import { PackedChainWalker } from './packed-chain-walker.js';
 import {
@@ -80,6 +80,13 @@ export class PackedQueueDevice implements DeviceQueue {
   popped: number;
   /** Whether the device currently asks for kicks. */
   notifyEnabled: boolean;
+  /**
+   * Ring slot where the chain returned by the last successful `pop` starts, and how many ring
+   * slots it takes: an inflight tracker copies those descriptors right after the pop, before a
+   * used descriptor may overwrite them (vhost-user.rst "Inflight I/O tracking", packed).
+   */
+  lastPopSlot: number;
+  lastPopSlots: number;
 
   private readonly views: PackedRingViews;
   private readonly walker: PackedChainWalker;
@@ -89,6 +96,10 @@ export class PackedQueueDevice implements DeviceQueue {
   private readonly device32: Uint32Array;
   /** Ring slots of the chain last popped under each buffer id (what its used descriptor skips). */
   private readonly idSlots: Uint16Array;
+  /** Walker over saved descriptors (`walkSaved`), built on first use. */
+  private savedWalker: PackedChainWalker | null;
+  private readonly maxSegments: number | undefined;
+  private readonly maxIndirect: number | undefined;
   private availSlot: number;
   /** Avail wrap counter as the AVAIL bit value it expects in word 3 (0 or W_AVAIL). */
   private availWrap: number;
@@ -119,6 +130,11 @@ export class PackedQueueDevice implements DeviceQueue {
     this.faultHead = -1;
     this.popped = 0;
     this.notifyEnabled = true;
+    this.lastPopSlot = 0;
+    this.lastPopSlots = 0;
+    this.savedWalker = null;
+    this.maxSegments = opts.maxSegments;
+    this.maxIndirect = opts.maxIndirect;
     this.views = views;
     this.walker = new PackedChainWalker(memory, views.desc, views.size, {
       indirect: opts.indirect, maxIndirect: opts.maxIndirect, maxSegments: opts.maxSegments,
@@ -269,11 +285,44 @@ export class PackedQueueDevice implements DeviceQueue {
     // below the queue size, as ours does.
     if (bid >= this.size) return this.breakQueue(FAULT_HEAD_OUT_OF_RANGE, bid);
     this.idSlots[bid] = slots;
+    this.lastPopSlot = slot;
+    this.lastPopSlots = slots;
     let next = slot + slots;
     if (next >= this.size) { next -= this.size; this.availWrap = wrap ^ W_AVAIL; }
     this.availSlot = next;
     this.popped++;
     return 1;
+  }
+
+  /**
+   * Walks a chain whose ring descriptors were saved elsewhere — the inflight area after a
+   * back-end restart, when the ring slots may already carry used descriptors — as `pop` would
+   * have, and records under its buffer id how many slots `pushUsed` must skip.
+   * @param words a scratch ring of `size` descriptors (4 u32 words each: addr lo, addr hi, len,
+   *   id | flags << 16) holding the saved chain from index 0
+   * @param count descriptors saved (1 … size)
+   * @returns 0 (chain.head = buffer id), or a FAULT_*; the queue is not broken by it (the
+   *   caller decides), and a saved list whose NEXT flags disagree with `count` is
+   *   'chain-too-long'.
+   */
+  walkSaved(words: Uint32Array, count: number, chain: DescriptorChain): number {
+    if (!(count >= 1 && count <= this.size) || words.length < this.size * 4) return FAULT_CHAIN_TOO_LONG;
+    let w = this.savedWalker;
+    if (w === null || w.desc !== words) {
+      // The walker treats `words` as a ring of `size` slots; a NEXT flag on the last saved
+      // descriptor runs into stale slots, which the length check below rejects.
+      w = new PackedChainWalker(this.memory, words, this.size, {
+        indirect: this.indirect, maxIndirect: this.maxIndirect, maxSegments: this.maxSegments,
+      });
+      this.savedWalker = w;
+    }
+    // Slots past `count` may hold an older chain: the walk must end exactly at `count`.
+    const r = w.walk(0, chain);
+    if (r !== 0) return r;
+    if (w.ringCount !== count) return FAULT_CHAIN_TOO_LONG;
+    if (chain.head >= this.size) return FAULT_HEAD_OUT_OF_RANGE;
+    this.idSlots[chain.head] = count;
+    return 0;
   }
 
   private writeDeviceEvent(offWrap: number, flags: number): void {

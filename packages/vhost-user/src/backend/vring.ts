@@ -11,8 +11,7 @@
  */
 import type { FdWatcher } from '@vhost-ts/sys';
 import type { DeviceQueue } from '@vhost-ts/virtqueue';
-import type { QueueHandler } from '../device.js';
-import type { SplitInflightTracker } from './inflight.js';
+import type { InflightTracker, QueueHandler } from '../device.js';
 
 /** Addresses from SET_VRING_ADDR (front-end virtual). */
 export interface VringAddresses {
@@ -42,7 +41,7 @@ export class Vring {
   broken = false;
   queue: DeviceQueue | null = null;
   handler: QueueHandler | null = null;
-  inflight: SplitInflightTracker | null = null;
+  inflight: InflightTracker | null = null;
   kickWatcher: FdWatcher | null = null;
   pollTimer: NodeJS.Timeout | null = null;
   /** The stop under way (stopRing), awaited by any concurrent stop. */

@@ -51,10 +51,12 @@ class EchoQueue implements QueueHandler {
   constructor(private readonly ctx: QueueContext, private readonly dev: EchoDevice) {
     const infl = ctx.inflight;
     if (infl !== null && infl.resubmit.length > 0) {
-      // Requests the previous back-end popped but never completed: walk them from their heads.
+      // Requests the previous back-end popped but never completed: walk them from their heads
+      // (packed rings: from the descriptors the area saved).
       const walker = new ChainWalker(ctx.memory, ctx.queue.ringViews.desc, ctx.queue.size, { indirect: ctx.queue.indirect });
       for (const head of infl.resubmit) {
-        if (walker.walk(head, this.chain) !== 0) {
+        const r = infl.chainAt !== undefined ? infl.chainAt(head, this.chain) : walker.walk(head, this.chain);
+        if (r !== 0) {
           ctx.broken(`resubmitted head ${head} is not a valid chain`);
           return;
         }

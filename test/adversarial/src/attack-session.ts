@@ -13,7 +13,8 @@
  */
 import { eventfdRead } from '@vhost-ts/sys';
 import {
-  FrontendMemory, VhostUserFrontend, VIRTIO_CONFIG_S_NEEDS_RESET, type FrontendQueue,
+  FrontendMemory, VhostUserFrontend, VHOST_USER_BACKEND_CONFIG_CHANGE_MSG, VHOST_USER_PROTOCOL_F_BACKEND_REQ,
+  VHOST_USER_PROTOCOL_F_CONFIG, VHOST_USER_PROTOCOL_F_STATUS, VIRTIO_CONFIG_S_NEEDS_RESET, bit, type FrontendQueue,
 } from '@vhost-ts/vhost-user';
 import { VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from '@vhost-ts/virtqueue';
 import { GuestArena } from './guest-arena.js';
@@ -212,7 +213,21 @@ export class AttackSession {
 
   /** VHOST_USER_PROTOCOL_F_STATUS negotiated. */
   get hasStatus(): boolean {
-    return (this.fe.protocol & (1n << 16n)) !== 0n;
+    return (this.fe.protocol & bit(VHOST_USER_PROTOCOL_F_STATUS)) !== 0n;
+  }
+
+  /**
+   * CONFIG and BACKEND_REQ negotiated (and DRIVER_OK set by `open`): a device break must then
+   * come with a CONFIG_CHANGE_MSG on the back-end channel (virtio 1.2 §2.1.2.1).
+   */
+  get expectsConfigChange(): boolean {
+    const need = bit(VHOST_USER_PROTOCOL_F_CONFIG) | bit(VHOST_USER_PROTOCOL_F_BACKEND_REQ);
+    return this.hasStatus && (this.fe.protocol & need) === need;
+  }
+
+  /** CONFIG_CHANGE_MSG requests received on the back-end channel so far. */
+  get configChanges(): number {
+    return this.fe.backendRequests.filter((r) => r.request === VHOST_USER_BACKEND_CONFIG_CHANGE_MSG).length;
   }
 
   /** GET_STATUS (device status byte, NEEDS_RESET included). */

@@ -10,7 +10,8 @@
  * - `returned`: the buffer comes back in the used ring with the given length (net: a malformed
  *   TX frame is dropped, its chain returned with len 0); the ring goes on working.
  * - `broken`: the device signals the ring's error eventfd, reports NEEDS_RESET in GET_STATUS
- *   (virtio 1.2 §2.1.2), completes nothing from the bad chain on, and ignores later kicks.
+ *   and sends one CONFIG_CHANGE_MSG on the back-end channel (virtio 1.2 §2.1.2.1; DRIVER_OK is
+ *   set), completes nothing from the bad chain on, and ignores later kicks.
  * @module
  */
 import type { AttackSession } from './attack-session.js';
@@ -72,6 +73,12 @@ export async function runCase(s: AttackSession, expect: Expectation, d: CaseDriv
     observed = err ? 'ring error signalled' : 'no ring error';
     if (!err) problems.push('the ring error eventfd was not signalled');
     if (s.hasStatus && !(await s.needsReset())) problems.push('GET_STATUS does not report NEEDS_RESET');
+    if (s.expectsConfigChange) {
+      const deadline = Date.now() + 1000;
+      while (s.configChanges === 0 && Date.now() < deadline) await sleep(5);
+      if (s.configChanges !== 1) problems.push(`${s.configChanges} CONFIG_CHANGE_MSG on the back-end channel, expected 1 (virtio 1.2 §2.1.2.1)`);
+      else observed += ', CONFIG_CHANGE_MSG';
+    }
     const good = expect.completes ?? [];
     if (good.length > 0 && !(await r.waitUsed(good.length, 3000))) {
       problems.push(`${r.usedIdx()} of ${good.length} earlier requests completed`);
@@ -112,6 +119,7 @@ export async function runCase(s: AttackSession, expect: Expectation, d: CaseDriv
       }
     }
     if (r.errSignaled()) problems.push('the ring was declared broken');
+    if (s.configChanges !== 0) problems.push('unexpected CONFIG_CHANGE_MSG on the back-end channel');
     if (s.hasStatus && (await s.needsReset())) problems.push('GET_STATUS reports NEEDS_RESET');
   }
   for (const w of s.arena.diff()) problems.push(`stray write at 0x${w.gpa.toString(16)}: ${w.before} → ${w.after}`);

@@ -215,6 +215,52 @@ const CASES: BlkCase[] = [
     },
   },
 
+  {
+    name: 'more data segments than seg_max (300 × 512 bytes, indirect) → IOERR',
+    build(c) {
+      const status = c.wbuf(1);
+      const e: [number, number, number, number][] = [[c.hdr(VIRTIO_BLK_T_IN, 0), BLK_HEADER_BYTES, N, 1]];
+      for (let k = 0; k < 300; k++) e.push([c.wbuf(512), 512, W | N, k + 2]);
+      e.push([status, 1, W, 0]);
+      const head = viaIndirect(c, table(c, e), e.length * 16);
+      return ioerr(head, status);
+    },
+  },
+  {
+    name: 'a 1 GiB read (1024 aliased 1 MiB buffers) → IOERR, nothing written',
+    build(c) {
+      const status = c.wbuf(1);
+      const big = c.a.alloc(0x10_0000, { region: 1 }); // not declared writable: IOERR writes no data
+      const e: [number, number, number, number][] = [[c.hdr(VIRTIO_BLK_T_IN, 0), BLK_HEADER_BYTES, N, 1]];
+      for (let k = 0; k < 1022; k++) e.push([big, 0x10_0000, W | N, k + 2]);
+      e.push([status, 1, W, 0]);
+      const head = viaIndirect(c, table(c, e), e.length * 16);
+      return ioerr(head, status);
+    },
+  },
+  {
+    name: 'header split over 16 one-byte descriptors (legal) → read OK',
+    build(c) {
+      const h = blkHeader(VIRTIO_BLK_T_IN, 0);
+      const status = c.wbuf(1);
+      const e: [number, number, number, number][] = [];
+      for (let k = 0; k < BLK_HEADER_BYTES; k++) e.push([c.rbuf(1, h.subarray(k, k + 1)), 1, N, k + 1]);
+      e.push([c.wbuf(512), 512, W | N, BLK_HEADER_BYTES + 1]);
+      e.push([status, 1, W, 0]);
+      const head = viaIndirect(c, table(c, e), e.length * 16);
+      return { kind: 'status', head, statusGpa: status, status: VIRTIO_BLK_S_OK, usedLen: 513 };
+    },
+  },
+  {
+    name: 'garbage in avail.flags and used_event (notification fields) → read OK',
+    build(c) {
+      const q = readReq(c, 0, 512);
+      c.a.write(c.r.availGpa, Uint8Array.of(0xff, 0xff));                  // avail.flags
+      c.a.write(c.r.availGpa + 4 + 2 * QUEUE_SIZE, Uint8Array.of(0x34, 0x92)); // used_event
+      return { kind: 'status', head: q.head, statusGpa: q.status, status: VIRTIO_BLK_S_OK, usedLen: 513 };
+    },
+  },
+
   // --- chains the device cannot answer: the ring is broken ---------------------------------------
   {
     name: 'status in a device-readable descriptor after writable data (readable after writable)',

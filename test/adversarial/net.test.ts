@@ -130,6 +130,40 @@ const CASES: NetCase[] = [
     rawTx(g, [[g.s.arena.alloc(16), 16, W | N, 1], [g.s.arena.alloc(72), 72, 0, 0]]);
     return broken;
   }, null),
+  tx('TX indirect table longer than the queue (17 entries; virtio 1.2 §2.7.5.3.1)', (g) => {
+    const frame = concat(netHeader(), ethFrame(8, 56)); // 68 bytes = 17 × 4
+    const bytes = new Uint8Array(17 * 16);
+    const v = new DataView(bytes.buffer);
+    for (let k = 0; k < 17; k++) {
+      const gpa = g.s.arena.alloc(4);
+      g.s.arena.write(gpa, frame.subarray(4 * k, 4 * k + 4));
+      v.setBigUint64(16 * k, BigInt(gpa), true);
+      v.setUint32(16 * k + 8, 4, true);
+      v.setUint16(16 * k + 12, k < 16 ? N : 0, true);
+      v.setUint16(16 * k + 14, k + 1, true);
+    }
+    const table = g.s.arena.alloc(bytes.length);
+    g.s.arena.write(table, bytes);
+    rawTx(g, [[table, bytes.length, I, 0]]);
+    return broken;
+  }, null),
+  tx('TX nested indirect table', (g) => {
+    const inner = g.s.arena.alloc(16);
+    const outer = g.s.arena.alloc(16);
+    const v = new DataView(new ArrayBuffer(16));
+    v.setBigUint64(0, BigInt(inner), true);
+    v.setUint32(8, 16, true);
+    v.setUint16(12, I, true);
+    g.s.arena.write(outer, new Uint8Array(v.buffer));
+    rawTx(g, [[outer, 16, I, 0]]);
+    return broken;
+  }, null),
+  rx('RX buffer crossing the end of region 0', (g) => {
+    const head = g.rx.takeDescs(1);
+    g.rx.desc(head, REGION0_END - 1024, 2048, W, 0);
+    g.rx.offer(head);
+    return broken;
+  }),
   rx('RX buffer address outside every region', (g) => {
     const head = g.rx.takeDescs(1);
     g.rx.desc(head, GAP, 2048, W, 0);

@@ -1,0 +1,164 @@
+/**
+ * One measured run of the virtio-net bench: a back-end (ours or DPDK's vhost PMD) on one CPU,
+ * testpmd with virtio-user as the guest on the other, warm-up, then the front-end's port
+ * counters read twice around a fixed window.
+ *
+ * ```
+ *  CPU 0: testpmd (virtio-user)  ──vhost-user socket──  CPU 1: back-end
+ *         g→h: txonly                                     ours: TX path → sink      DPDK: vhost PMD rxonly
+ *         h→g: rxonly                                     ours: source → RX path    DPDK: vhost PMD txonly
+ * ```
+ * The rate is always read on the same instrument — the front-end's port counters (TX-packets
+ * for g→h: frames the back-end took off the ring; RX-packets for h→g: frames it put in) — so
+ * both peers are measured the same way. The back-end's own count is returned as a cross-check.
+ * @module
+ */
+import { rmSync, statSync } from 'node:fs';
+import { loadavg } from 'node:os';
+import { join } from 'node:path';
+import { startListening, tsEntry, type RunningBackend } from '../common/child.js';
+import { findTestpmd, Testpmd } from './testpmd.js';
+
+/** Traffic direction, named from the guest. */
+export type Direction = 'g2h' | 'h2g';
+/** Back-end peers. */
+export type NetPeer = 'vhost-ts' | 'dpdk-vhost';
+
+/** What one run needs. */
+export interface RunOptions {
+  peer: NetPeer;
+  direction: Direction;
+  /** Ethernet frame bytes (CRC excluded), e.g. 64 or 1518. */
+  frameSize: number;
+  warmupS: number;
+  windowS: number;
+  ringSize: number;
+  /** CPU of the front-end and of the back-end. */
+  guestCpu: number;
+  hostCpu: number;
+  /** Directory for the socket. */
+  workDir: string;
+  /** Unique tag for DPDK file prefixes. */
+  tag: string;
+}
+
+/** Result of one run. */
+export interface RunResult {
+  peer: NetPeer;
+  direction: Direction;
+  frameSize: number;
+  /** Million frames per second over the window (front-end counters). */
+  mpps: number;
+  /** Ethernet payload Gbit/s over the window (frames × frameSize × 8). */
+  gbps: number;
+  /** Window length actually measured, seconds. */
+  seconds: number;
+  /** Frames the front-end sent (g→h) or received (h→g) over the whole run. */
+  guestFrames: number;
+  /** Frames the back-end counted over the whole run (sink/RX counter, or the vhost PMD's). */
+  hostFrames: number | null;
+  /** Our device's port counters (vhost-ts only). */
+  device: Record<string, number> | null;
+  /** 1-minute load average when the window ended (the machine is shared). */
+  loadAvg1: number;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+async function waitSocket(path: string, alive: () => boolean, what: () => string, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      if (statSync(path).isSocket()) return;
+    } catch { /* not yet */ }
+    if (!alive()) throw new Error(`back-end exited before listening: ${what().slice(-1500)}`);
+    if (Date.now() > deadline) throw new Error(`back-end did not create ${path}: ${what().slice(-1500)}`);
+    await sleep(20);
+  }
+}
+
+/** A started back-end, either kind. */
+interface Host {
+  stop(): Promise<{ frames: number | null; device: Record<string, number> | null }>;
+  kill(): Promise<void>;
+  logs(): string;
+}
+
+async function startOurs(o: RunOptions, socket: string): Promise<Host> {
+  const mode = o.direction === 'g2h' ? 'sink' : 'source';
+  const b: RunningBackend = await startListening(process.execPath, [...tsEntry('bench/src/net/ts-server.ts'),
+    '--socket', socket, '--mode', mode, '--frame-size', String(o.frameSize), '--queue-size', String(o.ringSize)],
+  socket, { cpus: String(o.hostCpu) });
+  return {
+    logs: () => b.logs(),
+    kill: () => b.stop(0),
+    stop: async () => {
+      await b.stop();
+      const line = b.logs().split('\n').find((l) => l.startsWith('{"device"'));
+      if (line === undefined) return { frames: null, device: null };
+      const j = JSON.parse(line) as { device: Record<string, number>; sink: { frames: number } | null };
+      return { frames: o.direction === 'g2h' ? (j.sink?.frames ?? null) : j.device.rxFrames, device: j.device };
+    },
+  };
+}
+
+async function startDpdk(o: RunOptions, socket: string, bin: string): Promise<Host> {
+  rmSync(socket, { force: true });
+  const t = new Testpmd(bin, {
+    cpu: o.hostCpu, filePrefix: `bn-h-${o.tag}`, vdev: `net_vhost0,iface=${socket},queues=1`,
+    forwardMode: o.direction === 'g2h' ? 'rxonly' : 'txonly', frameSize: o.frameSize, ringSize: o.ringSize, interactive: false,
+  });
+  await waitSocket(socket, () => !t.exited, () => t.output).catch(async (e: unknown) => {
+    await t.kill();
+    throw e;
+  });
+  return {
+    logs: () => t.output,
+    kill: () => t.kill(),
+    stop: async () => {
+      const r = await t.quit();
+      const f = r.fwd;
+      return { frames: f === null ? null : (o.direction === 'g2h' ? f.rx : f.tx), device: null };
+    },
+  };
+}
+
+/** Runs one measurement. Throws with the processes' output on failure. */
+export async function runOnce(o: RunOptions): Promise<RunResult> {
+  const bin = findTestpmd();
+  if (bin === null) throw new Error('dpdk-testpmd not found (apt-get install dpdk)');
+  const socket = join(o.workDir, `net-${o.tag}.sock`);
+  const host = o.peer === 'vhost-ts' ? await startOurs(o, socket) : await startDpdk(o, socket, bin);
+  let guest: Testpmd | null = null;
+  try {
+    guest = new Testpmd(bin, {
+      cpu: o.guestCpu, filePrefix: `bn-g-${o.tag}`, vdev: `net_virtio_user0,path=${socket},queues=1`,
+      forwardMode: o.direction === 'g2h' ? 'txonly' : 'rxonly', frameSize: o.frameSize, ringSize: o.ringSize, interactive: true,
+    });
+    await guest.ready();
+    await guest.start();
+    await sleep(o.warmupS * 1000);
+    const s0 = await guest.stats();
+    await sleep(o.windowS * 1000);
+    const s1 = await guest.stats();
+    const loadAvg1 = Math.round(loadavg()[0] * 100) / 100;
+    const seconds = (s1.at - s0.at) / 1000;
+    const frames = o.direction === 'g2h' ? s1.txPackets - s0.txPackets : s1.rxPackets - s0.rxPackets;
+    const q = await guest.quit();
+    if (q.code !== 0) throw new Error(`testpmd (virtio-user) exited ${q.code}: ${guest.output.slice(-1500)}`);
+    const guestFrames = q.fwd === null ? 0 : (o.direction === 'g2h' ? q.fwd.tx : q.fwd.rx);
+    // The front-end stopped the rings before exiting; let the back-end see the session end.
+    await sleep(200);
+    const h = await host.stop();
+    const mpps = frames / seconds / 1e6;
+    return {
+      peer: o.peer, direction: o.direction, frameSize: o.frameSize, mpps, gbps: (mpps * 1e6 * o.frameSize * 8) / 1e9,
+      seconds, guestFrames, hostFrames: h.frames, device: h.device, loadAvg1,
+    };
+  } catch (e) {
+    const g = guest === null ? '' : `\n--- guest testpmd ---\n${guest.output.slice(-1500)}`;
+    await guest?.kill();
+    await host.kill();
+    throw new Error(`${(e as Error).message}${g}\n--- back-end ---\n${host.logs().slice(-1500)}`);
+  }
+}

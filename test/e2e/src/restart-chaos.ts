@@ -55,7 +55,10 @@ const DEFAULT_MAX_PASSES = 48;
 const HEADER_BYTES = 64;
 /** QEMU names the inflight memfd after the creator's name; ours is this (session.ts). */
 const INFLIGHT_MEMFD = '/memfd:vhost-user-inflight';
-/** used_idx showing the guest's loop runs (the driver's probe needs a handful of requests). */
+/**
+ * Progress showing the guest's loop runs (the driver's probe needs a handful of requests):
+ * used_idx (split) or pops counted (packed).
+ */
 const IO_STARTED_USED_IDX = 64;
 
 /** How restarts are done. */
@@ -89,6 +92,11 @@ export interface RestartChaosOptions {
   readonly numQueues?: number;
   /** Guest vCPUs (default 2: the parallel writers then really overlap). */
   readonly smp?: number;
+  /**
+   * `packed=on` on the vhost-user-blk device: packed virtqueues, and the inflight area in the
+   * packed format (vhost-user.rst QueueRegionPacked), which the in-flight probes then parse.
+   */
+  readonly packed?: boolean;
   /** Further CLI flags for back-end instance `n` (0 = the first), e.g. `--direct` on some. */
   readonly backendArgs?: (n: number) => readonly string[];
   /** Diagnostics sink (tap's t.comment). */
@@ -291,12 +299,13 @@ function openInflightArea(qemuPid: number): number | null {
 }
 
 /**
- * Heads flagged in flight in the area (split layout per queue: 16-byte header, 16-byte entries,
- * regions 64-byte aligned); `out`, when given, receives `queue:head` labels. The header of
- * queue 0 stays in `buf` (used_idx at +14).
+ * Heads flagged in flight in the area; `out`, when given, receives `queue:head` labels (split)
+ * or `queue:entry` labels (packed). The area stays in `buf` ({@link areaProgress} reads it).
+ * Split layout per queue: 16-byte header, 16-byte entries, regions 64-byte aligned.
  */
-function flaggedHeads(fd: number, buf: Buffer, out?: string[]): number {
+function flaggedHeads(fd: number, buf: Buffer, packed: boolean, out?: string[]): number {
   const n = readSync(fd, buf, 0, buf.length, 0);
+  if (packed) return packedFlaggedHeads(buf, n, out);
   if (n < 16) return 0;
   const descNum = buf.readUInt16LE(10);
   const regionSize = Math.ceil((16 + 16 * descNum) / 64) * 64;
@@ -310,6 +319,51 @@ function flaggedHeads(fd: number, buf: Buffer, out?: string[]): number {
     }
   }
   return count;
+}
+
+/**
+ * Packed layout per queue (vhost-user.rst QueueRegionPacked): 32-byte header (desc_num +10,
+ * free_head +12, old_free_head +14, used_idx +16, old_used_idx +18, wraps +20/+21), then 32-byte
+ * DescStatePacked entries (inflight +0, next +2, num +6, counter +8), regions 64-byte aligned.
+ * A head counts when flagged and not on the committed free list (from old_free_head): that is
+ * what a restarted back-end resubmits at most — the recovery may also commit a published batch,
+ * which only frees more.
+ */
+function packedFlaggedHeads(buf: Buffer, n: number, out?: string[]): number {
+  if (n < 32) return 0;
+  const descNum = buf.readUInt16LE(10);
+  const regionSize = Math.ceil((32 + 32 * descNum) / 64) * 64;
+  let count = 0;
+  for (let q = 0; (q + 1) * regionSize <= n && descNum > 0; q++) {
+    const base = q * regionSize;
+    const free = new Uint8Array(descNum);
+    for (let e = buf.readUInt16LE(base + 14), k = 0; e < descNum && k < descNum && free[e] === 0; k++) {
+      free[e] = 1;
+      e = buf.readUInt16LE(base + 32 + 32 * e + 2);
+    }
+    for (let e = 0; e < descNum; e++) {
+      if (buf[base + 32 + 32 * e] !== 1 || free[e] === 1) continue;
+      count++;
+      out?.push(`${q}:${e}`);
+    }
+  }
+  return count;
+}
+
+/**
+ * A number that moves while queue 0 serves requests, from the area in `buf`: split — used_idx
+ * (+14); packed — the largest pop counter of queue 0's entries (used_idx wraps at the ring size
+ * there, the counter only grows).
+ */
+function areaProgress(buf: Buffer, packed: boolean): number {
+  if (!packed) return buf.readUInt16LE(14);
+  const descNum = buf.readUInt16LE(10);
+  let max = 0;
+  for (let e = 0; e < descNum && 32 + 32 * (e + 1) <= buf.length; e++) {
+    const c = buf.readUInt32LE(32 + 32 * e + 8) + buf.readUInt32LE(32 + 32 * e + 12) * 0x1_0000_0000;
+    if (c > max) max = c;
+  }
+  return max;
 }
 
 const RESUBMIT_RE = /resubmitting (\d+) inflight request/g;
@@ -405,7 +459,7 @@ export async function runRestartChaos(opts: RestartChaosOptions): Promise<Restar
       // reconnect=1: QEMU re-dials a lost back-end every second and replays the setup.
       extraArgs: [
         '-chardev', `socket,id=rblk,path=${socket},reconnect=1`,
-        '-device', `vhost-user-blk-pci,chardev=rblk,num-queues=${opts.numQueues ?? 1},addr=0x04`,
+        '-device', `vhost-user-blk-pci,chardev=rblk,num-queues=${opts.numQueues ?? 1},addr=0x04${opts.packed ? ',packed=on' : ''}`,
       ],
       timeoutMs: opts.budgetMs + 90_000,
       signal: unexpected.signal,
@@ -413,21 +467,22 @@ export async function runRestartChaos(opts: RestartChaosOptions): Promise<Restar
       guestDone = true;
       clearInterval(watchdog);
     });
-    // Stall watchdog: used_idx of queue 0 (read through QEMU's copy of the area) must move.
+    // Stall watchdog: queue 0's progress (read through QEMU's copy of the area) must move.
+    const packed = opts.packed ?? false;
     let lastUsed = -1;
     let lastMove = Date.now();
-    const probe = Buffer.alloc(16);
+    const probe = Buffer.alloc(packed ? 64 * 1024 : 16);
     const watchdog = setInterval(() => {
       if (inflightFd < 0 || unexpected.signal.aborted) { lastMove = Date.now(); return; }
       let used = -1;
       try {
-        if (readSync(inflightFd, probe, 0, 16, 0) === 16) used = probe.readUInt16LE(14);
+        if (readSync(inflightFd, probe, 0, probe.length, 0) >= 16) used = areaProgress(probe, packed);
       } catch {
         // the loop is swapping the fd (device reset): next tick
       }
       if (used !== lastUsed) { lastUsed = used; lastMove = Date.now(); return; }
       if (Date.now() - lastMove > STALL_MS) {
-        unexpected.abort(new Error(`guest I/O stalled: used_idx ${used} unchanged for ${STALL_MS} ms; last back-end:\n${instances.at(-1)?.logs().slice(-3000)}`));
+        unexpected.abort(new Error(`guest I/O stalled: ${packed ? 'pop counter' : 'used_idx'} ${used} unchanged for ${STALL_MS} ms; last back-end:\n${instances.at(-1)?.logs().slice(-3000)}`));
       }
     }, 1000);
     // Keep a rejection from being unhandled while the loop below runs.
@@ -444,8 +499,8 @@ export async function runRestartChaos(opts: RestartChaosOptions): Promise<Restar
         if (guestDone) throw new Error('guest finished before its I/O loop was seen');
         const fd = openInflightArea(qemuPid);
         if (fd === null) return null;
-        flaggedHeads(fd, region);
-        if (region.readUInt16LE(14) >= IO_STARTED_USED_IDX) return fd;
+        flaggedHeads(fd, region, packed);
+        if (areaProgress(region, packed) >= IO_STARTED_USED_IDX) return fd;
         closeSync(fd);
         return null;
       }, unexpected.signal);
@@ -474,10 +529,10 @@ export async function runRestartChaos(opts: RestartChaosOptions): Promise<Restar
         if (!quick && (opts.inflightWaitMs ?? 0) > 0) {
           // A random moment, then the first instant the area shows a popped, uncompleted head.
           const until = Date.now() + (opts.inflightWaitMs ?? 0);
-          flaggedBefore = flaggedHeads(inflightFd, region);
+          flaggedBefore = flaggedHeads(inflightFd, region, packed);
           while (flaggedBefore === 0 && Date.now() < until) {
             await sleep(1);
-            flaggedBefore = flaggedHeads(inflightFd, region);
+            flaggedBefore = flaggedHeads(inflightFd, region, packed);
           }
         }
         intended.add(victim);
@@ -487,8 +542,9 @@ export async function runRestartChaos(opts: RestartChaosOptions): Promise<Restar
         await exited;
         const goneAt = Date.now();
         const heads: string[] = [];
-        const flaggedAfter = flaggedHeads(inflightFd, region, heads);
-        const areaUsedIdx = region.readUInt16LE(14);
+        const flaggedAfter = flaggedHeads(inflightFd, region, packed, heads);
+        // Split: used_idx; packed: the committed used position, slot | wrap << 15.
+        const areaUsedIdx = packed ? region.readUInt16LE(18) | (region[21] & 1) << 15 : region.readUInt16LE(14);
         current = await start();
         const next: Backend = current;
         // (A guest that finished meanwhile powers QEMU off: nobody will reconnect.)

@@ -51,7 +51,7 @@ export interface CaseDriver {
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** How long a broken ring is watched for (wrongly) completing a later request. */
-const QUIET_MS = 250;
+const QUIET_MS = 150;
 
 /**
  * Runs a case whose chains are already offered (not kicked).

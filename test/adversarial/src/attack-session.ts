@@ -135,7 +135,7 @@ export class RawRing {
   }
 
   /** Waits until used.idx reaches (or passes, modulo 2^16) `count`; false on timeout. */
-  async waitUsed(count: number, timeoutMs = 3000): Promise<boolean> {
+  async waitUsed(count: number, timeoutMs = 5000): Promise<boolean> {
     const deadline = Date.now() + timeoutMs;
     while (((this.usedIdx() - count) & 0xffff) >= 0x8000) {
       if (Date.now() > deadline) return false;
@@ -151,7 +151,7 @@ export class RawRing {
   }
 
   /** Waits for the error eventfd; false on timeout. */
-  async waitErr(timeoutMs = 3000): Promise<boolean> {
+  async waitErr(timeoutMs = 5000): Promise<boolean> {
     const deadline = Date.now() + timeoutMs;
     while (!this.errSignaled()) {
       if (Date.now() > deadline) return false;

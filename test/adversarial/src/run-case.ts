@@ -69,18 +69,18 @@ export async function runCase(s: AttackSession, expect: Expectation, d: CaseDriv
   else r.kick();
 
   if (expect.kind === 'broken') {
-    const err = await r.waitErr(3000);
+    const err = await r.waitErr(5000);
     observed = err ? 'ring error signalled' : 'no ring error';
     if (!err) problems.push('the ring error eventfd was not signalled');
     if (s.hasStatus && !(await s.needsReset())) problems.push('GET_STATUS does not report NEEDS_RESET');
     if (s.expectsConfigChange) {
-      const deadline = Date.now() + 1000;
+      const deadline = Date.now() + 3000;
       while (s.configChanges === 0 && Date.now() < deadline) await sleep(5);
       if (s.configChanges !== 1) problems.push(`${s.configChanges} CONFIG_CHANGE_MSG on the back-end channel, expected 1 (virtio 1.2 §2.1.2.1)`);
       else observed += ', CONFIG_CHANGE_MSG';
     }
     const good = expect.completes ?? [];
-    if (good.length > 0 && !(await r.waitUsed(good.length, 3000))) {
+    if (good.length > 0 && !(await r.waitUsed(good.length, 5000))) {
       problems.push(`${r.usedIdx()} of ${good.length} earlier requests completed`);
     }
     // Give a wrong extra completion a moment to show up.
@@ -96,7 +96,7 @@ export async function runCase(s: AttackSession, expect: Expectation, d: CaseDriv
     if (good.length > 0) observed += `, ${good.length} earlier request(s) completed`;
   } else {
     const times = expect.times ?? 1;
-    const done = await r.waitUsed(times, 3000);
+    const done = await r.waitUsed(times, 5000);
     // Give a wrong extra completion a moment to show up.
     if (done) await sleep(20);
     if (!done) {

@@ -444,7 +444,7 @@ const CASES: BlkCase[] = [
   },
 ];
 
-const backend = await BackendProcess.startBlk({ imageBytes: CAPACITY_SECTORS * 512, queueSize: 256 });
+const backend = await BackendProcess.startBlk({ imageBytes: CAPACITY_SECTORS * 512, queueSize: 256, extraArgs: ['--num-queues', '2'] });
 t.teardown(() => backend.stop());
 let seed = 1;
 
@@ -514,6 +514,23 @@ for (const c of CASES) {
     counters = now;
   });
 }
+
+t.test('a fault on queue 0 leaves queue 1 working (one device break, one notification)', async (tt) => {
+  const s = await AttackSession.open(backend.socket, { queues: [0, 1], queueSize: QUEUE_SIZE });
+  try {
+    const r0 = s.ring(0);
+    r0.offer(QUEUE_SIZE); // head out of range
+    r0.kick();
+    tt.ok(await r0.waitErr(5000), 'queue 0: error eventfd signalled');
+    tt.ok(await s.needsReset(), 'NEEDS_RESET');
+    tt.same(await blkNormalIo(s, 1, seed++), [], 'queue 1 still does normal I/O');
+    tt.notOk(s.ring(1).errSignaled(), 'queue 1 not broken');
+    tt.equal(s.configChanges, 1, 'one CONFIG_CHANGE_MSG');
+  } finally {
+    s.close();
+  }
+  tt.ok(backend.alive, 'back-end alive');
+});
 
 t.test('back-end alive at the end', async (tt) => {
   tt.ok(backend.alive, 'back-end alive');

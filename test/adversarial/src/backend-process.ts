@@ -74,8 +74,13 @@ export class BackendProcess {
   static startBlk(opts: { imageBytes: number; queueSize?: number; extraArgs?: readonly string[] }): Promise<BackendProcess> {
     const dir = mkdtempSync(join(tmpdir(), 'adversarial-blk-'));
     const image = join(dir, 'disk.img');
-    closeSync(openSync(image, 'w'));
-    truncateSync(image, opts.imageBytes);
+    try {
+      closeSync(openSync(image, 'w'));
+      truncateSync(image, opts.imageBytes);
+    } catch (e) {
+      rmSync(dir, { recursive: true, force: true });
+      throw e;
+    }
     const socket = join(dir, 'blk.sock');
     const args = ['--socket-path', socket, '--blk-file', image, '--log-level', 'warn'];
     if (opts.queueSize !== undefined) args.push('--queue-size', String(opts.queueSize));

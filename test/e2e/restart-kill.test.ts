@@ -14,16 +14,22 @@
 import t from 'tap';
 import { findVhostTsBlkCli } from './src/backends.js';
 import { e2eTest } from './src/env.js';
-import { runRestartChaos } from './src/restart-chaos.js';
+import { runRestartChaos, timeScale } from './src/restart-chaos.js';
 import { assertChaosOutcome, chaosSeed } from './src/restart-assert.js';
 
 const TARGET_INFLIGHT_KILLS = 5;
+
+/** Guest run budget, scaled for a loaded machine (CI shares 2 cores between test files). */
+const RUN_TIMEOUT_MS = Math.round(240_000 * timeScale());
+// The file as a whole: the run plus boot and image checks (tap's default, 120 s, is too short
+// for a loaded CI runner).
+t.setTimeout(RUN_TIMEOUT_MS + 60_000);
 
 if (findVhostTsBlkCli() === null) {
   t.fail('vhost-user-blk CLI not found (packages/devices-blk/src/cli.ts or dist/cli.js)');
 } else {
   t.test('SIGKILL restarts under I/O lose nothing', async (t) => {
-    await e2eTest(t, 'guest run', { needs: ['qemu', 'kernel', 'busybox'], timeout: 240_000 }, async (t) => {
+    await e2eTest(t, 'guest run', { needs: ['qemu', 'kernel', 'busybox'], timeout: RUN_TIMEOUT_MS }, async (t) => {
       const seed = chaosSeed();
       t.comment(`restart schedule seed: ${seed} (E2E_RESTART_SEED=${seed} replays it)`);
       const res = await runRestartChaos({
@@ -32,8 +38,9 @@ if (findVhostTsBlkCli() === null) {
         // Both engine modes, alternating: O_DIRECT (requests stay in flight longer, several at
         // once) and the host page cache (the default).
         backendArgs: (n) => (n % 2 === 1 ? ['--direct'] : []),
-        // Some kills land 0–50 ms after the reconnect: during QEMU's setup replay or while the
-        // new back-end is resubmitting the previous one's requests.
+        // Some kills land 0–50 ms after QEMU replayed its setup: while the new back-end is
+        // resubmitting the previous one's requests. (Never inside the replay: QEMU 7.2 loses
+        // the device for good then — README "Restarts", docs/protocol.md.)
         quickRestartChance: 0.25,
       });
       assertChaosOutcome(t, res);

@@ -80,10 +80,10 @@ for (const c of CASES) {
     t.match(f.qemu, /QEMU emulator version 7\.2/, 'captured from QEMU 7.2');
     t.ok(f.sessions.length >= 1, 'at least one session');
     const work = mkdtempSync(join(tmpdir(), 'vu-qfix-'));
+    t.teardown(() => rmSync(work, { recursive: true, force: true }));
     const be = await startBackend(f, work);
     t.teardown(() => {
       if (be.child.exitCode === null) be.child.kill('SIGKILL');
-      rmSync(work, { recursive: true, force: true });
     });
     const pid = be.child.pid!;
     const baseline = fdCount(pid);

@@ -40,6 +40,8 @@ export interface RunOptions {
   workDir: string;
   /** Unique tag for DPDK file prefixes. */
   tag: string;
+  /** Busy-poll budget of our device in µs (0 = kick-driven only). */
+  pollUs?: number;
 }
 
 /** Result of one run. */
@@ -86,8 +88,10 @@ interface Host {
 
 async function startOurs(o: RunOptions, socket: string): Promise<Host> {
   const mode = o.direction === 'g2h' ? 'sink' : 'source';
-  const b: RunningBackend = await startListening(process.execPath, [...tsEntry('bench/src/net/ts-server.ts'),
-    '--socket', socket, '--mode', mode, '--frame-size', String(o.frameSize), '--queue-size', String(o.ringSize)],
+  // BENCH_NET_NODE_ARGS: extra node flags for our back-end, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
+  const extra = (process.env.BENCH_NET_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  const b: RunningBackend = await startListening(process.execPath, [...extra, ...tsEntry('bench/src/net/ts-server.ts'),
+    '--socket', socket, '--mode', mode, '--frame-size', String(o.frameSize), '--queue-size', String(o.ringSize), '--poll-us', String(o.pollUs ?? 0)],
   socket, { cpus: String(o.hostCpu) });
   return {
     logs: () => b.logs(),

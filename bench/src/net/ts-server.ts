@@ -7,7 +7,9 @@
  *   (host→guest), see {@link SourceBackend}.
  *
  *   node --conditions=vhost-ts-source --import tsx bench/src/net/ts-server.ts \
- *     --socket S --mode sink|source [--frame-size 64] [--queue-size 1024]
+ *     --socket S --mode sink|source [--frame-size 64] [--queue-size 1024] [--poll-us 0]
+ *
+ * `--poll-us`: the device's busy-poll budget (VirtioNetDeviceOptions.pollUs).
  *
  * On SIGTERM/SIGINT it prints one JSON line `{ device, sink }` (the port counters and the sink's
  * own totals) to stdout, closes the back-end and exits 0.
@@ -25,6 +27,7 @@ const { values } = parseArgs({
     mode: { type: 'string', default: 'sink' },
     'frame-size': { type: 'string', default: '64' },
     'queue-size': { type: 'string', default: '1024' },
+    'poll-us': { type: 'string', default: '0' },
   },
 });
 if (values.socket === undefined) {
@@ -54,6 +57,7 @@ const device = new VirtioNetDevice({
   backend, name: values.socket, mtu: 1500, maxQueueSize: Number(values['queue-size']),
   // virtio-user handles its control queue itself; offering ours changes nothing here.
   ctrlQueue: false,
+  pollUs: Number(values['poll-us']),
 });
 const server = new VhostUserBackend(device, { log: (line) => process.stderr.write(`${line}\n`) });
 server.on('session-end', () => device.reset());

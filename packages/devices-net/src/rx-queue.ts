@@ -10,6 +10,7 @@
 import { DescriptorChain, type DeviceQueue } from '@vhost-ts/virtqueue';
 import type { QueueContext, QueueHandler } from '@vhost-ts/vhost-user';
 import { VIRTIO_NET_HDR_V1_SIZE } from './constants.js';
+import { pollAvail } from './avail-poll.js';
 import { copyToChain, WritablePrefix } from './chain-copy.js';
 import { FrameRing, type FrameBatch } from './frame-batch.js';
 import { HDR_NUM_BUFFERS } from './net-header.js';
@@ -30,6 +31,11 @@ export interface RxSettings {
   mergeable: boolean;
   /** Clear checksum/GSO fields before delivery (the path negotiated no guest offloads). */
   clearHeader: boolean;
+  /**
+   * Busy-poll budget in µs for guest buffers while frames are held, before asking for a kick
+   * (0 = never poll). See {@link pollAvail}.
+   */
+  pollUs: number;
 }
 
 /** Per-RX-queue worker, also the {@link QueueHandler} the vhost-user back-end drives. */
@@ -148,6 +154,14 @@ export class RxQueue implements QueueHandler {
         this.ctx.notify();
       } else {
         this.counters.notifiesSuppressed++;
+      }
+    }
+    if (this.hold.size > 0 && this.isRunning && this.settings.pollUs > 0) {
+      // Frames wait and the guest is refilling: spin for its buffers instead of a kick + wake-up.
+      while (this.hold.size > 0 && pollAvail(q, this.settings.pollUs)) {
+        if (this.flushHold() === 0) break;
+        q.publishUsed();
+        if (q.shouldNotify()) { this.counters.notifies++; this.ctx.notify(); } else this.counters.notifiesSuppressed++;
       }
     }
     if (this.hold.size > 0 && this.isRunning) {

@@ -11,6 +11,7 @@
 import { DescriptorChain, type DeviceQueue } from '@vhost-ts/virtqueue';
 import type { QueueContext, QueueHandler } from '@vhost-ts/vhost-user';
 import { ETH_HLEN, VIRTIO_NET_HDR_V1_SIZE } from './constants.js';
+import { pollAvail } from './avail-poll.js';
 import { copyFromChain } from './chain-copy.js';
 import { FrameBatch } from './frame-batch.js';
 import type { NetBackendPort } from './net-backend.js';
@@ -23,6 +24,11 @@ export interface TxSettings {
   policy: TxOffloadPolicy;
   /** Zero the header before the backend sees it (paths without offloads). */
   clearHeader: boolean;
+  /**
+   * Busy-poll budget in µs after a batch that emptied the ring, before asking for a kick
+   * (0 = never poll: sleep until the next kick). See {@link pollAvail}.
+   */
+  pollUs: number;
 }
 
 /** Batches per kick before yielding to the event loop (fairness between queues and ports). */
@@ -78,6 +84,8 @@ export class TxQueue implements QueueHandler {
         if (!this.running) return;
       }
       if (r === 1) continue; // batch was full: more may be waiting
+      // Spin for the next chains before paying a kick + wake-up for them.
+      if (this.settings.pollUs > 0 && pollAvail(q, this.settings.pollUs)) continue;
       if (!q.enableNotify()) return;
     }
     // Still busy after several batches: let other queues and sockets run, then go on.

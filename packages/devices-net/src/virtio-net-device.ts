@@ -55,6 +55,12 @@ export interface VirtioNetDeviceOptions {
   maxQueueSize?: number;
   /** Offer a control queue (default true). */
   ctrlQueue?: boolean;
+  /**
+   * Busy-poll budget in µs (default 0 = off): after a TX batch empties the ring, and while RX
+   * frames wait for buffers, spin on the ring this long before asking the guest for a kick.
+   * Trades CPU for throughput under a steady stream; an idle queue never spins.
+   */
+  pollUs?: number;
 }
 
 /** Guest-receive offload bits (the driver can take these; a TAP may hand them to us). */
@@ -91,9 +97,9 @@ export class VirtioNetDevice implements VirtioDevice, NetPortSink, CtrlTarget {
   private ctrl: CtrlQueue | null = null;
   /** Pairs set by VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, or 0 when the driver never set it. */
   private ctrlPairs = 0;
-  private readonly rxSettings: RxSettings = { hdrLen: VIRTIO_NET_HDR_V1_SIZE, mergeable: false, clearHeader: true };
+  private readonly rxSettings: RxSettings = { hdrLen: VIRTIO_NET_HDR_V1_SIZE, mergeable: false, clearHeader: true, pollUs: 0 };
   private readonly txSettings: TxSettings = {
-    hdrLen: VIRTIO_NET_HDR_V1_SIZE, clearHeader: true,
+    hdrLen: VIRTIO_NET_HDR_V1_SIZE, clearHeader: true, pollUs: 0,
     policy: { csum: false, tso4: false, tso6: false, ecn: false, ufo: false },
   };
   private readonly batchCapacity: number;
@@ -112,6 +118,10 @@ export class VirtioNetDevice implements VirtioDevice, NetPortSink, CtrlTarget {
     if (!Number.isInteger(qsize) || qsize < 2 || qsize > 32768 || (qsize & (qsize - 1)) !== 0) {
       throw new NetError('bad-option', `max queue size must be a power of two in 2..32768, got ${qsize}`);
     }
+    const pollUs = opts.pollUs ?? 0;
+    if (!Number.isFinite(pollUs) || pollUs < 0 || pollUs > 1_000_000) throw new NetError('bad-option', `poll budget must be 0..1000000 µs, got ${pollUs}`);
+    this.rxSettings.pollUs = pollUs;
+    this.txSettings.pollUs = pollUs;
     this.backend = backend;
     this.maxPairs = pairs;
     this.hasCtrlQueue = opts.ctrlQueue ?? true;

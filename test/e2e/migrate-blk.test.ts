@@ -11,7 +11,7 @@
  */
 import t from 'tap';
 import { findVhostTsBlkCli } from './src/backends.js';
-import { runBlkMigration, MIGRATE_DISK_SIZE } from './src/blk-migration.js';
+import { runBlkMigration, HELD_SIZE, MIGRATE_DISK_SIZE } from './src/blk-migration.js';
 import { e2eTest } from './src/env.js';
 
 const seed = Number(process.env.E2E_MIGRATE_SEED ?? Math.floor(Math.random() * 2 ** 31));
@@ -20,10 +20,10 @@ if (findVhostTsBlkCli() === null) {
   t.fail('vhost-user-blk CLI not found (packages/devices-blk/src/cli.ts or dist/cli.js)');
 } else {
   t.test('live migration of a guest on vhost-user-blk (shared image, back-end A → back-end B)', async (t) => {
-    await e2eTest(t, 'guest run', { needs: ['qemu', 'kernel', 'busybox'], timeout: 170_000 }, async (t) => {
+    await e2eTest(t, 'guest run', { needs: ['qemu', 'kernel', 'busybox'], timeout: 118_000 }, async (t) => {
       t.comment(`seed: ${seed} (E2E_MIGRATE_SEED=${seed} replays it)`);
       const r = await runBlkMigration({
-        seed, passesBefore: 2, passesAfter: 2, startDelayMs: [0, 1500], budgetMs: 150_000, comment: (m) => t.comment(m),
+        seed, passesBefore: 1, passesAfter: 1, startDelayMs: [0, 1500], budgetMs: 110_000, comment: (m) => t.comment(m),
       });
       const diag = { output: r.output.slice(-3000), logsA: r.logsA.slice(-2000), logsB: r.logsB.slice(-2000) };
       // QEMU side: the migration really happened and the guest runs on the destination.
@@ -32,12 +32,19 @@ if (findVhostTsBlkCli() === null) {
       t.equal(r.destStatus, 'running', 'destination VM running');
       t.ok((r.migration.ram?.['dirty-sync-count'] ?? 0) >= 2, `precopy synced the dirty bitmap ${r.migration.ram?.['dirty-sync-count']} times`);
       // The console continues on the destination: the guest's loop went on there.
-      t.ok(r.lastSourcePass >= 2, `source console: passes up to ${r.lastSourcePass}`);
-      t.ok(r.destPasses.length >= 2, `destination console: passes ${r.destPasses.join(',')}`);
+      t.ok(r.lastSourcePass >= 1, `source console: passes up to ${r.lastSourcePass}`);
+      t.ok(r.destPasses.length >= 1, `destination console: passes ${r.destPasses.join(',')}`);
       t.ok(r.destPasses.every((p) => p > r.lastSourcePass), 'destination passes follow the source ones');
       t.match(r.destConsole, /@@E2E-RESULT rc=\d+@@/, 'the result line is printed on the destination console');
       // Guest side: every read (direct, page cache filled during migration, held across it) verified.
-      t.equal(r.kv.get('MIG.size'), String(MIGRATE_DISK_SIZE / 512), 'guest saw the disk');
+      t.equal(r.kv.get('MIG.size'), String((MIGRATE_DISK_SIZE + HELD_SIZE) / 512), 'guest saw the disk');
+      // dmahold: one buffer, filled by the CPU, then overwritten by the back-end (O_DIRECT
+      // read) and checked again and again — across the switch-over only the dirty log carries
+      // those writes to the destination.
+      t.ok(r.dmaholdCycles.source > 0 && r.dmaholdCycles.destination > 0,
+        `dmahold cycled on both sides (source ${r.dmaholdCycles.source}, destination ${r.dmaholdCycles.destination})`);
+      t.equal(r.kv.get('DMAHOLD.bad'), '0', `dmahold: no stale page in ${r.kv.get('DMAHOLD.checks')} checks`, diag);
+      t.equal(r.kv.get('MIG.holder_rc'), '0', 'dmahold exit status 0', diag);
       t.notMatch(r.output, /VERIFY_FAIL|WRITE_FAIL/, 'no verification or write failure in the guest', diag);
       t.equal(r.kv.get('MIG.fails'), '0', 'guest counted no failure', diag);
       t.equal(r.kv.get('MIG.ioerrors'), '0', 'no I/O error in the guest kernel log', diag);
@@ -47,6 +54,7 @@ if (findVhostTsBlkCli() === null) {
       t.ok(r.finalPass > r.lastSourcePass, `final pass ${r.finalPass} ran on the destination`);
       t.same({ stale: r.image.stale, torn: r.image.torn, foreign: r.image.foreign }, { stale: [], torn: [], foreign: [] },
         `image holds pass ${r.finalPass} in all ${r.image.blocks} blocks`);
+      t.ok(r.heldIntact, 'held area of the image unchanged');
       // Back-end side: A logged dirty pages while LOG_ALL was on; B served the destination.
       t.match(r.logsA, /dirty log base set/, 'back-end A received SET_LOG_BASE', diag);
       t.match(r.logsA, /dirty logging on/, 'back-end A logged with VHOST_F_LOG_ALL', diag);

@@ -13,40 +13,46 @@
  *                                            └─ vda  vhost-user-blk ── back-end B ─┘
  * ```
  *
- * Guest loop, pass p (every 4 KiB block of every pass is distinct, see {@link passPattern}):
- *  1. re-hash the previous pass's data still in the page cache ("held": pages the back-end
- *     filled by DMA, possibly before the switch-over, now read on whatever host runs the guest);
- *  2. drop caches, write pass p from vdb onto vda (4 parallel O_DIRECT writers);
- *  3. read vda three ways, SHA-256 per region against the host's digests: O_DIRECT into user
- *     buffers, buffered (the back-end fills fresh page-cache pages), and buffered again (the
- *     same pages from RAM);
- *  4. append the pass's digests to /tmp/state (RAM-resident state the CPU writes).
+ * The guest runs two things at once (every 4 KiB block of every pass is distinct, see
+ * {@link passPattern}):
+ *  - the loop, pass p: re-hash pass p-1's data still in the page cache ("kept"); write pass p
+ *    from vdb onto the first 4 MiB of vda (4 parallel O_DIRECT writers, which also drop that
+ *    range from the page cache); read it back three ways, SHA-256 per region against the host's
+ *    digests: O_DIRECT into user buffers, buffered (the back-end fills fresh page-cache pages),
+ *    buffered again (the same pages from RAM); append the digests to /tmp/state (RAM-resident
+ *    state the CPU writes, compared at the end);
+ *  - `dmahold` (see dma-hold.ts) on the held area behind it: one buffer, filled by the CPU,
+ *    overwritten by an O_DIRECT read, checked again and again.
  *
  * Why this can fail: while migration runs, the back-end writes guest RAM (data read from disk,
- * used rings) behind QEMU's back. Only the dirty log (VHOST_F_LOG_ALL + SET_LOG_BASE) tells QEMU
- * to send those pages again; a page missing from the log arrives at the destination with the
- * content it had when QEMU first copied it, and the "held"/"cached" re-hash there sees the
- * stale data. Reads dominate the loop, so a migration always overlaps many of them.
+ * used rings, status bytes) behind QEMU's back. Only the dirty log (VHOST_F_LOG_ALL +
+ * SET_LOG_BASE) tells QEMU to send those pages again; a page missing from the log arrives at
+ * the destination with the content QEMU copied earlier, and a check that runs after the
+ * switch-over on data the back-end wrote before it sees stale bytes. (Run with data pages left
+ * out of the log, the loop's O_DIRECT check failed on the destination.)
  * @module
  */
 import { closeSync, openSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { makeWorkDir, startVhostTsBlk, type Backend } from './backends.js';
+import { makeWorkDir, startBlkBackend, type Backend, type BlkBackendKind } from './backends.js';
 import { patternBytes, sha256 } from './blk-checks.js';
 import { detectEnv } from './env.js';
 import { buildInitramfs, MARKER_RESULT } from './initramfs.js';
 import { parseConsole, parseKeyValues, qemuArgs } from './qemu.js';
 import { startQemu, type QemuProcess } from './qemu-process.js';
 import { waitMigration, type MigrationInfo } from './qmp.js';
+import { buildDmaHold, heldBytes } from './dma-hold.js';
 import { checkImage, passPattern, seededRandom, type ImageCheck } from './restart-chaos.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
 
-/** Size of the migrated disk (a multiple of REGIONS * DD_BS). */
-export const MIGRATE_DISK_SIZE = 8 * MiB;
+/** Size of the area the loop rewrites every pass (a multiple of REGIONS * DD_BS). */
+export const MIGRATE_DISK_SIZE = 4 * MiB;
+/** The held area after it: never written; dmahold reads it into one buffer again and again. */
+export const HELD_SIZE = 4 * MiB;
 const REGIONS = 4;
 const DD_BS = 64 * KiB;
 const DEFAULT_MAX_PASSES = 24;
@@ -64,7 +70,14 @@ export interface BlkMigrationOptions {
   /** QMP `max-bandwidth` in bytes/s (QEMU 7.2 defaults to 128 MiB/s). */
   readonly maxBandwidth?: number;
   readonly memoryMiB?: number;
+  /** Guest vCPUs (default 2). */
+  readonly smp?: number;
   readonly maxPasses?: number;
+  /**
+   * Who serves vda (default `vhost-ts`): a vhost-user-blk back-end pair, or `qemu` = QEMU's own
+   * virtio-blk on the image (no vhost-user at all: the control run for QEMU's migration itself).
+   */
+  readonly backend?: BlkBackendKind | 'qemu';
   /** Further flags for both back-ends. */
   readonly backendArgs?: readonly string[];
   readonly comment: (msg: string) => void;
@@ -93,23 +106,32 @@ export interface BlkMigrationResult {
   readonly logsB: string;
   readonly destStatus: string;
   readonly sourceStatusAfter: string;
+  /** dmahold cycles printed on each console (both > 0: it ran across the switch-over). */
+  readonly dmaholdCycles: { readonly source: number; readonly destination: number };
+  /** The held area of the image, compared with what the host wrote (it is never written). */
+  readonly heldIntact: boolean;
 }
 
-function guestScript(maxPasses: number): string {
+function guestScript(maxPasses: number, heldSeed: number): string {
   const rb = MIGRATE_DISK_SIZE / REGIONS / DD_BS;
   return `
-DISK=${MIGRATE_DISK_SIZE}; BS=${DD_BS}; REGIONS=${REGIONS}; RB=${rb}; MAX=${maxPasses}
+DISK=${MIGRATE_DISK_SIZE}; BS=${DD_BS}; REGIONS=${REGIONS}; RB=${rb}; MAX=${maxPasses}; HSEED=${heldSeed}
 echo "MIG.size=$(cat /sys/block/vda/size)"
 echo "write back" > /sys/block/vda/queue/write_cache 2>/dev/null
+ctl() { dd if=/dev/vdc bs=512 skip=$1 count=1 iflag=direct status=none | head -c 4; }
+# dmahold (see dma-hold.ts) cycles over the held area behind the disk until told to stop.
+cp /dmahold /tmp/dmahold && chmod +x /tmp/dmahold
+/tmp/dmahold /dev/vda $DISK ${HELD_SIZE} $HSEED /tmp/dmahold.stop &
+holder=$!
 fails=0; last=0; p=1; : > /tmp/state
 # check PASS LABEL [DDFLAG]: SHA-256 of every region (parallel readers) against /hashes
 check() {
-  r=0
+  cpids=""; r=0
   while [ $r -lt $REGIONS ]; do
     ( dd if=/dev/vda bs=$BS skip=$((r * RB)) count=$RB $3 status=none | sha256sum > /tmp/h$r ) &
-    r=$((r + 1))
+    cpids="$cpids $!"; r=$((r + 1))
   done
-  wait
+  for pid in $cpids; do wait $pid; done
   r=0
   while [ $r -lt $REGIONS ]; do
     got=$(cut -d" " -f1 /tmp/h$r); want=$(grep "^$1 $r " /hashes | cut -d" " -f3)
@@ -118,8 +140,8 @@ check() {
   done
 }
 while [ $p -le $MAX ]; do
-  [ $last -gt 0 ] && check $last held
-  sync; echo 3 > /proc/sys/vm/drop_caches
+  [ $last -gt 0 ] && check $last kept
+  # O_DIRECT writes drop the written range from the page cache (and only it: the held area stays).
   pids=""; r=0
   while [ $r -lt $REGIONS ]; do
     dd if=/dev/vdb of=/dev/vda bs=$BS skip=$(( (p - 1) * REGIONS * RB + r * RB )) seek=$((r * RB)) count=$RB \\
@@ -135,10 +157,13 @@ while [ $p -le $MAX ]; do
   echo "$p $(cat /tmp/h0 /tmp/h1 /tmp/h2 /tmp/h3 | cut -d" " -f1 | tr '\\n' ' ')" >> /tmp/state
   echo "PASS.$p=fails:$fails"
   last=$p
-  [ "$(dd if=/dev/vdc bs=512 count=1 iflag=direct status=none | head -c 4)" = STOP ] && break
+  [ "$(ctl 0)" = STOP ] && break
   p=$((p + 1))
 done
 check $last final
+touch /tmp/dmahold.stop; wait $holder; hrc=$?
+echo "MIG.holder_rc=$hrc"
+fails=$((fails + hrc))
 dmesg | grep -iE "i/o error|blk_update_request|critical (medium|target)|not a head|buffer i/o|virtio_blk.*(error|broken|fail)" > /tmp/ioerr
 echo "MIG.ioerrors=$(wc -l < /tmp/ioerr)"
 sed 's/^/DMESG: /' /tmp/ioerr
@@ -147,6 +172,18 @@ echo "MIG.passes=$last"
 echo "MIG.fails=$fails"
 exit $fails
 `;
+}
+
+/** Writes a 4-byte command into sector `sector` of the control disk (the guest polls it with O_DIRECT). */
+function writeCtl(path: string, sector: number, text: string): void {
+  const buf = Buffer.alloc(512);
+  buf.write(text);
+  const fd = openSync(path, 'r+');
+  try {
+    writeSync(fd, buf, 0, 512, sector * 512);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** A free TCP port on 127.0.0.1 (closed again before QEMU binds it; the race is harmless here). */
@@ -181,6 +218,8 @@ function expectedState(digests: readonly string[][], n: number): string {
  */
 export async function runBlkMigration(opts: BlkMigrationOptions): Promise<BlkMigrationResult> {
   const env = detectEnv();
+  const dmahold = buildDmaHold();
+  if (dmahold === null) throw new Error('no C compiler (gcc/cc) to build the dmahold guest program');
   const qemu = env.qemu!;
   const maxPasses = opts.maxPasses ?? DEFAULT_MAX_PASSES;
   const work = makeWorkDir('vtmig-');
@@ -192,7 +231,9 @@ export async function runBlkMigration(opts: BlkMigrationOptions): Promise<BlkMig
   const backends: Backend[] = [];
   const qemus: QemuProcess[] = [];
   try {
-    writeFileSync(image, patternBytes(`${patternSeed}/initial`, MIGRATE_DISK_SIZE));
+    const heldSeed = opts.seed >>> 0;
+    const held = heldBytes(HELD_SIZE, heldSeed);
+    writeFileSync(image, Buffer.concat([patternBytes(`${patternSeed}/initial`, MIGRATE_DISK_SIZE), held]));
     writeFileSync(ctlImage, Buffer.alloc(4096));
     const hashes: string[] = [];
     const digests: string[][] = [];
@@ -213,12 +254,13 @@ export async function runBlkMigration(opts: BlkMigrationOptions): Promise<BlkMig
       closeSync(srcFd);
     }
     const initrd = buildInitramfs({
-      kernel: env.kernel!, busybox: env.busybox!, script: guestScript(maxPasses), files: { hashes: `${hashes.join('\n')}\n` },
+      kernel: env.kernel!, busybox: env.busybox!, script: guestScript(maxPasses, heldSeed),
+      files: { hashes: `${hashes.join('\n')}\n`, dmahold: readFileSync(dmahold) },
     });
 
     const unexpected = new AbortController();
     const startBackend = async (name: string): Promise<Backend> => {
-      const b = await startVhostTsBlk({
+      const b = await startBlkBackend(opts.backend === 'qemu-storage-daemon' ? 'qemu-storage-daemon' : 'vhost-ts', {
         image, socket: join(work.dir, `${name}.sock`), numQueues: 1, startTimeoutMs: 30_000,
         extraArgs: ['--log-level', 'debug', ...(opts.backendArgs ?? [])],
       });
@@ -228,14 +270,20 @@ export async function runBlkMigration(opts: BlkMigrationOptions): Promise<BlkMig
       });
       return b;
     };
-    const [a, b] = await Promise.all([startBackend('A'), startBackend('B')]);
+    const builtin = opts.backend === 'qemu';
+    const [a, b] = builtin ? [null, null] : await Promise.all([startBackend('A'), startBackend('B')]);
     const port = await freePort();
     const base = {
-      kernel: env.kernel!, initrd, smp: 2, memoryMiB: opts.memoryMiB ?? 512,
+      kernel: env.kernel!, initrd, smp: opts.smp ?? 2, memoryMiB: opts.memoryMiB ?? 512,
       rawDisks: [{ path: srcImage }, { path: ctlImage }],
     };
-    const srcArgs = qemuArgs({ ...base, blkDisks: [{ socket: a.socket, numQueues: 1 }] });
-    const dstArgs = qemuArgs({ ...base, blkDisks: [{ socket: b.socket, numQueues: 1 }], extraArgs: ['-incoming', `tcp:127.0.0.1:${port}`] });
+    // QEMU's own disk at the first slot (vda); both QEMUs open the image, so no file locking.
+    const ownDisk = ['-drive', `file=${image},if=none,id=own0,format=raw,file.locking=off,cache=none`,
+      '-device', 'virtio-blk-pci,drive=own0,addr=0x04'];
+    const incoming = ['-incoming', `tcp:127.0.0.1:${port}`];
+    const srcArgs = a === null ? qemuArgs({ ...base, extraArgs: ownDisk }) : qemuArgs({ ...base, blkDisks: [{ socket: a.socket, numQueues: 1 }] });
+    const dstArgs = b === null ? qemuArgs({ ...base, extraArgs: [...ownDisk, ...incoming] })
+      : qemuArgs({ ...base, blkDisks: [{ socket: b.socket, numQueues: 1 }], extraArgs: incoming });
     const [src, dst] = await Promise.all([
       startQemu('source', qemu, srcArgs, join(work.dir, 'src.qmp')),
       startQemu('destination', qemu, dstArgs, join(work.dir, 'dst.qmp')),
@@ -251,7 +299,7 @@ export async function runBlkMigration(opts: BlkMigrationOptions): Promise<BlkMig
     opts.comment(`source completed pass ${opts.passesBefore}; migrating in ${delay} ms`);
     await sleep(delay);
 
-    // 2. Precopy migration while the loop runs.
+    // 2. Precopy migration while the loop and dmahold run.
     await src.qmp.execute('migrate-set-parameters', { 'max-bandwidth': opts.maxBandwidth ?? 1024 * MiB });
     const startedAt = Date.now();
     await src.qmp.execute('migrate', { uri: `tcp:127.0.0.1:${port}` });
@@ -263,6 +311,7 @@ export async function runBlkMigration(opts: BlkMigrationOptions): Promise<BlkMig
       normalPages: migration.ram?.normal,
     })}`);
     const lastSourcePass = Math.max(0, ...passesIn(src.console()));
+    const sourceCycles = [...src.console().matchAll(/DMAHOLD\.cycle=(\d+)/g)].length;
     const sourceStatusAfter = (await src.qmp.execute<{ status: string }>('query-status')).status;
     // The destination runs the guest now (no -S: it resumes by itself after the stream ends).
     let destStatus = '';
@@ -276,12 +325,10 @@ export async function runBlkMigration(opts: BlkMigrationOptions): Promise<BlkMig
     await src.qmp.execute('quit').catch(() => {});
     await src.exit;
 
-    // 3. The guest continues on the destination.
+    // 3. The guest continues on the destination; then STOP.
     const target = lastSourcePass + opts.passesAfter;
     await dst.waitConsole(new RegExp(`^PASS\\.(${target}|${target + 1})=`, 'm'), left(), unexpected.signal);
-    const ctl = Buffer.alloc(4096);
-    ctl.write('STOP');
-    writeFileSync(ctlImage, ctl);
+    writeCtl(ctlImage, 0, 'STOP');
     await dst.waitConsole(new RegExp(`${MARKER_RESULT}\\d+@@`), left(), unexpected.signal);
     await Promise.race([dst.exit, sleep(10_000)]);
     await dst.stop();
@@ -307,14 +354,16 @@ export async function runBlkMigration(opts: BlkMigrationOptions): Promise<BlkMig
       destPasses: passesIn(dstConsole),
       finalPass,
       expectedState: expectedState(digests, finalPass),
-      image: checkImage(readFileSync(image), patternSeed, finalPass, MIGRATE_DISK_SIZE),
-      logsA: a.logs(),
-      logsB: b.logs(),
+      image: checkImage(readFileSync(image).subarray(0, MIGRATE_DISK_SIZE), patternSeed, finalPass, MIGRATE_DISK_SIZE),
+      logsA: a?.logs() ?? '',
+      logsB: b?.logs() ?? '',
       destStatus,
       sourceStatusAfter,
+      dmaholdCycles: { source: sourceCycles, destination: [...dstConsole.matchAll(/DMAHOLD\.cycle=(\d+)/g)].length },
+      heldIntact: Buffer.compare(readFileSync(image).subarray(MIGRATE_DISK_SIZE), held) === 0,
     };
   } catch (err) {
-    for (const q of qemus) opts.comment(`${q.name} console tail:\n${q.console().slice(-2000)}`);
+    for (const q of qemus) opts.comment(`${q.name} console tail:\n${q.console().slice(-6000)}`);
     for (const x of backends) opts.comment(`back-end ${x.socket} logs:\n${x.logs().slice(-2000)}`);
     throw err;
   } finally {

@@ -13,17 +13,21 @@ import t from 'tap';
 import { findVhostTsBlkCli } from './src/backends.js';
 import { runBlkMigration, HELD_SIZE, MIGRATE_DISK_SIZE } from './src/blk-migration.js';
 import { e2eTest } from './src/env.js';
+import { timeScale } from './src/restart-chaos.js';
 
 const seed = Number(process.env.E2E_MIGRATE_SEED ?? Math.floor(Math.random() * 2 ** 31));
+// ~60 s on an idle 2-core box; waits scale with the load (1x to 3x, E2E_TIME_SCALE overrides).
+const BUDGET_MS = Math.round(110_000 * timeScale());
+t.setTimeout(BUDGET_MS + 30_000);
 
 if (findVhostTsBlkCli() === null) {
   t.fail('vhost-user-blk CLI not found (packages/devices-blk/src/cli.ts or dist/cli.js)');
 } else {
   t.test('live migration of a guest on vhost-user-blk (shared image, back-end A → back-end B)', async (t) => {
-    await e2eTest(t, 'guest run', { needs: ['qemu', 'kernel', 'busybox'], timeout: 118_000 }, async (t) => {
+    await e2eTest(t, 'guest run', { needs: ['qemu', 'kernel', 'busybox'], timeout: BUDGET_MS + 20_000 }, async (t) => {
       t.comment(`seed: ${seed} (E2E_MIGRATE_SEED=${seed} replays it)`);
       const r = await runBlkMigration({
-        seed, passesBefore: 1, passesAfter: 1, startDelayMs: [0, 1500], budgetMs: 110_000, comment: (m) => t.comment(m),
+        seed, passesBefore: 1, passesAfter: 1, startDelayMs: [0, 1500], budgetMs: BUDGET_MS, comment: (m) => t.comment(m),
       });
       const diag = { output: r.output.slice(-3000), logsA: r.logsA.slice(-2000), logsB: r.logsB.slice(-2000) };
       // QEMU side: the migration really happened and the guest runs on the destination.

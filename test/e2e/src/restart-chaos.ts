@@ -125,7 +125,7 @@ export interface RestartRecord {
   readonly drainMs: number;
   /** Restarted 0–50 ms after QEMU finished replaying the setup (see quickRestartChance). */
   readonly quick: boolean;
-  /** ms from the old back-end's exit until QEMU was connected to the new one. */
+  /** ms from the old back-end's exit until QEMU had connected to the new one and replayed its setup. */
   readonly downMs: number;
   /** Requests the new back-end reported resubmitting (filled in once it ran). */
   resubmitted: number;

@@ -8,7 +8,7 @@ export * from './mac-address.js';
 export * from './net-header.js';
 export * from './net-config.js';
 export { FrameBatch, FrameRing } from './frame-batch.js';
-export { PortCounters, countersToPrometheus } from './port-counters.js';
+export { PortCounters, countersToPrometheus, switchToPrometheus, type SwitchMetricsSource } from './port-counters.js';
 export type { NetBackend, NetBackendPort, NetPortSink } from './net-backend.js';
 export { MacTable, DEFAULT_MAC_AGE_MS } from './mac-table.js';
 export { SwitchBackend, SwitchCounters, type SwitchOptions } from './switch-backend.js';

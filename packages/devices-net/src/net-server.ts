@@ -8,7 +8,7 @@ import { VhostUserBackend } from '@vhost-ts/vhost-user';
 import { NetError } from './errors.js';
 import { LoopbackBackend } from './loopback-backend.js';
 import type { NetBackend } from './net-backend.js';
-import { countersToPrometheus } from './port-counters.js';
+import { countersToPrometheus, switchToPrometheus } from './port-counters.js';
 import { SwitchBackend } from './switch-backend.js';
 import { TapBackend } from './tap-backend.js';
 import { VirtioNetDevice } from './virtio-net-device.js';
@@ -31,7 +31,7 @@ export interface NetServer {
   readonly backend: NetBackend;
   readonly devices: VirtioNetDevice[];
   readonly servers: VhostUserBackend[];
-  /** Prometheus text of every port's counters. */
+  /** Prometheus text of every port's counters (plus the switch's own counters with a switch backend). */
   metrics(): string;
   /** Stops serving, closes fds, removes socket files we created. */
   close(): Promise<void>;
@@ -81,7 +81,8 @@ export function startNetServer(opts: NetServerOptions): NetServer {
   let closed = false;
   return {
     backend, devices, servers,
-    metrics: () => countersToPrometheus(devices.map((d) => ({ name: d.name, counters: d.counters }))),
+    metrics: () => countersToPrometheus(devices.map((d) => ({ name: d.name, counters: d.counters })))
+      + (backend instanceof SwitchBackend ? switchToPrometheus(backend) : ''),
     close: async () => {
       if (closed) return;
       closed = true;

@@ -69,3 +69,22 @@ export function countersToPrometheus(ports: ReadonlyArray<{ name: string; counte
   }
   return lines.join('\n') + '\n';
 }
+
+/** What {@link switchToPrometheus} reads: the switch's counters and its MAC table. */
+export interface SwitchMetricsSource {
+  readonly counters: { readonly unicast: number; readonly flooded: number; readonly hairpinDropped: number };
+  readonly table: { readonly size: number; readonly overflows: number; readonly moves: number };
+}
+
+/** Renders the learning switch's own counters (not per port) as Prometheus text. */
+export function switchToPrometheus(sw: SwitchMetricsSource): string {
+  const rows: [string, 'counter' | 'gauge', string, number][] = [
+    ['vhost_net_switch_unicast_total', 'counter', 'Frames forwarded to the one port their destination MAC was learned on', sw.counters.unicast],
+    ['vhost_net_switch_flooded_total', 'counter', 'Frames flooded to every other port (broadcast, multicast, unknown destination)', sw.counters.flooded],
+    ['vhost_net_switch_hairpin_dropped_total', 'counter', 'Frames dropped because their destination is the sending port', sw.counters.hairpinDropped],
+    ['vhost_net_switch_mac_entries', 'gauge', 'Learned MAC addresses in the table', sw.table.size],
+    ['vhost_net_switch_mac_overflows_total', 'counter', 'MAC addresses not learned because the table was full', sw.table.overflows],
+    ['vhost_net_switch_mac_moves_total', 'counter', 'Learned MAC addresses that moved to another port', sw.table.moves],
+  ];
+  return rows.map(([metric, type, help, v]) => `# HELP ${metric} ${help}\n# TYPE ${metric} ${type}\n${metric} ${v}\n`).join('');
+}

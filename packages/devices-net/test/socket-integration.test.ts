@@ -29,6 +29,7 @@ t.test('loopback over a real socket: frames echo back', async (t) => {
   t.equal(d.counters.txFrames, 20);
   t.equal(d.counters.rxFrames, 20);
   t.match(server.metrics(), /vhost_net_rx_frames_total\{port=".*lo\.sock"\} 20/);
+  t.notMatch(server.metrics(), /vhost_net_switch_/, 'no switch metrics without a switch');
 });
 
 t.test('switch over real sockets: two front-ends exchange frames', async (t) => {
@@ -48,6 +49,13 @@ t.test('switch over real sockets: two front-ends exchange frames', async (t) => 
   for (let i = 0; i < 50; i++) ga.send(makeFrame(MB, MA, 200, i));
   t.ok(await gb.waitFor((f) => f.length === 51), '50 unicast frames A → B');
   t.equal(ga.received.length, 1, 'A got nothing back');
+  // The switch's own counters are part of the metrics: 1 flooded broadcast, 1 + 50 unicast.
+  const text = server.metrics();
+  t.match(text, /^vhost_net_switch_flooded_total 1$/m, 'switch metrics: flooded');
+  t.match(text, /^vhost_net_switch_unicast_total 51$/m, 'switch metrics: unicast');
+  t.match(text, /^vhost_net_switch_mac_entries 2$/m, 'switch metrics: both MACs learned');
+  t.match(text, /^# TYPE vhost_net_switch_mac_entries gauge$/m);
+  t.match(text, /^vhost_net_switch_hairpin_dropped_total 0$/m);
   ga.close();
   gb.close();
   await server.close();

@@ -32,9 +32,10 @@ export interface NetCli {
   exited(): boolean;
   /**
    * Asks for the counters (SIGUSR1 → Prometheus text on stderr) and parses them:
-   * `metric{port="socket"}` → value.
+   * `metric{port="socket"}` → value. Waits for every port's block, and for the metrics named
+   * in `also` (back-end-wide ones, e.g. the switch's).
    */
-  metrics(timeoutMs?: number): Promise<Map<string, number>>;
+  metrics(opts?: { timeoutMs?: number; also?: readonly string[] }): Promise<Map<string, number>>;
   /** SIGTERM and wait; resolves with the exit code (null when killed by a signal). */
   stop(): Promise<number | null>;
 }
@@ -73,14 +74,18 @@ export async function startNetCli(args: readonly string[], sockets: readonly str
     sockets,
     logs: () => logs,
     exited: () => hasExited(child),
-    metrics: async (ms = 10_000) => {
+    metrics: async (opts = {}) => {
       const from = logs.length;
       child.kill('SIGUSR1');
-      const deadline = Date.now() + ms;
+      const deadline = Date.now() + (opts.timeoutMs ?? 10_000);
       for (;;) {
         const text = logs.slice(from);
-        const done = text.split('\n').filter((l) => l.startsWith(`${LAST_METRIC}{`)).length >= sockets.length;
-        if (done) return parsePrometheus(text);
+        const lines = text.split('\n');
+        // A line counts once its newline arrived (stderr may come in several chunks).
+        lines.pop();
+        const done = lines.filter((l) => l.startsWith(`${LAST_METRIC}{`)).length >= sockets.length
+          && (opts.also ?? []).every((name) => lines.some((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`)));
+        if (done) return parsePrometheus(lines.join('\n'));
         if (hasExited(child) || Date.now() > deadline) throw new Error(`no counters from vhost-user-net:\n${logs.slice(-2000)}`);
         await sleep(20);
       }

@@ -13,7 +13,7 @@ import { BlkQueueCounters, countersToPrometheus } from './blk-counters.js';
 import { BlkQueue, encodeSerial } from './blk-queue.js';
 import type { BlkLimits } from './blk-request.js';
 import {
-  MAX_BLK_QUEUES, VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_CONFIG_WCE, VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_FLUSH,
+  DEFAULT_POLL_US, MAX_BLK_QUEUES, MAX_POLL_US, VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_CONFIG_WCE, VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_FLUSH,
   VIRTIO_BLK_F_MQ, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_F_SIZE_MAX, VIRTIO_BLK_F_TOPOLOGY,
   VIRTIO_BLK_F_WRITE_ZEROES, VIRTIO_ID_BLOCK,
 } from './constants.js';
@@ -45,6 +45,11 @@ export interface BlkDeviceOptions {
   maxDiscardSectors?: number;
   /** Logger for guest faults (default silent). */
   log?: Logger;
+  /**
+   * Bound of each queue's adaptive busy-poll window after a batch, µs (default
+   * {@link DEFAULT_POLL_US}; 0 = never poll, sleep on the kick eventfd at once).
+   */
+  pollUs?: number;
 }
 
 const bit = (n: number): bigint => 1n << BigInt(n);
@@ -70,6 +75,8 @@ export class BlkDevice implements VirtioDevice {
   private config: Uint8Array;
   private acked: bigint;
   private readonly queues: (BlkQueue | null)[];
+  /** Busy-poll window bound of every queue, µs. */
+  readonly pollUs: number;
 
   /** @throws BlkError `bad-option` for out-of-range options. */
   constructor(opts: BlkDeviceOptions) {
@@ -86,6 +93,9 @@ export class BlkDevice implements VirtioDevice {
     // status) must fit, or Linux builds indirect tables the queue must refuse.
     const segMax = opts.segMax ?? Math.min(queueSize, 128) - 2;
     if (!Number.isInteger(segMax) || segMax < 1 || segMax > 1024) throw new BlkError('bad-option', `seg-max must be 1..1024, got ${segMax}`);
+    const pollUs = opts.pollUs ?? DEFAULT_POLL_US;
+    if (!Number.isInteger(pollUs) || pollUs < 0 || pollUs > MAX_POLL_US) throw new BlkError('bad-option', `poll-us must be 0..${MAX_POLL_US}, got ${pollUs}`);
+    this.pollUs = pollUs;
     this.image = opts.image;
     this.readOnly = opts.readOnly ?? opts.image.readOnly;
     if (!this.readOnly && opts.image.readOnly) throw new BlkError('image-not-writable', `${opts.image.description} is read-only`);
@@ -218,6 +228,7 @@ export class BlkDevice implements VirtioDevice {
       writeback: this.writeback,
       counters: this.counters[index],
       log: this.log,
+      pollUs: this.pollUs,
     });
     this.queues[index] = q;
     const stop = q.stop.bind(q);

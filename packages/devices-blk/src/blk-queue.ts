@@ -15,7 +15,7 @@
  */
 import { channel } from 'node:diagnostics_channel';
 import { ChainWalker, DescriptorChain } from '@vhost-ts/virtqueue';
-import type { QueueContext, QueueHandler } from '@vhost-ts/vhost-user';
+import { AdaptivePoller, type QueueContext, type QueueHandler } from '@vhost-ts/vhost-user';
 import type { BlkQueueCounters } from './blk-counters.js';
 import {
   BLK_OP_DISCARD, BLK_OP_FLUSH, BLK_OP_GET_ID, BLK_OP_NONE, BLK_OP_READ, BLK_OP_WRITE, BLK_OP_WRITE_ZEROES,
@@ -38,6 +38,11 @@ export interface BlkQueueOptions {
   writeback: boolean;
   counters: BlkQueueCounters;
   log: Logger;
+  /**
+   * Longest busy-poll window after a batch, in µs (0 = never poll: sleep on the kick eventfd
+   * at once). See {@link AdaptivePoller}.
+   */
+  pollUs?: number;
 }
 
 /**
@@ -74,6 +79,12 @@ export class BlkQueue implements QueueHandler, BlockCompletionSink {
   private broken: boolean;
   private stopResolve: (() => void) | null;
   private stopPromise: Promise<void> | null;
+  /** Busy-poll policy, or null when polling is off. */
+  readonly poller: AdaptivePoller | null;
+  /** Requests popped or completed since the last spin/sleep decision. */
+  private worked: boolean;
+  /** Spin condition (built once: no closure per batch). */
+  private readonly ready: () => boolean;
 
   constructor(ctx: QueueContext, opts: BlkQueueOptions) {
     this.ctx = ctx;
@@ -99,10 +110,17 @@ export class BlkQueue implements QueueHandler, BlockCompletionSink {
     this.broken = false;
     this.stopResolve = null;
     this.stopPromise = null;
+    const pollUs = opts.pollUs ?? 0;
+    this.poller = pollUs > 0 ? new AdaptivePoller({ maxUs: pollUs }) : null;
+    this.worked = false;
     this.engine = opts.image.createEngine({
       queueIndex: ctx.index, slots: n, segCapacity: opts.segCapacity, rangeCapacity: opts.rangeCapacity, sink: this,
     });
     this.engine.setWriteback(opts.writeback);
+    const queue = ctx.queue, engine = this.engine;
+    this.ready = engine.poll === undefined
+      ? () => queue.availableCount() !== 0
+      : () => queue.availableCount() !== 0 || (engine.inflight > 0 && engine.poll!());
     this.resubmitInflight();
   }
 
@@ -161,12 +179,20 @@ export class BlkQueue implements QueueHandler, BlockCompletionSink {
     this.flushUsed();
   }
 
-  /** Pops everything available, submits it as one batch, publishes immediate answers. */
+  /**
+   * Pops everything available, submits it as one batch, publishes immediate answers. With a
+   * poller, a pass that did work spins on the ring (and the engine's completions) before
+   * re-enabling notifications, so a busy driver need not kick and we need not wake up.
+   */
   private process(): void {
     if (this.processing) { this.again = true; return; }
     this.processing = true;
     const q = this.ctx.queue;
     const tracker = this.ctx.inflight;
+    const poller = this.poller;
+    let missed = false;
+    let sleeping = false;
+    if (poller !== null) poller.woke();
     try {
       do {
         this.again = false;
@@ -182,20 +208,33 @@ export class BlkQueue implements QueueHandler, BlockCompletionSink {
             break;
           }
           const req = this.takeSlot();
+          this.worked = true;
           if (tracker !== null) tracker.begin(this.chain.head);
           if (this.prepare(req)) this.batch[count++] = req;
           if (this.broken) break;
         }
-        this.starved = this.freeCount === 0;
         // One engine call (one native submit) for everything this pass popped.
         this.engine.submit(this.batch, count);
+        // After submit: an engine may complete (and free slots) inside it.
+        this.starved = this.freeCount === 0;
         this.flushUsed();
-        if (this.broken || this.starved) break;
+        if (this.broken || this.starved || this.stopped) break;
+        if (poller !== null && this.worked && poller.mayContinue()) {
+          // Notifications stay off while we spin: the driver sees no need to kick.
+          this.worked = false;
+          if (poller.spin(this.ready)) { this.again = true; continue; }
+          missed = true;
+        }
         // Entries added while notifications were off may not have been kicked: look again.
-        if (q.enableNotify()) this.again = true;
+        if (q.enableNotify()) { this.again = true; continue; }
+        sleeping = true;
       } while (this.again);
     } finally {
       this.processing = false;
+    }
+    if (poller !== null && sleeping) {
+      this.worked = false;
+      poller.sleeping(missed);
     }
   }
 
@@ -253,6 +292,7 @@ export class BlkQueue implements QueueHandler, BlockCompletionSink {
       if (mem.dirtyLog !== null) mem.markDirty(req.statusGpa, 1);
     }
     c.requests++;
+    this.worked = true;
     if (req.status === VIRTIO_BLK_S_OK) {
       switch (req.op) {
         case BLK_OP_READ: req.markDataDirty(); c.bytesRead += req.written; break;
@@ -282,7 +322,9 @@ export class BlkQueue implements QueueHandler, BlockCompletionSink {
       this.finishStop();
       return;
     }
-    if (this.starved && !this.processing) {
+    // Starved: slots are free again. Polling: the driver will answer these completions with
+    // new requests soon — go and spin for them.
+    if ((this.starved || this.poller !== null) && !this.processing && !this.stopped) {
       this.starved = false;
       this.process();
     }

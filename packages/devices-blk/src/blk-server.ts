@@ -47,6 +47,7 @@ export function startBlkServer(config: BlkServerConfig, log: Logger): BlkServer 
   try {
     device = new BlkDevice({
       image, numQueues: config.numQueues, queueSize: config.queueSize, serial: config.serial, log,
+      pollUs: config.pollUs,
     });
   } catch (err) {
     image.close();

@@ -4,7 +4,7 @@
  * @module
  */
 import { parseArgs } from 'node:util';
-import { MAX_BLK_QUEUES } from './constants.js';
+import { DEFAULT_POLL_US, MAX_BLK_QUEUES, MAX_POLL_US } from './constants.js';
 import { isLogLevel, type LogLevel } from './logger.js';
 
 /** A validated configuration of the block server. */
@@ -18,6 +18,8 @@ export interface BlkServerConfig {
   direct: boolean;
   client: boolean;
   logLevel: LogLevel;
+  /** Busy-poll window bound per queue after a batch, µs (0 = off). */
+  pollUs: number;
 }
 
 /** Result of {@link parseBlkArgs}. */
@@ -40,6 +42,9 @@ Serves a disk image as a vhost-user-blk device (virtio-blk over vhost-user).
   --direct             open the image with O_DIRECT (bypass the host page cache)
   --client             connect to PATH (QEMU listens, server=on) instead of listening; reconnects
   --log-level L        error | warn | info | debug (default info)
+  --poll-us N          after a batch, busy-poll each queue up to N µs for the next request
+                       (adaptive: grows while requests keep coming, decays to 0 when idle;
+                       0 = off, max ${MAX_POLL_US}; default ${DEFAULT_POLL_US})
   -h, --help           this text
 
 Signals: SIGINT/SIGTERM drain in-flight I/O, remove the socket and exit 0; SIGUSR1 prints the
@@ -78,6 +83,7 @@ export function parseBlkArgs(argv: readonly string[], defaults: ParseDefaults = 
         direct: { type: 'boolean' },
         client: { type: 'boolean' },
         'log-level': { type: 'string' },
+        'poll-us': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     }));
@@ -98,6 +104,8 @@ export function parseBlkArgs(argv: readonly string[], defaults: ParseDefaults = 
   if ((queueSize & (queueSize - 1)) !== 0) return { kind: 'error', message: `--queue-size must be a power of two, got ${queueSize}` };
   const serial = values.serial ?? 'vhost-ts';
   if (Buffer.byteLength(serial) > 20) return { kind: 'error', message: `--serial is longer than 20 bytes` };
+  const pollUs = intFlag('poll-us', values['poll-us'], DEFAULT_POLL_US, 0, MAX_POLL_US);
+  if (typeof pollUs === 'string') return { kind: 'error', message: pollUs };
   const logLevel = values['log-level'] ?? 'info';
   if (!isLogLevel(logLevel)) return { kind: 'error', message: `--log-level must be error, warn, info or debug, got '${logLevel}'` };
   return {
@@ -112,6 +120,7 @@ export function parseBlkArgs(argv: readonly string[], defaults: ParseDefaults = 
       direct: values.direct === true,
       client: values.client === true,
       logLevel,
+      pollUs,
     },
   };
 }

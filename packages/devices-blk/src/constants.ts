@@ -60,3 +60,10 @@ export const DISCARD_SEGMENT_SIZE = 16;
 export const VIRTIO_BLK_ID_BYTES = 20;
 /** Most queues this device offers. */
 export const MAX_BLK_QUEUES = 16;
+/**
+ * Default busy-poll window bound of a request queue, µs (qemu's iothread default poll-max-ns
+ * is 32768). Only spent right after a batch, so an idle queue costs nothing.
+ */
+export const DEFAULT_POLL_US = 32;
+/** Largest accepted busy-poll window, µs. */
+export const MAX_POLL_US = 10_000;

@@ -33,6 +33,12 @@ export interface BlockEngine {
   submit(batch: readonly BlkRequest[], count: number): void;
   /** Writeback (true, default) or writethrough (false: writes are durable before completing). */
   setWriteback(writeback: boolean): void;
+  /**
+   * Optional: collects finished requests without waiting and without a system call (the
+   * queue's busy-poll loop calls it while requests are in flight). Completions go through the
+   * sink as usual. @returns true when at least one request finished.
+   */
+  poll?(): boolean;
   /** Releases the engine (call after every request completed). Idempotent. */
   close(): void;
 }

@@ -1,0 +1,134 @@
+/**
+ * AdaptivePoller: the busy-poll window grows while requests keep arriving just after a missed
+ * spin, decays to zero when the queue goes quiet, never spins past its window, and tells a
+ * busy handler when to yield to the event loop. A fake clock drives it.
+ */
+import t from 'tap';
+import { AdaptivePoller } from '../src/index.js';
+
+/** A clock the test moves by hand; every read may also advance it by `step` ms. */
+class FakeClock {
+  t = 1000;
+  step = 0;
+  reads = 0;
+  readonly now = (): number => {
+    this.reads++;
+    const v = this.t;
+    this.t += this.step;
+    return v;
+  };
+}
+
+t.test('options are checked; polling off at 0', async (t) => {
+  t.throws(() => new AdaptivePoller({ maxUs: -1 }), RangeError);
+  t.throws(() => new AdaptivePoller({ maxUs: Number.NaN }), RangeError);
+  t.throws(() => new AdaptivePoller({ maxUs: 10, startUs: 0 }), RangeError);
+  const off = new AdaptivePoller({ maxUs: 0 });
+  t.equal(off.enabled, false);
+  t.equal(off.windowUs, 0);
+  let calls = 0;
+  t.equal(off.spin(() => { calls++; return true; }), false, 'a zero window never spins');
+  t.equal(calls, 0, 'ready() not even called');
+  const p = new AdaptivePoller({ maxUs: 32 });
+  t.equal(p.enabled, true);
+  t.equal(p.windowUs, 4, 'starts at startUs (default 4)');
+});
+
+t.test('spin: a hit returns at once; a miss lasts the window and no longer', async (t) => {
+  const clock = new FakeClock();
+  const p = new AdaptivePoller({ maxUs: 100, startUs: 50, now: clock.now });
+  let n = 0;
+  t.equal(p.spin(() => ++n === 3), true, 'hit on the third look');
+  t.equal(n, 3);
+  t.equal(p.counters.hits, 1);
+  // Each clock read advances 10 µs: a 50 µs window allows about five looks.
+  clock.step = 0.01;
+  n = 0;
+  t.equal(p.spin(() => { n++; return false; }), false, 'miss');
+  t.ok(n >= 4 && n <= 6, `looked ${n} times within 50 µs`);
+  t.equal(p.counters.misses, 1);
+  t.ok(p.counters.spinUs >= 49.9 && p.counters.spinUs <= 70, `spent ${p.counters.spinUs} µs`);
+});
+
+t.test('window grows when the next request comes soon after a miss, up to maxUs', async (t) => {
+  const clock = new FakeClock();
+  clock.step = 0.001; // every clock read is 1 µs later, so a missed spin ends
+  const p = new AdaptivePoller({ maxUs: 32, startUs: 4, now: clock.now });
+  const seen: number[] = [p.windowUs];
+  const missThenKick = (gapMs: number): void => {
+    p.woke();
+    t.equal(p.spin(() => false), false);
+    p.sleeping(true);
+    clock.t += gapMs;
+    p.woke();
+    seen.push(p.windowUs);
+  };
+  // The kick comes 5 µs after the window ended: within maxUs of the batch, so a longer
+  // window would have caught it.
+  for (let i = 0; i < 3; i++) missThenKick(0.005);
+  t.same(seen, [4, 8, 16, 32], 'doubles up to maxUs');
+  t.equal(p.counters.grows, 3);
+  // A full-size window missed: the request came later than maxUs after the batch, which no
+  // allowed window catches — back off (QEMU's poll-shrink rule).
+  missThenKick(0.005);
+  t.equal(p.windowUs, 16);
+  t.equal(p.counters.shrinks, 1);
+});
+
+t.test('window decays to zero when the queue goes quiet, and comes back under load', async (t) => {
+  const clock = new FakeClock();
+  const p = new AdaptivePoller({ maxUs: 32, startUs: 4, now: clock.now });
+  clock.step = 0.001;
+  p.windowUs = 32;
+  const seen: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    p.spin(() => false);
+    p.sleeping(true);
+    clock.t += 5; // 5 ms idle: far beyond maxUs
+    p.woke();
+    seen.push(p.windowUs);
+  }
+  t.same(seen, [16, 8, 4, 0, 0], 'halves, then off below startUs');
+  t.equal(p.counters.shrinks, 4);
+  // Off: no spinning at all, even with work pending.
+  let looks = 0;
+  t.equal(p.spin(() => { looks++; return true; }), false);
+  t.equal(looks, 0);
+  // Requests arrive back to back again: the gap (without any spin) is short, so it regrows.
+  p.sleeping(false);
+  clock.t += 0.002;
+  p.woke();
+  t.equal(p.windowUs, 4, 'regrows from startUs');
+});
+
+t.test('an idle queue costs nothing: no clock reads, no spinning without a batch', async (t) => {
+  const clock = new FakeClock();
+  const p = new AdaptivePoller({ maxUs: 50, now: clock.now });
+  p.sleeping(true);
+  const reads = clock.reads;
+  await new Promise((r) => setTimeout(r, 30));
+  t.equal(clock.reads, reads, 'the poller runs only when its handler does');
+});
+
+t.test('mayContinue: a run yields after yieldMs', async (t) => {
+  const clock = new FakeClock();
+  const p = new AdaptivePoller({ maxUs: 50, yieldMs: 1, now: clock.now });
+  p.woke();
+  t.equal(p.mayContinue(), true);
+  clock.t += 0.9;
+  t.equal(p.mayContinue(), true);
+  clock.t += 0.2;
+  t.equal(p.mayContinue(), false, 'past 1 ms of continuous work');
+  p.woke();
+  t.equal(p.mayContinue(), true, 'a new run starts a new budget');
+});
+
+t.test('real clock: a miss spins about the window, not more', async (t) => {
+  const p = new AdaptivePoller({ maxUs: 200, startUs: 200 });
+  const t0 = performance.now();
+  t.equal(p.spin(() => false), false);
+  const us = (performance.now() - t0) * 1000;
+  t.ok(us >= 200, `spun ${us.toFixed(0)} µs ≥ 200`);
+  // Generous upper bound: the machine may preempt us, but not for 50 ms.
+  t.ok(us < 50_000, `spun ${us.toFixed(0)} µs`);
+});

@@ -9,6 +9,7 @@
  *   npm run bench:blk -- --json out.json --no-docs
  *   npm run bench:blk -- --from-json out.json          # re-render table + docs from a saved run (no measuring)
  *   npm run bench:blk -- --pin                         # taskset: load generator CPU 0, back-end CPU 1
+ *   npm run bench:blk -- --poll-us 0                   # our peers without busy-polling (A/B)
  *
  * `--peers` takes families (vhost-ts, qsd, ceiling) or peer ids (vhost-ts-file, qsd-null, ...).
  * @module
@@ -36,6 +37,7 @@ const { values } = parseArgs({
     'queue-size': { type: 'string', default: '256' },
     size: { type: 'string', default: String(512 << 20) },
     'qsd-aio': { type: 'string', default: 'threads' },
+    'poll-us': { type: 'string' },
     pin: { type: 'boolean', default: false },
     'no-docs': { type: 'boolean', default: false },
     json: { type: 'string' },
@@ -90,6 +92,7 @@ if (values['from-json'] !== undefined) {
     cells = await runMatrix({
       peers: usable, workloads, durationS, warmupS, reps, pin,
       queueSize: Number(values['queue-size']), sizeBytes: Number(values.size), qsdAio: values['qsd-aio'], workDir,
+      pollUs: values['poll-us'] === undefined ? null : Number(values['poll-us']),
       log: (l) => console.error(l),
     });
   } finally {

@@ -9,7 +9,7 @@
  */
 import type { QueueContext, QueueHandler, VirtioDevice } from '@vhost-ts/vhost-user';
 import {
-  VHOST_USER_PROTOCOL_F_CONFIG, VHOST_USER_PROTOCOL_F_MQ, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, bit,
+  AdaptivePoller, VHOST_USER_PROTOCOL_F_CONFIG, VHOST_USER_PROTOCOL_F_MQ, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, bit,
 } from '@vhost-ts/vhost-user';
 import { DescriptorChain } from '@vhost-ts/virtqueue';
 import { CFG_BLK_SIZE, CFG_CAPACITY, CFG_NUM_QUEUES, SECTOR_SIZE, VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_MQ } from './virtio-blk.js';
@@ -21,24 +21,23 @@ const STATUS_OK = new Uint8Array([0]);
 class InstantQueue implements QueueHandler {
   private readonly chain = new DescriptorChain();
   private stopped = false;
+  private readonly poller: AdaptivePoller | null;
+  private readonly ready: () => boolean;
 
-  /** @param pollUs busy-poll the avail ring this long after a batch before sleeping (0 = never). */
-  constructor(private readonly ctx: QueueContext, private readonly pollUs: number) {}
-
-  /** Spins on the ring for up to `pollUs` µs, notifications still off; true when a chain arrived. */
-  private pollAvail(): boolean {
-    const q = this.ctx.queue;
-    const deadline = performance.now() + this.pollUs / 1000;
-    do {
-      if (q.availableCount() !== 0) return true;
-    } while (performance.now() < deadline);
-    return false;
+  /** @param pollUs adaptive busy-poll bound after a batch, µs (0 = never), as BlkQueue does. */
+  constructor(private readonly ctx: QueueContext, pollUs: number) {
+    this.poller = pollUs > 0 ? new AdaptivePoller({ maxUs: pollUs }) : null;
+    const q = ctx.queue;
+    this.ready = () => q.availableCount() !== 0;
   }
 
   onKick(): void {
     if (this.stopped) return;
     const q = this.ctx.queue;
     const c = this.chain;
+    const poller = this.poller;
+    let missed = false;
+    if (poller !== null) poller.woke();
     for (;;) {
       q.disableNotify();
       let r: number;
@@ -56,11 +55,17 @@ class InstantQueue implements QueueHandler {
       if (n > 0) {
         q.publishUsed();
         if (q.shouldNotify()) this.ctx.notify();
-        // Adaptive-polling experiment (what qemu-storage-daemon's AioContext does, poll-max-ns):
-        // the driver refills while we spin, so it need not kick and we need not wake up.
-        if (this.pollUs > 0 && this.pollAvail()) continue;
+        // Same policy as the real device: the driver refills while we spin, so it need not
+        // kick and we need not wake up.
+        if (poller !== null && poller.mayContinue()) {
+          if (poller.spin(this.ready)) continue;
+          missed = true;
+        }
       }
-      if (!q.enableNotify()) return;
+      if (!q.enableNotify()) {
+        if (poller !== null) poller.sleeping(missed);
+        return;
+      }
     }
   }
 
@@ -80,7 +85,7 @@ export class InstantBlkDevice implements VirtioDevice {
   onConfigChanged: (() => void) | null = null;
   private readonly config = new Uint8Array(64);
 
-  /** @param pollUs busy-poll budget after each batch in µs (0: sleep at once, like the real device). */
+  /** @param pollUs adaptive busy-poll bound after each batch in µs (0: sleep at once). */
   constructor(readonly numQueues: number, sizeBytes: number, private readonly pollUs = 0) {
     const v = new DataView(this.config.buffer);
     v.setBigUint64(CFG_CAPACITY, BigInt(Math.floor(sizeBytes / SECTOR_SIZE)), true);

@@ -3,7 +3,7 @@
  * a fresh load-generator process; collects the JSON lines.
  * @module
  */
-import { closeSync, openSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { runJsonLine, tsEntry } from '../common/child.js';
 import { peerById, type PeerContext, type PeerId } from './peers.js';
 import type { LoadgenResult, WorkloadSpec } from './workload.js';
@@ -21,6 +21,8 @@ export interface MatrixOptions {
   /** Pin load generator and back-end to different CPUs. */
   pin: boolean;
   qsdAio: string;
+  /** Busy-poll bound of our peers (µs), or null for their default. */
+  pollUs: number | null;
   /** Directory of the socket; the image goes to /dev/shm. */
   workDir: string;
   /** Progress lines. */
@@ -51,6 +53,20 @@ export function makeImage(path: string, sizeBytes: number): void {
   }
 }
 
+/** CPU seconds (user + system, all threads) of process `pid` from /proc, or -1. */
+export function processCpuSeconds(pid: number): number {
+  if (pid <= 0) return -1;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the parenthesised command name (which may contain spaces): utime is field
+    // 14, stime 15 (proc(5)), in clock ticks — 100 per second on Linux.
+    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(rest[11]) + Number(rest[12])) / 100;
+  } catch {
+    return -1;
+  }
+}
+
 /** Runs one cell once: back-end up, load generator, back-end down. */
 export async function runOnce(peerId: PeerId, spec: WorkloadSpec, ctx: PeerContext,
   o: Pick<MatrixOptions, 'durationS' | 'warmupS' | 'pin' | 'queueSize'>): Promise<LoadgenResult> {
@@ -60,10 +76,16 @@ export async function runOnce(peerId: PeerId, spec: WorkloadSpec, ctx: PeerConte
     const args = [...tsEntry('bench/src/blk/loadgen.ts'), '--socket', ctx.socket, '--pattern', spec.pattern,
       '--bs', String(spec.blockSize), '--qd', String(spec.queueDepth), '--queues', String(spec.queues),
       '--queue-size', String(o.queueSize), '--duration', String(o.durationS), '--warmup', String(o.warmupS)];
+    const pid = backend.child.pid ?? -1;
+    const cpu0 = processCpuSeconds(pid);
+    const t0 = performance.now();
     const r = await runJsonLine<LoadgenResult>(process.execPath, args,
       { cpus: o.pin ? '0' : null, timeoutMs: (o.durationS + o.warmupS) * 1000 + 30_000 });
+    const cpu1 = processCpuSeconds(pid);
+    const wall = (performance.now() - t0) / 1000;
     if (r.line === null) throw new Error(`loadgen printed no result (exit ${r.code}): ${r.stderr.trim().slice(0, 500)}`);
     if (!r.line.ok) throw new Error(`loadgen: ${r.line.error ?? 'failed'}; back-end log: ${backend.logs().trim().slice(-500)}`);
+    if (cpu0 >= 0 && cpu1 >= 0 && wall > 0) r.line.backendCpu = Math.round(((cpu1 - cpu0) / wall) * 1000) / 1000;
     return r.line;
   } finally {
     await backend.stop();
@@ -77,7 +99,7 @@ export async function runMatrix(o: MatrixOptions): Promise<Cell[]> {
   if (needsImage) makeImage(image, o.sizeBytes);
   const ctx: PeerContext = {
     socket: `${o.workDir}/blk.sock`, image, sizeBytes: o.sizeBytes, queues: 1, queueSize: o.queueSize,
-    cpus: o.pin ? '1' : null, qsdAio: o.qsdAio,
+    cpus: o.pin ? '1' : null, qsdAio: o.qsdAio, pollUs: o.pollUs,
   };
   const cells: Cell[] = [];
   try {

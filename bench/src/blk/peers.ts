@@ -9,7 +9,9 @@
  * | vhost-ts-null  | bench ts-server: BlkDevice + NullImage     | none; reads zero the data               |
  * | qsd-null       | qemu-storage-daemon, `driver=null-co`      | none; `read-zeroes=on`                  |
  * | ts-instant     | bench ts-server: InstantBlkDevice          | none; completes unread — TS back-end ceiling|
- * | ts-instant-poll| the same, busy-polling the ring 50 µs after each batch (experiment; not run by default) | none |
+ *
+ * Our three peers run with the device's default adaptive busy-poll bound unless the bench is
+ * given `--poll-us N` (0 = the pre-polling behaviour: sleep on the kick eventfd at once).
  *
  * qemu-storage-daemon exports the protocol node directly (no `raw` format node on top),
  * which is its fastest configuration for a raw image.
@@ -21,7 +23,7 @@ import { REPO_ROOT, startListening, tsEntry, type RunningBackend } from '../comm
 import { which } from '../common/machine.js';
 
 /** Peer identifiers. */
-export type PeerId = 'vhost-ts-file' | 'qsd-file' | 'vhost-ts-null' | 'qsd-null' | 'ts-instant' | 'ts-instant-poll';
+export type PeerId = 'vhost-ts-file' | 'qsd-file' | 'vhost-ts-null' | 'qsd-null' | 'ts-instant';
 
 /** Everything a peer needs to start. */
 export interface PeerContext {
@@ -36,6 +38,13 @@ export interface PeerContext {
   cpus: string | null;
   /** qemu-storage-daemon `aio=` for the file peer: 'threads' (its default) or 'io_uring'. */
   qsdAio: string;
+  /** Busy-poll bound for our peers (µs); null or absent for their default. */
+  pollUs?: number | null;
+}
+
+/** `--poll-us N` when the bench overrides our peers' polling. */
+function pollArgs(ctx: PeerContext): string[] {
+  return ctx.pollUs === null || ctx.pollUs === undefined ? [] : ['--poll-us', String(ctx.pollUs)];
 }
 
 /** A peer driver. */
@@ -80,7 +89,8 @@ export const PEERS: readonly Peer[] = [
     id: 'vhost-ts-file', family: 'vhost-ts', engine: 'file',
     unavailable: () => (findBlkCli() === null ? 'packages/devices-blk/src/cli.ts not found' : null),
     start: (ctx) => startListening(process.execPath, [...findBlkCli()!, '--socket-path', ctx.socket, '--blk-file', ctx.image,
-      '--num-queues', String(ctx.queues), '--queue-size', String(ctx.queueSize), '--log-level', 'warn'], ctx.socket, { cpus: ctx.cpus }),
+      '--num-queues', String(ctx.queues), '--queue-size', String(ctx.queueSize), '--log-level', 'warn', ...pollArgs(ctx)],
+    ctx.socket, { cpus: ctx.cpus }),
   },
   {
     id: 'qsd-file', family: 'qsd', engine: 'file',
@@ -95,7 +105,7 @@ export const PEERS: readonly Peer[] = [
     unavailable: () => null,
     start: (ctx) => startListening(process.execPath, [...tsEntry('bench/src/blk/ts-server.ts'), '--socket', ctx.socket,
       '--engine', 'null', '--size', String(ctx.sizeBytes), '--num-queues', String(ctx.queues),
-      '--queue-size', String(ctx.queueSize)], ctx.socket, { cpus: ctx.cpus }),
+      '--queue-size', String(ctx.queueSize), ...pollArgs(ctx)], ctx.socket, { cpus: ctx.cpus }),
   },
   {
     id: 'qsd-null', family: 'qsd', engine: 'null',
@@ -110,14 +120,7 @@ export const PEERS: readonly Peer[] = [
     unavailable: () => null,
     start: (ctx) => startListening(process.execPath, [...tsEntry('bench/src/blk/ts-server.ts'), '--socket', ctx.socket,
       '--engine', 'instant', '--size', String(ctx.sizeBytes), '--num-queues', String(ctx.queues),
-      '--queue-size', String(ctx.queueSize)], ctx.socket, { cpus: ctx.cpus }),
-  },
-  {
-    id: 'ts-instant-poll', family: 'ceiling', engine: 'instant-poll',
-    unavailable: () => null,
-    start: (ctx) => startListening(process.execPath, [...tsEntry('bench/src/blk/ts-server.ts'), '--socket', ctx.socket,
-      '--engine', 'instant', '--poll-us', '50', '--size', String(ctx.sizeBytes), '--num-queues', String(ctx.queues),
-      '--queue-size', String(ctx.queueSize)], ctx.socket, { cpus: ctx.cpus }),
+      '--queue-size', String(ctx.queueSize), ...pollArgs(ctx)], ctx.socket, { cpus: ctx.cpus }),
   },
 ];
 

@@ -62,6 +62,11 @@ export function harnessBound(cells: readonly Cell[], c: Cell): string | null {
   return null;
 }
 
+/** Back-end CPU in % of one core, or '–' when unknown. */
+function backendCpu(r: { backendCpu?: number }): string {
+  return r.backendCpu === undefined ? '–' : `${Math.round(r.backendCpu * 100)}%`;
+}
+
 function pad(s: string, n: number, right = false): string {
   return right ? s.padStart(n) : s.padEnd(n);
 }
@@ -70,7 +75,7 @@ function pad(s: string, n: number, right = false): string {
 export function consoleTable(cells: readonly Cell[]): string {
   const lines: string[] = [];
   lines.push(`${pad('workload', 18)} ${pad('peer', 14)} ${pad('IOPS', 9, true)} ${pad('MB/s', 8, true)} ${pad('p50 µs', 8, true)} ` +
-    `${pad('p99 µs', 8, true)} ${pad('errors', 6, true)} ${pad('lg CPU', 6, true)}  note`);
+    `${pad('p99 µs', 8, true)} ${pad('errors', 6, true)} ${pad('lg CPU', 6, true)} ${pad('be CPU', 6, true)}  note`);
   for (const c of cells) {
     const r = c.result;
     if (r === null) {
@@ -80,7 +85,7 @@ export function consoleTable(cells: readonly Cell[]): string {
     const hb = harnessBound(cells, c);
     lines.push(`${pad(c.workload, 18)} ${pad(c.peer, 14)} ${pad(String(r.iops), 9, true)} ${pad(r.mbps.toFixed(1), 8, true)} ` +
       `${pad(r.latUs.p50.toFixed(1), 8, true)} ${pad(r.latUs.p99.toFixed(1), 8, true)} ${pad(String(r.errors), 6, true)} ` +
-      `${pad(`${Math.round((r.cpuSeconds / r.seconds) * 100)}%`, 6, true)}  ${hb ?? ''}`);
+      `${pad(`${Math.round((r.cpuSeconds / r.seconds) * 100)}%`, 6, true)} ${pad(backendCpu(r), 6, true)}  ${hb ?? ''}`);
   }
   const rs = ratios(cells);
   if (rs.length > 0) {
@@ -126,6 +131,9 @@ export function markdownSection(x: ReportInput): string {
   L.push('- `ts-instant` — a bench-only device that completes every request at once without touching data, served by');
   L.push('  the same `VhostUserBackend`: the ceiling of any TS back-end on this plumbing. The front-end\'s own ceiling is');
   L.push('  at least the best IOPS any peer reached, and the "loadgen CPU" column shows how busy it was (≥ 90 % = front-end-bound).');
+  L.push('  "back-end CPU" is the back-end process\'s CPU (all threads) over the whole load-generator run, warm-up included:');
+  L.push('  it shows what busy-polling costs (our peers poll adaptively after each batch; qemu-storage-daemon, exporting from');
+  L.push('  its main loop, does not poll in this configuration).');
   L.push('');
   L.push(`Machine: ${f.nproc} vCPUs (${f.cpuModel}), ${f.memGiB} GiB, kernel ${f.kernel}, Node ${f.node}, ${f.qsdVersion};`);
   L.push(`commit ${f.gitCommit}${f.gitDirty ? ' (+ uncommitted changes under packages/)' : ''}, ${f.date}; load average at start ${f.loadAvg1}`);
@@ -136,17 +144,17 @@ export function markdownSection(x: ReportInput): string {
   L.push(x.command);
   L.push('```');
   L.push('');
-  L.push('| workload | peer | IOPS | MB/s | p50 µs | p99 µs | errors | loadgen CPU | note |');
-  L.push('|---|---|---:|---:|---:|---:|---:|---:|---|');
+  L.push('| workload | peer | IOPS | MB/s | p50 µs | p99 µs | errors | loadgen CPU | back-end CPU | note |');
+  L.push('|---|---|---:|---:|---:|---:|---:|---:|---:|---|');
   for (const c of x.cells) {
     const r = c.result;
     if (r === null) {
-      L.push(`| ${c.workload} | ${c.peer} | failed | | | | | | ${(c.failures[0] ?? '').replace(/\|/g, '/').slice(0, 100)} |`);
+      L.push(`| ${c.workload} | ${c.peer} | failed | | | | | | | ${(c.failures[0] ?? '').replace(/\|/g, '/').slice(0, 100)} |`);
       continue;
     }
     const spread = c.repIops.length > 1 ? ` (${Math.min(...c.repIops)}–${Math.max(...c.repIops)})` : '';
     L.push(`| ${c.workload} | ${c.peer} | ${r.iops}${spread} | ${r.mbps.toFixed(1)} | ${r.latUs.p50.toFixed(1)} | ${r.latUs.p99.toFixed(1)} | ` +
-      `${r.errors} | ${Math.round((r.cpuSeconds / r.seconds) * 100)} % | ${harnessBound(x.cells, c) ?? ''} |`);
+      `${r.errors} | ${Math.round((r.cpuSeconds / r.seconds) * 100)} % | ${backendCpu(r).replace('%', ' %')} | ${harnessBound(x.cells, c) ?? ''} |`);
   }
   const rs = ratios(x.cells);
   if (rs.length > 0) {

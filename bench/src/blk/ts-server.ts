@@ -7,14 +7,14 @@
  *   node --conditions=vhost-ts-source --import tsx bench/src/blk/ts-server.ts \
  *     --socket S --engine null|instant [--size BYTES] [--num-queues N] [--queue-size N] [--poll-us N]
  *
- * `--poll-us` (instant only) busy-polls the avail ring after each batch: the adaptive-polling
- * experiment of docs/benchmarks.md.
+ * `--poll-us` bounds the adaptive busy-poll window after each batch (both engines; default the
+ * device default, 0 = off), like the CLI's flag.
  *
  * SIGTERM/SIGINT close the back-end and exit 0.
  * @module
  */
 import { parseArgs } from 'node:util';
-import { BlkDevice, NullImage } from '@vhost-ts/devices-blk';
+import { BlkDevice, DEFAULT_POLL_US, NullImage } from '@vhost-ts/devices-blk';
 import { VhostUserBackend, type VirtioDevice } from '@vhost-ts/vhost-user';
 import { InstantBlkDevice } from './instant-device.js';
 
@@ -25,7 +25,7 @@ const { values } = parseArgs({
     size: { type: 'string', default: String(1 << 30) },
     'num-queues': { type: 'string', default: '1' },
     'queue-size': { type: 'string', default: '256' },
-    'poll-us': { type: 'string', default: '0' },
+    'poll-us': { type: 'string', default: String(DEFAULT_POLL_US) },
   },
 });
 if (values.socket === undefined) {
@@ -35,13 +35,14 @@ if (values.socket === undefined) {
 const size = Number(values.size);
 const numQueues = Number(values['num-queues']);
 const queueSize = Number(values['queue-size']);
+const pollUs = Number(values['poll-us']);
 let device: VirtioDevice;
 switch (values.engine) {
   case 'null':
-    device = new BlkDevice({ image: new NullImage(size), numQueues, queueSize });
+    device = new BlkDevice({ image: new NullImage(size), numQueues, queueSize, pollUs });
     break;
   case 'instant':
-    device = new InstantBlkDevice(numQueues, size, Number(values['poll-us']));
+    device = new InstantBlkDevice(numQueues, size, pollUs);
     break;
   default:
     process.stderr.write(`ts-server: unknown --engine ${values.engine}\n`);

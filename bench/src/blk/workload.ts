@@ -60,6 +60,11 @@ export interface LoadgenResult {
   stalls: number;
   /** CPU seconds of the load generator itself in the measured window (user + system). */
   cpuSeconds: number;
+  /**
+   * CPU of the back-end process in cores (CPU seconds / wall seconds) over the whole load
+   * generator run (connect, warm-up, measured window, drain); added by the matrix driver.
+   */
+  backendCpu?: number;
   /** Device facts read from config space. */
   capacityBytes: number;
   features: string;

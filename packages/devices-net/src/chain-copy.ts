@@ -5,15 +5,32 @@
  * @module
  */
 import { copyBytes, type DescriptorChain } from '@vhost-ts/virtqueue';
+import { copyFast, slabWords } from './word-copy.js';
 
 /**
  * Copies `len` bytes of `src` from `srcOff` into the chain's writable bytes starting `skip`
  * bytes in; marks dirty pages when logging. Returns bytes copied (short when the chain ends).
+ * `src32` ({@link wordsOf} `src.buffer`) enables the allocation-free word copy.
  */
-export function copyToChain(chain: DescriptorChain, skip: number, src: Uint8Array, srcOff: number, len: number): number {
+export function copyToChain(chain: DescriptorChain, skip: number, src: Uint8Array, srcOff: number, len: number, src32?: Int32Array): number {
   const mem = chain.memory;
   if (mem === null) return 0;
   let done = 0;
+  if (src32 !== undefined) {
+    const words = slabWords(mem);
+    const end = chain.readableSegs + chain.writableSegs;
+    for (let i = chain.readableSegs; i < end && done < len; i++) {
+      const segLen = chain.segLen[i];
+      if (skip >= segLen) { skip -= segLen; continue; }
+      const take = Math.min(segLen - skip, len - done);
+      const slab = chain.segSlab[i];
+      copyFast(mem.slabs[slab], words[slab], chain.segOffset[i] + skip, src, src32, srcOff + done, take);
+      if (mem.dirtyLog !== null) mem.markDirty(chain.segGpa[i] + skip, take);
+      done += take;
+      skip = 0;
+    }
+    return done;
+  }
   const end = chain.readableSegs + chain.writableSegs;
   for (let i = chain.readableSegs; i < end && done < len; i++) {
     const segLen = chain.segLen[i];
@@ -27,11 +44,27 @@ export function copyToChain(chain: DescriptorChain, skip: number, src: Uint8Arra
   return done;
 }
 
-/** Copies up to `len` readable bytes, from `skip`, into `dst` at `dstOff`. Returns bytes copied. */
-export function copyFromChain(chain: DescriptorChain, skip: number, dst: Uint8Array, dstOff: number, len: number): number {
+/**
+ * Copies up to `len` readable bytes, from `skip`, into `dst` at `dstOff`. Returns bytes copied.
+ * `dst32` ({@link wordsOf} `dst.buffer`) enables the allocation-free word copy.
+ */
+export function copyFromChain(chain: DescriptorChain, skip: number, dst: Uint8Array, dstOff: number, len: number, dst32?: Int32Array): number {
   const mem = chain.memory;
   if (mem === null) return 0;
   let done = 0;
+  if (dst32 !== undefined) {
+    const words = slabWords(mem);
+    for (let i = 0; i < chain.readableSegs && done < len; i++) {
+      const segLen = chain.segLen[i];
+      if (skip >= segLen) { skip -= segLen; continue; }
+      const take = Math.min(segLen - skip, len - done);
+      const slab = chain.segSlab[i];
+      copyFast(dst, dst32, dstOff + done, mem.slabs[slab], words[slab], chain.segOffset[i] + skip, take);
+      done += take;
+      skip = 0;
+    }
+    return done;
+  }
   for (let i = 0; i < chain.readableSegs && done < len; i++) {
     const segLen = chain.segLen[i];
     if (skip >= segLen) { skip -= segLen; continue; }

@@ -6,17 +6,29 @@
  * ```
  *  data: | slot 0 ............. | slot 1 ............. | ... | slot capacity-1 |
  *         ^hdr(12)^frame...       lengths[1] bytes used
+ *         |<----- stride ------>|  (slotSize rounded up to 8: slots start word-aligned)
  * ```
  * @module
  */
 import { VIRTIO_NET_HDR_V1_SIZE } from './constants.js';
+import { wordsOf } from './word-copy.js';
+
+/** Slot spacing for `slotSize`: rounded up to 8 so every slot starts word-aligned (see word-copy.ts). */
+export function slotStride(slotSize: number): number {
+  return (slotSize + 7) & ~7;
+}
 
 /** A batch of up to `capacity` frames of at most `slotSize` bytes each (header included). */
 export class FrameBatch {
   readonly capacity: number;
+  /** Largest frame + header a slot holds. */
   readonly slotSize: number;
-  /** All slots, back to back. Slot i starts at `i * slotSize`. */
+  /** Distance between slots: slot i starts at `i * stride` (≥ slotSize, a multiple of 8). */
+  readonly stride: number;
+  /** All slots, back to back. */
   readonly data: Uint8Array;
+  /** Int32 view of `data`'s buffer, for word copies. */
+  readonly data32: Int32Array;
   /** Bytes used in each slot (header + frame). */
   readonly lengths: Uint32Array;
   /** One full-slot view per slot, built once. */
@@ -29,15 +41,17 @@ export class FrameBatch {
     if (!Number.isInteger(slotSize) || slotSize <= VIRTIO_NET_HDR_V1_SIZE) throw new RangeError(`slot size ${slotSize}`);
     this.capacity = capacity;
     this.slotSize = slotSize;
-    this.data = new Uint8Array(capacity * slotSize);
+    this.stride = slotStride(slotSize);
+    this.data = new Uint8Array(capacity * this.stride);
+    this.data32 = wordsOf(this.data.buffer);
     this.lengths = new Uint32Array(capacity);
     this.views = [];
-    for (let i = 0; i < capacity; i++) this.views.push(this.data.subarray(i * slotSize, (i + 1) * slotSize));
+    for (let i = 0; i < capacity; i++) this.views.push(this.data.subarray(i * this.stride, i * this.stride + slotSize));
   }
 
   /** Byte offset of slot `i` in `data`. */
   offsetOf(i: number): number {
-    return i * this.slotSize;
+    return i * this.stride;
   }
 
   get full(): boolean {
@@ -48,14 +62,14 @@ export class FrameBatch {
   push(src: Uint8Array, offset = 0, length = src.length - offset): boolean {
     if (this.count === this.capacity || length > this.slotSize) return false;
     const i = this.count++;
-    this.data.set(src.subarray(offset, offset + length), i * this.slotSize);
+    this.data.set(src.subarray(offset, offset + length), i * this.stride);
     this.lengths[i] = length;
     return true;
   }
 
   /** Copy of frame `i` (header included) — for tests and diagnostics. */
   frame(i: number): Uint8Array {
-    const o = i * this.slotSize;
+    const o = i * this.stride;
     return this.data.slice(o, o + this.lengths[i]);
   }
 
@@ -72,7 +86,11 @@ export class FrameBatch {
 export class FrameRing {
   readonly capacity: number;
   readonly slotSize: number;
+  /** Slot i starts at `i * stride` (a multiple of 8). */
+  readonly stride: number;
   readonly data: Uint8Array;
+  /** Int32 view of `data`'s buffer, for word copies. */
+  readonly data32: Int32Array;
   readonly lengths: Uint32Array;
   private head = 0;
   /** Frames held. */
@@ -81,7 +99,9 @@ export class FrameRing {
   constructor(capacity: number, slotSize: number) {
     this.capacity = capacity;
     this.slotSize = slotSize;
-    this.data = new Uint8Array(capacity * slotSize);
+    this.stride = slotStride(slotSize);
+    this.data = new Uint8Array(capacity * this.stride);
+    this.data32 = wordsOf(this.data.buffer);
     this.lengths = new Uint32Array(Math.max(capacity, 1));
   }
 
@@ -90,8 +110,8 @@ export class FrameRing {
     const len = batch.lengths[i];
     if (this.size === this.capacity || len > this.slotSize) return false;
     const slot = (this.head + this.size) % this.capacity;
-    const from = i * batch.slotSize;
-    this.data.set(batch.data.subarray(from, from + len), slot * this.slotSize);
+    const from = i * batch.stride;
+    this.data.set(batch.data.subarray(from, from + len), slot * this.stride);
     this.lengths[slot] = len;
     this.size++;
     return true;
@@ -99,7 +119,7 @@ export class FrameRing {
 
   /** Byte offset of the oldest frame in `data` (valid when size > 0). */
   get frontOffset(): number {
-    return this.head * this.slotSize;
+    return this.head * this.stride;
   }
 
   get frontLength(): number {

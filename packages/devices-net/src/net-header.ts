@@ -74,7 +74,8 @@ export function setNumBuffers(b: Uint8Array, hdrOffset: number, n: number): void
 
 /** Zeroes a header: no checksum offload, GSO_NONE, num_buffers 0. */
 export function clearNetHeader(b: Uint8Array, hdrOffset: number): void {
-  b.fill(0, hdrOffset, hdrOffset + VIRTIO_NET_HDR_V1_SIZE);
+  // Twelve stores beat a fill() builtin call per frame on the TX path.
+  for (let i = 0; i < VIRTIO_NET_HDR_V1_SIZE; i++) b[hdrOffset + i] = 0;
 }
 
 /** Fields of a header, for tests and diagnostics (the data path uses the accessors). */

@@ -99,7 +99,7 @@ export class SwitchBackend implements NetBackend {
     if (batch.count > this.batchCapacity) throw new RangeError('batch larger than the switch batch capacity');
     const data = batch.data;
     for (let i = 0; i < batch.count; i++) {
-      const eth = i * batch.slotSize + VIRTIO_NET_HDR_V1_SIZE;
+      const eth = i * batch.stride + VIRTIO_NET_HDR_V1_SIZE;
       // Learn the source (only unicast sources: a group source MAC is bogus).
       if (!isGroupMac(data, eth + 6)) this.table.learn(macKey(data, eth + 6), src, now);
       let dst = -1;

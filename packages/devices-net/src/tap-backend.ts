@@ -204,8 +204,8 @@ class TapPort implements NetBackendPort {
       }
       const slot = free[--this.txFreeCount[pair]];
       const len = batch.lengths[i];
-      const from = i * batch.slotSize;
-      tx.data.set(batch.data.subarray(from, from + len), slot * tx.slotSize);
+      const from = i * batch.stride;
+      tx.data.set(batch.data.subarray(from, from + len), slot * tx.stride);
       const o = n * OP_STRIDE;
       ops[o] = IORING_OP.WRITE;
       ops[o + 1] = fd;
@@ -216,7 +216,7 @@ class TapPort implements NetBackendPort {
       ops[o + 6] = 0;
       ops[o + 7] = 0;
       iovs[3 * n] = 2 * pair + 1;
-      iovs[3 * n + 1] = slot * tx.slotSize;
+      iovs[3 * n + 1] = slot * tx.stride;
       iovs[3 * n + 2] = len;
       n++;
     }
@@ -263,7 +263,7 @@ class TapPort implements NetBackendPort {
       ops[o + 6] = 0;
       ops[o + 7] = 0;
       iovs[3 * n] = 2 * pair;
-      iovs[3 * n + 1] = s * rx.slotSize;
+      iovs[3 * n + 1] = s * rx.stride;
       iovs[3 * n + 2] = rx.slotSize;
       n++;
     }

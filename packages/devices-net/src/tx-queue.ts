@@ -124,15 +124,15 @@ export class TxQueue implements QueueHandler {
         continue;
       }
       const slot = batch.count;
-      const off = slot * batch.slotSize;
+      const off = slot * batch.stride;
       const data = batch.data;
       if (hdrLen === VIRTIO_NET_HDR_V1_SIZE) {
-        copyFromChain(chain, 0, data, off, readable);
+        copyFromChain(chain, 0, data, off, readable, batch.data32);
       } else {
         copyFromChain(chain, 0, data, off, hdrLen);
         data[off + 10] = 0;
         data[off + 11] = 0;
-        copyFromChain(chain, hdrLen, data, off + VIRTIO_NET_HDR_V1_SIZE, readable - hdrLen);
+        copyFromChain(chain, hdrLen, data, off + VIRTIO_NET_HDR_V1_SIZE, readable - hdrLen, batch.data32);
       }
       const frameLen = readable - hdrLen;
       if (checkTxHeader(data, off, frameLen, s.policy) !== TX_HDR_OK) {

@@ -30,7 +30,7 @@ function main(): void {
   };
   let server: NetServer;
   try {
-    server = startNetServer({ ...opts, log: (line) => logAt('info', line) });
+    server = startNetServer({ ...opts, log: (line) => logAt('info', line), trace: (line) => logAt('debug', line) });
   } catch (e) {
     process.stderr.write(`vhost-user-net: ${(e as Error).message}\n`);
     process.exit(1);

@@ -24,6 +24,8 @@ export interface NetServerOptions {
   /** Connect to the sockets (the front-end listens) instead of listening. */
   client?: boolean;
   log?: (line: string) => void;
+  /** vhost-user message trace (one line per request and reply); off when absent. */
+  trace?: (line: string) => void;
 }
 
 /** A running server. */
@@ -67,7 +69,7 @@ export function startNetServer(opts: NetServerOptions): NetServer {
       }
       const device = new VirtioNetDevice({ backend, name: path, mac, mtu: opts.mtu, queuePairs: opts.queuePairs });
       devices.push(device);
-      const server = new VhostUserBackend(device, { log });
+      const server = new VhostUserBackend(device, { log, trace: opts.trace });
       server.on('session-end', () => device.reset());
       servers.push(server);
       if (opts.client) server.connect(path);

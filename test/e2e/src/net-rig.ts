@@ -146,7 +146,7 @@ export class NetNamespace {
 
 /** One JSON event of the TCP peer. */
 export interface PeerEvent {
-  readonly event: 'ready' | 'sink' | 'source' | 'error';
+  readonly event: 'ready' | 'sink' | 'source' | 'source-held' | 'error';
   readonly bytes?: number;
   readonly sha256?: string;
   readonly sourceSha256?: string;
@@ -160,20 +160,24 @@ export interface TcpPeer {
   readonly sourceSha256: string;
   /** Events so far. */
   events(): PeerEvent[];
+  /** Lets a held source (`holdSource`) send. */
+  release(): void;
   logs(): string;
   stop(): Promise<void>;
 }
 
 /** Starts `tcp-peer.ts` inside `ns` and resolves once both ports listen. */
 export async function startTcpPeer(
-  ns: NetNamespace, opts: { host: string; sinkPort: number; sourcePort: number; bytes: number }, timeoutMs = 20_000,
+  ns: NetNamespace, opts: { host: string; sinkPort: number; sourcePort: number; bytes: number; holdSource?: boolean }, timeoutMs = 20_000,
 ): Promise<TcpPeer> {
   const args = ['netns', 'exec', ns.name, process.execPath, ...TSX_ARGS, TCP_PEER,
     '--host', opts.host, '--sink-port', String(opts.sinkPort), '--source-port', String(opts.sourcePort), '--bytes', String(opts.bytes)];
-  const child = spawn('ip', args, { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  if (opts.holdSource === true) args.push('--hold-source');
+  const child = spawn('ip', args, { cwd: REPO_ROOT, stdio: ['pipe', 'pipe', 'pipe'] });
   track(child);
   let out = '';
   let err = '';
+  child.stdin.on('error', () => { /* the peer is gone; its exit is reported elsewhere */ });
   child.stdout.setEncoding('utf8').on('data', (c: string) => (out += c));
   child.stderr.setEncoding('utf8').on('data', (c: string) => (err += c));
   const events = (): PeerEvent[] => out.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as PeerEvent);
@@ -182,6 +186,9 @@ export async function startTcpPeer(
       return events().find((e) => e.event === 'ready')?.sourceSha256 ?? '';
     },
     events,
+    release: () => {
+      if (!hasExited(child)) child.stdin.write('go\n');
+    },
     logs: () => out + err,
     stop: () => stopChild(child),
   };

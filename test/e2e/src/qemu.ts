@@ -26,6 +26,8 @@ export interface VhostUserNetDev {
   readonly mac?: string;
   /** Queue pairs (`queues=` on the netdev, `mq=on,vectors=0` on the device when > 1). */
   readonly queuePairs?: number;
+  /** Further `virtio-net-pci` properties, e.g. `mrg_rxbuf=off,packed=on`. */
+  readonly deviceProps?: string;
 }
 
 /** A disk QEMU itself serves (built-in virtio-blk) — a trusted side channel, e.g. for test data. */
@@ -138,6 +140,7 @@ export function qemuArgs(opts: GuestOptions): string[] {
     let dev = `virtio-net-pci,netdev=n${i},romfile=,vectors=0,addr=${slot(SLOT_NET + i)}`;
     if (n.mac !== undefined) dev += `,mac=${n.mac}`;
     if (qp > 1) dev += ',mq=on';
+    if (n.deviceProps !== undefined && n.deviceProps !== '') dev += `,${n.deviceProps}`;
     args.push('-device', dev);
   });
   args.push(...(opts.extraArgs ?? []));

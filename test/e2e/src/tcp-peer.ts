@@ -7,6 +7,8 @@
  * - `--sink-port`: reads a connection to its end, then reports `{"event":"sink","bytes","sha256"}`
  *   and closes (the guest's `nc` exits once it sees our FIN);
  * - `--source-port`: sends `--bytes` random bytes and closes, reporting `{"event":"source",...}`.
+ *   With `--hold-source` the bytes go out only after a line arrives on stdin, so the test can
+ *   read the back-end's counters between the two directions.
  * `{"event":"ready","sourceSha256"}` is printed once both listen. One JSON object per stdout line.
  * @module
  */
@@ -20,6 +22,7 @@ const { values } = parseArgs({
     'sink-port': { type: 'string' },
     'source-port': { type: 'string' },
     bytes: { type: 'string' },
+    'hold-source': { type: 'boolean' },
   },
 });
 const host = values.host ?? '0.0.0.0';
@@ -55,11 +58,27 @@ const sink = createServer({ allowHalfOpen: true }, (s) => {
   s.on('error', (e) => report({ event: 'error', where: 'sink', message: e.message }));
 });
 
+let released = values['hold-source'] !== true;
+const waiting: (() => void)[] = [];
+if (!released) {
+  process.stdin.setEncoding('utf8').on('data', () => {
+    released = true;
+    for (const go of waiting.splice(0)) go();
+  });
+}
+
 const source = createServer({ allowHalfOpen: true }, (s) => {
-  const t0 = performance.now();
   s.on('data', () => { /* the guest sends nothing; ignore whatever comes */ });
   s.on('error', (e) => report({ event: 'error', where: 'source', message: e.message }));
-  s.end(payload, () => report({ event: 'source', bytes: size, sha256: payloadSha, ms: Math.round(performance.now() - t0) }));
+  const send = (): void => {
+    const t0 = performance.now();
+    s.end(payload, () => report({ event: 'source', bytes: size, sha256: payloadSha, ms: Math.round(performance.now() - t0) }));
+  };
+  if (released) send();
+  else {
+    report({ event: 'source-held' });
+    waiting.push(send);
+  }
 });
 
 let listening = 0;
@@ -74,3 +93,5 @@ for (const [server, port] of [[sink, sinkPort], [source, sourcePort]] as [Server
   server.listen(port, host, onListening);
 }
 process.on('SIGTERM', () => process.exit(0));
+// With --hold-source stdin is a pipe from the test; don't let it keep us alive after the test.
+process.stdin.on('end', () => process.exit(0));

@@ -87,6 +87,20 @@ echo "TX.cs=$((t1 - t0))"
 echo "RX.cs=$((t2 - t1))"
 echo "RX.bytes=$(stat -c %s /tmp/rx)"
 echo "RX.sha256=$(sha256sum /tmp/rx | cut -d' ' -f1)"
+# Driver unbind + bind: a device reset (rings stopped with GET_VRING_BASE, features and tap
+# offloads negotiated again), then 1 MiB more to the peer.
+dev=$(basename "$(readlink /sys/class/net/eth0/device)")
+echo "$dev" > /sys/bus/virtio/drivers/virtio_net/unbind
+echo "$dev" > /sys/bus/virtio/drivers/virtio_net/bind
+echo 0 > /proc/sys/net/ipv6/conf/eth0/accept_dad
+ip link set eth0 up
+ip addr add ${GUEST_IP}/24 dev eth0
+ip -6 addr add ${GUEST_IP6}/64 dev eth0
+echo "REBOUND.features=$(cat /sys/class/net/eth0/device/features)"
+head -c ${MIB} /tmp/tx > /tmp/tx2
+echo "TX2.sha256=$(sha256sum /tmp/tx2 | cut -d' ' -f1)"
+nc ${peer} ${SINK_PORT} < /tmp/tx2
+echo "NCTX2.rc=$?"
 `;
 }
 
@@ -161,6 +175,12 @@ for (const v of VARIANTS) {
     t.equal(kv.get('RX.bytes'), String(SIZE_MIB * MIB), `guest received ${SIZE_MIB} MiB`);
     t.equal(kv.get('RX.sha256'), peer.sourceSha256, 'SHA-256 of host → guest data matches');
     t.notOk(events.some((e) => e.event === 'error'), 'no socket error on the host side', { events });
+    // After the driver was unbound and bound again.
+    t.equal(kv.get('REBOUND.features'), features, 'the same features negotiated after a driver rebind');
+    t.equal(kv.get('NCTX2.rc'), '0', 'guest nc after the rebind exited 0', diag);
+    const sink2 = events.filter((e) => e.event === 'sink')[1];
+    t.equal(sink2?.bytes, MIB, 'host received 1 MiB after the rebind');
+    t.equal(sink2?.sha256, kv.get('TX2.sha256'), 'SHA-256 after the rebind matches');
     const rate = (cs: string | undefined) => (SIZE_MIB / (Number(cs) / 100)).toFixed(1);
     t.comment(`guest→host ${rate(kv.get('TX.cs'))} MiB/s, host→guest ${rate(kv.get('RX.cs'))} MiB/s (TCG)`);
 

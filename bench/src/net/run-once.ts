@@ -63,6 +63,10 @@ export interface RunResult {
   device: Record<string, number> | null;
   /** 1-minute load average when the window ended (the machine is shared). */
   loadAvg1: number;
+  /** CPU seconds our back-end process used over its whole life (vhost-ts only). */
+  hostCpuSeconds: number | null;
+  /** Our back-end's CPU time per frame over the window, ns (vhost-ts only; polling counts as busy). */
+  hostNsPerFrame: number | null;
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -81,7 +85,11 @@ async function waitSocket(path: string, alive: () => boolean, what: () => string
 
 /** A started back-end, either kind. */
 interface Host {
-  stop(): Promise<{ frames: number | null; device: Record<string, number> | null }>;
+  /** Asks our back-end to log its CPU time and frame count now (no-op for DPDK). */
+  mark(): void;
+  /** CPU ns per frame between the first two marks, or null. */
+  nsPerFrame(): number | null;
+  stop(): Promise<{ frames: number | null; device: Record<string, number> | null; cpuSeconds: number | null }>;
   kill(): Promise<void>;
   logs(): string;
 }
@@ -95,13 +103,20 @@ async function startOurs(o: RunOptions, socket: string): Promise<Host> {
   socket, { cpus: String(o.hostCpu) });
   return {
     logs: () => b.logs(),
+    mark: () => { if (b.child.pid !== undefined) process.kill(b.child.pid, 'SIGUSR2'); },
+    nsPerFrame: () => {
+      const marks = b.logs().split('\n').filter((l) => l.startsWith('{"mark"'))
+        .map((l) => (JSON.parse(l) as { mark: { cpuSeconds: number; frames: number } }).mark);
+      if (marks.length < 2 || marks[1].frames === marks[0].frames) return null;
+      return ((marks[1].cpuSeconds - marks[0].cpuSeconds) * 1e9) / (marks[1].frames - marks[0].frames);
+    },
     kill: () => b.stop(0),
     stop: async () => {
-      await b.stop();
+      await b.stop(10_000);
       const line = b.logs().split('\n').find((l) => l.startsWith('{"device"'));
-      if (line === undefined) return { frames: null, device: null };
-      const j = JSON.parse(line) as { device: Record<string, number>; sink: { frames: number } | null };
-      return { frames: o.direction === 'g2h' ? (j.sink?.frames ?? null) : j.device.rxFrames, device: j.device };
+      if (line === undefined) return { frames: null, device: null, cpuSeconds: null };
+      const j = JSON.parse(line) as { device: Record<string, number>; sink: { frames: number } | null; cpuSeconds: number };
+      return { frames: o.direction === 'g2h' ? (j.sink?.frames ?? null) : j.device.rxFrames, device: j.device, cpuSeconds: j.cpuSeconds };
     },
   };
 }
@@ -118,11 +133,13 @@ async function startDpdk(o: RunOptions, socket: string, bin: string): Promise<Ho
   });
   return {
     logs: () => t.output,
+    mark: () => {},
+    nsPerFrame: () => null,
     kill: () => t.kill(),
     stop: async () => {
       const r = await t.quit();
       const f = r.fwd;
-      return { frames: f === null ? null : (o.direction === 'g2h' ? f.rx : f.tx), device: null };
+      return { frames: f === null ? null : (o.direction === 'g2h' ? f.rx : f.tx), device: null, cpuSeconds: null };
     },
   };
 }
@@ -143,8 +160,10 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
     await guest.start();
     await sleep(o.warmupS * 1000);
     const s0 = await guest.stats();
+    host.mark();
     await sleep(o.windowS * 1000);
     const s1 = await guest.stats();
+    host.mark();
     const loadAvg1 = Math.round(loadavg()[0] * 100) / 100;
     const seconds = (s1.at - s0.at) / 1000;
     const frames = o.direction === 'g2h' ? s1.txPackets - s0.txPackets : s1.rxPackets - s0.rxPackets;
@@ -154,10 +173,11 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
     // The front-end stopped the rings before exiting; let the back-end see the session end.
     await sleep(200);
     const h = await host.stop();
+    const hostNsPerFrame = host.nsPerFrame();
     const mpps = frames / seconds / 1e6;
     return {
       peer: o.peer, direction: o.direction, frameSize: o.frameSize, mpps, gbps: (mpps * 1e6 * o.frameSize * 8) / 1e9,
-      seconds, guestFrames, hostFrames: h.frames, device: h.device, loadAvg1,
+      seconds, guestFrames, hostFrames: h.frames, device: h.device, loadAvg1, hostCpuSeconds: h.cpuSeconds, hostNsPerFrame,
     };
   } catch (e) {
     const g = guest === null ? '' : `\n--- guest testpmd ---\n${guest.output.slice(-1500)}`;

@@ -11,8 +11,8 @@
  *
  * `--poll-us`: the device's busy-poll budget (VirtioNetDeviceOptions.pollUs).
  *
- * On SIGTERM/SIGINT it prints one JSON line `{ device, sink }` (the port counters and the sink's
- * own totals) to stdout, closes the back-end and exits 0.
+ * On SIGTERM/SIGINT it prints one JSON line `{ device, sink, cpuSeconds }` (the port counters,
+ * the sink's own totals, the process's CPU time); SIGUSR2 prints a `{ mark }` line (CPU time, frames) to stdout, closes the back-end and exits 0.
  * @module
  */
 import { parseArgs } from 'node:util';
@@ -67,8 +67,18 @@ let closing = false;
 const shutdown = (): void => {
   if (closing) return;
   closing = true;
-  process.stdout.write(`${JSON.stringify({ device: device.counters.snapshot(), sink: sink === null ? null : { ...sink.counters } })}\n`);
+  const cpu = process.cpuUsage();
+  process.stdout.write(`${JSON.stringify({
+    device: device.counters.snapshot(), sink: sink === null ? null : { ...sink.counters }, cpuSeconds: (cpu.user + cpu.system) / 1e6,
+  })}\n`);
   server.close().then(() => process.exit(0), () => process.exit(1));
 };
+// SIGUSR2: one `{"mark":...}` line with the CPU time and frame counters now, so the bench can
+// compute back-end CPU per frame over exactly its measuring window.
+process.on('SIGUSR2', () => {
+  const cpu = process.cpuUsage();
+  const c = device.counters;
+  process.stdout.write(`${JSON.stringify({ mark: { cpuSeconds: (cpu.user + cpu.system) / 1e6, frames: sink === null ? c.rxFrames : sink.counters.frames } })}\n`);
+});
 process.once('SIGTERM', shutdown);
 process.once('SIGINT', shutdown);

@@ -13,6 +13,7 @@ import type { QueueContext, QueueHandler } from '@vhost-ts/vhost-user';
 import { ETH_HLEN, VIRTIO_NET_HDR_V1_SIZE } from './constants.js';
 import { pollAvail } from './avail-poll.js';
 import { copyFromChain } from './chain-copy.js';
+import { copyFast, slabWords } from './word-copy.js';
 import { FrameBatch } from './frame-batch.js';
 import type { NetBackendPort } from './net-backend.js';
 import { checkTxHeader, clearNetHeader, TX_HDR_OK, type TxOffloadPolicy } from './net-header.js';
@@ -33,6 +34,8 @@ export interface TxSettings {
 
 /** Batches per kick before yielding to the event loop (fairness between queues and ports). */
 const MAX_BATCHES_PER_RUN = 8;
+/** Chains popped before their frames are touched and copied (see TxQueue.fill). */
+const BURST = 32;
 
 /** Per-TX-queue worker. */
 export class TxQueue implements QueueHandler {
@@ -42,6 +45,13 @@ export class TxQueue implements QueueHandler {
   private readonly batch: FrameBatch;
   private running = true;
   private rescheduled = false;
+  /** Per-burst records of fill(): head, readable bytes, and slab/offset of single-piece frames (slab -1: already copied). */
+  private readonly burstHead = new Uint32Array(BURST);
+  private readonly burstLen = new Float64Array(BURST);
+  private readonly burstSlab = new Int32Array(BURST);
+  private readonly burstOff = new Float64Array(BURST);
+  /** Sum of the touched bytes (keeps the touch loads alive; meaningless otherwise). */
+  private touched = 0;
 
   constructor(
     pair: number, private readonly ctx: QueueContext, private readonly settings: TxSettings,
@@ -98,7 +108,22 @@ export class TxQueue implements QueueHandler {
     }
   }
 
-  /** Pops into the batch. Returns 1 when the batch filled up, 0 when the ring ran empty, -1 when broken. */
+  /**
+   * Pops into the batch. Returns 1 when the batch filled up, 0 when the ring ran empty, -1 when broken.
+   *
+   * Works in bursts of up to {@link BURST} chains, in three passes, because the frame bytes were
+   * just written by the driver on another CPU and every first touch is a cache miss:
+   * ```
+   *  1. pop:   pop + length-check each chain; single-piece frames are only recorded
+   *  2. touch: read the first and last byte of every recorded frame — independent loads, so
+   *            the CPU overlaps their misses (a software prefetch; JS has no prefetch)
+   *  3. copy:  copy the recorded frames (now cache hits), check headers, push used
+   * ```
+   * Frames in several pieces are copied in pass 1 (the chain object is reused by the next pop).
+   * Measured on the system bench (testpmd txonly guest on the other CPU, 64 B, kick-driven):
+   * back-end CPU per frame 353 → 284 ns (median of 3 interleaved runs each); 1518 B unchanged
+   * (356 → 348 ns: those copies are memcpy with the hardware prefetcher).
+   */
   private fill(): number {
     const q = this.queue;
     const chain = this.chain;
@@ -106,47 +131,110 @@ export class TxQueue implements QueueHandler {
     const s = this.settings;
     const hdrLen = s.hdrLen;
     const maxReadable = batch.slotSize - VIRTIO_NET_HDR_V1_SIZE + hdrLen;
+    const data = batch.data;
+    const stride = batch.stride;
+    const bHead = this.burstHead;
+    const bLen = this.burstLen;
+    const bSlab = this.burstSlab;
+    const bOff = this.burstOff;
     batch.clear();
     while (batch.count < batch.capacity) {
-      const r = q.pop(chain);
-      if (r === 0) return 0;
-      if (r < 0) {
-        const err = q.error;
-        this.ctx.broken(`tx queue ${this.ctx.index}: ${err ? err.message : 'fault'}`);
-        this.running = false;
-        return -1;
+      // Pass 1: pop. Slot batch.count + n belongs to burst entry n.
+      let n = 0;
+      let ended = false;
+      const room = Math.min(BURST, batch.capacity - batch.count);
+      while (n < room) {
+        const r = q.pop(chain);
+        if (r === 0) { ended = true; break; }
+        if (r < 0) {
+          const err = q.error;
+          this.ctx.broken(`tx queue ${this.ctx.index}: ${err ? err.message : 'fault'}`);
+          this.running = false;
+          return -1;
+        }
+        const readable = chain.readableBytes;
+        // virtio 1.2 §5.1.6.2: every TX buffer starts with the header; anything shorter than a
+        // header plus an Ethernet header, or longer than a slot, is malformed.
+        if (readable < hdrLen + ETH_HLEN || readable > maxReadable) {
+          this.drop(chain.head);
+          continue;
+        }
+        bHead[n] = chain.head;
+        bLen[n] = readable;
+        const off = (batch.count + n) * stride;
+        if (chain.readableSegs === 1 && hdrLen === VIRTIO_NET_HDR_V1_SIZE) {
+          bSlab[n] = chain.segSlab[0];
+          bOff[n] = chain.segOffset[0];
+        } else {
+          bSlab[n] = -1; // copied now
+          if (hdrLen === VIRTIO_NET_HDR_V1_SIZE) {
+            copyFromChain(chain, 0, data, off, readable, batch.data32);
+          } else {
+            copyFromChain(chain, 0, data, off, hdrLen);
+            data[off + 10] = 0;
+            data[off + 11] = 0;
+            copyFromChain(chain, hdrLen, data, off + VIRTIO_NET_HDR_V1_SIZE, readable - hdrLen, batch.data32);
+          }
+        }
+        n++;
       }
-      const readable = chain.readableBytes;
-      // virtio 1.2 §5.1.6.2: every TX buffer starts with the header; anything shorter than a
-      // header plus an Ethernet header, or longer than a slot, is malformed.
-      if (readable < hdrLen + ETH_HLEN || readable > maxReadable) {
-        this.drop(chain.head);
-        continue;
-      }
-      const slot = batch.count;
-      const off = slot * batch.stride;
-      const data = batch.data;
-      if (hdrLen === VIRTIO_NET_HDR_V1_SIZE) {
-        copyFromChain(chain, 0, data, off, readable, batch.data32);
-      } else {
-        copyFromChain(chain, 0, data, off, hdrLen);
-        data[off + 10] = 0;
-        data[off + 11] = 0;
-        copyFromChain(chain, hdrLen, data, off + VIRTIO_NET_HDR_V1_SIZE, readable - hdrLen, batch.data32);
-      }
-      const frameLen = readable - hdrLen;
-      if (checkTxHeader(data, off, frameLen, s.policy) !== TX_HDR_OK) {
-        this.drop(chain.head);
-        continue;
-      }
-      if (s.clearHeader) clearNetHeader(data, off);
-      batch.lengths[slot] = VIRTIO_NET_HDR_V1_SIZE + frameLen;
-      batch.count++;
-      this.counters.txBytes += frameLen;
-      // TX buffers are device-readable only; nothing written (virtio 1.2 §2.7.8.2: len = 0).
-      q.pushUsed(chain.head, 0);
+      if (n > 0) this.copyBurst(n);
+      if (ended) return 0;
     }
     return 1;
+  }
+
+  /** Passes 2 and 3 of {@link fill} for burst entries 0..n, appended to the batch in order. */
+  private copyBurst(n: number): void {
+    const q = this.queue;
+    const batch = this.batch;
+    const s = this.settings;
+    const mem = this.chain.memory!;
+    const slabs = mem.slabs;
+    const words = slabWords(mem);
+    const data = batch.data;
+    const data32 = batch.data32;
+    const stride = batch.stride;
+    const hdrLen = s.hdrLen;
+    const bHead = this.burstHead;
+    const bLen = this.burstLen;
+    const bSlab = this.burstSlab;
+    const bOff = this.burstOff;
+    // Pass 2: touch. The sum is kept so the loads cannot be optimised away.
+    let touch = 0;
+    for (let i = 0; i < n; i++) {
+      const slab = bSlab[i];
+      if (slab < 0) continue;
+      const b = slabs[slab];
+      const o = bOff[i];
+      touch += b[o] + b[o + bLen[i] - 1];
+    }
+    this.touched += touch;
+    // Pass 3: copy, check, append.
+    const base = batch.count;
+    let w = base;
+    for (let i = 0; i < n; i++) {
+      const slot = base + i;
+      const off = slot * stride;
+      const readable = bLen[i];
+      const slab = bSlab[i];
+      if (slab >= 0) copyFast(data, data32, off, slabs[slab], words[slab], bOff[i], readable);
+      const frameLen = readable - hdrLen;
+      if (checkTxHeader(data, off, frameLen, s.policy) !== TX_HDR_OK) {
+        this.drop(bHead[i]);
+        continue;
+      }
+      const wOff = w * stride;
+      // A dropped frame before this one left a gap: move down (same buffer, rare).
+      if (w !== slot) data.copyWithin(wOff, off, off + VIRTIO_NET_HDR_V1_SIZE + frameLen);
+      if (s.clearHeader) clearNetHeader(data, wOff);
+      batch.lengths[w] = VIRTIO_NET_HDR_V1_SIZE + frameLen;
+      w++;
+      this.counters.txBytes += frameLen;
+      // TX buffers are device-readable only; nothing written (virtio 1.2 §2.7.8.2: len = 0).
+      q.pushUsed(bHead[i], 0);
+    }
+    batch.count = w;
   }
 
   private drop(head: number): void {

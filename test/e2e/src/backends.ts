@@ -10,6 +10,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { hasExited, stopChild, track } from './children.js';
 import { detectEnv } from './env.js';
+import { diesWithParent } from './child-guard.js';
 
 /** Options shared by every blk backend. */
 export interface BlkBackendOptions {
@@ -82,7 +83,7 @@ async function launch(
 ): Promise<Backend> {
   // A stale socket would make us "see" the backend before it listens.
   rmSync(socket, { force: true });
-  const child = spawn(cmd, args, { stdio: [stdin, 'pipe', 'pipe'], cwd: REPO_ROOT });
+  const child = spawn(...diesWithParent(cmd, args), { stdio: [stdin, 'pipe', 'pipe'], cwd: REPO_ROOT });
   track(child);
   let logs = '';
   child.stdout?.setEncoding('utf8').on('data', (c: string) => (logs += c));

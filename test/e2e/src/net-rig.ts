@@ -8,6 +8,7 @@ import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPO_ROOT } from './backends.js';
 import { hasExited, stopChild, track } from './children.js';
+import { diesWithParent } from './child-guard.js';
 
 const NET_CLI = join(REPO_ROOT, 'packages/devices-net/src/cli.ts');
 const TCP_PEER = join(REPO_ROOT, 'test/e2e/src/tcp-peer.ts');
@@ -63,7 +64,7 @@ export function portMetric(name: string, socket: string): string {
  * `args` must contain the `--socket-path` flags for `sockets`.
  */
 export async function startNetCli(args: readonly string[], sockets: readonly string[], timeoutMs = 20_000): Promise<NetCli> {
-  const child = spawn(process.execPath, [...TSX_ARGS, NET_CLI, ...args], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(...diesWithParent(process.execPath, [...TSX_ARGS, NET_CLI, ...args]), { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
   track(child);
   let logs = '';
   child.stdout!.setEncoding('utf8').on('data', (c: string) => (logs += c));

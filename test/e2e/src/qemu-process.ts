@@ -8,6 +8,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { hasExited, stopChild, track } from './children.js';
 import { QmpClient } from './qmp.js';
+import { diesWithParent } from './child-guard.js';
 
 /** A running QEMU with its console text and a QMP connection. */
 export interface QemuProcess {
@@ -32,7 +33,7 @@ export interface QemuProcess {
  */
 export async function startQemu(name: string, qemu: string, argv: readonly string[], qmpPath: string): Promise<QemuProcess> {
   const full = [...argv, '-qmp', `unix:${qmpPath},server=on,wait=off`];
-  const child = spawn(qemu, full, { stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = spawn(...diesWithParent(qemu, full), { stdio: ['pipe', 'pipe', 'pipe'] });
   track(child);
   let text = '';
   const onData = (c: string): void => {

@@ -10,6 +10,7 @@ import { spawn } from 'node:child_process';
 import { track, hasExited } from './children.js';
 import { detectEnv, type KernelInfo } from './env.js';
 import { MARKER_BEGIN, MARKER_INSMOD_FAILED, MARKER_RESULT } from './initramfs.js';
+import { diesWithParent } from './child-guard.js';
 
 /** A vhost-user-blk disk: QEMU connects to `socket` (the backend listens there). */
 export interface VhostUserBlkDisk {
@@ -177,7 +178,7 @@ export async function runGuest(opts: GuestOptions): Promise<GuestResult> {
   const argv = qemuArgs(opts);
   const timeoutMs = opts.timeoutMs ?? 90_000;
   const started = Date.now();
-  const child = spawn(qemu, argv, { stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = spawn(...diesWithParent(qemu, argv), { stdio: ['pipe', 'pipe', 'pipe'] });
   track(child);
   let consoleText = '';
   let result: ReturnType<typeof parseConsole> = null;

@@ -47,14 +47,17 @@ interface Variant {
   readonly packed: boolean;
   /** IP version of the TCP transfers: 4 exercises TSO4 / GSO_TCPV4, 6 TSO6 / GSO_TCPV6. */
   readonly ipVersion: 4 | 6;
+  /** Queue pairs (VIRTIO_NET_F_MQ, a multi-queue tap) and as many vCPUs. */
+  readonly pairs: number;
 }
 
 const VARIANTS: readonly Variant[] = [
   // The Linux default: split rings, mergeable RX buffers (a 64 KiB GSO frame spans many buffers).
-  { label: 'split rings, MRG_RXBUF, TCP over IPv4', deviceProps: '', mergeable: true, packed: false, ipVersion: 4 },
+  { label: 'split rings, MRG_RXBUF, TCP over IPv4', deviceProps: '', mergeable: true, packed: false, ipVersion: 4, pairs: 1 },
   // Without MRG_RXBUF Linux posts "big packet" chains (a page per descriptor, ~64 KiB each) and
-  // every GSO frame must fit one chain; on packed rings (virtio 1.2 §2.8), TCP over IPv6.
-  { label: 'packed rings, no MRG_RXBUF, TCP over IPv6', deviceProps: 'mrg_rxbuf=off,packed=on', mergeable: false, packed: true, ipVersion: 6 },
+  // every GSO frame must fit one chain; on packed rings (virtio 1.2 §2.8), TCP over IPv6, with
+  // 2 queue pairs (offloads set on both tap queues) and 2 vCPUs.
+  { label: 'packed rings, no MRG_RXBUF, TCP over IPv6, 2 queue pairs', deviceProps: 'mrg_rxbuf=off,packed=on', mergeable: false, packed: true, ipVersion: 6, pairs: 2 },
 ];
 
 /** The guest's script; `peer` is the host address the TCP transfers use. */
@@ -70,6 +73,7 @@ ip addr add ${GUEST_IP}/24 dev eth0
 ip -6 addr add ${GUEST_IP6}/64 dev eth0
 echo "FEATURES=$(cat /sys/class/net/eth0/device/features)"
 echo "MTU=$(cat /sys/class/net/eth0/mtu)"
+echo "QUEUES=$(ls /sys/class/net/eth0/queues | tr '\\n' ' ')"
 ping -c 3 -s ${MTU - 28} -W 5 ${HOST_IP}
 echo "PINGMTU.rc=$?"
 ping6 -c 3 -s ${MTU - 48} -W 5 ${HOST_IP6}
@@ -120,7 +124,7 @@ for (const v of VARIANTS) {
     const ifname = `vtt${process.pid % 100000}v${VARIANTS.indexOf(v)}`;
     const mac = '52:54:00:e2:e2:01';
     const socket = join(work.dir, 'net.sock');
-    const cli = await startNetCli(['--socket-path', socket, '--tap', ifname, '--mac', mac, '--mtu', String(MTU)], [socket]);
+    const cli = await startNetCli(['--socket-path', socket, '--tap', ifname, '--mac', mac, '--mtu', String(MTU), '--queues', String(v.pairs)], [socket]);
     t.teardown(() => cli.stop());
     const ns = new NetNamespace(`vte2e-tcp-${process.pid}-${VARIANTS.indexOf(v)}`);
     t.teardown(() => ns.close());
@@ -132,7 +136,7 @@ for (const v of VARIANTS) {
     const initrd = buildInitramfs({ kernel: env.kernel!, busybox: env.busybox!, modules: NET_MODULES, script: script(v) });
     const abort = new AbortController();
     cli.process.once('exit', () => abort.abort(new Error(`vhost-user-net exited:\n${cli.logs().slice(-2000)}`)));
-    const guest = runGuest({ kernel: env.kernel!, initrd, netDevs: [{ socket, mac, deviceProps: v.deviceProps }], signal: abort.signal, timeoutMs: 360_000 });
+    const guest = runGuest({ kernel: env.kernel!, initrd, smp: v.pairs, netDevs: [{ socket, mac, deviceProps: v.deviceProps, queuePairs: v.pairs }], signal: abort.signal, timeoutMs: 360_000 });
     let guestDone = false;
     guest.then(() => (guestDone = true), () => (guestDone = true));
     // Between the directions: the guest's send is over and its receiving nc is connected, but
@@ -158,6 +162,7 @@ for (const v of VARIANTS) {
     t.equal(features[VIRTIO_NET_F_MRG_RXBUF], v.mergeable ? '1' : '0', `VIRTIO_NET_F_MRG_RXBUF ${v.mergeable ? '' : 'not '}negotiated`);
     t.equal(features[VIRTIO_F_RING_PACKED], v.packed ? '1' : '0', `VIRTIO_F_RING_PACKED ${v.packed ? '' : 'not '}negotiated`);
     t.equal(kv.get('MTU'), String(MTU), 'guest MTU');
+    t.equal((kv.get('QUEUES') ?? '').split(' ').filter((q) => q.startsWith('rx-')).length, v.pairs, `guest has ${v.pairs} RX queue(s)`);
     t.equal(kv.get('PINGMTU.rc'), '0', `${MTU}-byte IP packets (ping -s ${MTU - 28}) answered`, diag);
     t.equal(kv.get('PING6MTU.rc'), '0', `${MTU}-byte IPv6 packets (ping6 -s ${MTU - 48}) answered`, diag);
     t.equal(r.output.match(/3 packets transmitted, 3 packets received/g)?.length, 2, 'no MTU-sized ping lost (IPv4, IPv6)');

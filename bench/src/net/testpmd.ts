@@ -56,7 +56,10 @@ const STATS_RE = /NIC statistics for port \d+\s+#+\s+RX-packets:\s+(\d+)\s+RX-mi
 /** One testpmd process. */
 export class Testpmd {
   readonly child: ChildProcess;
+  /** stdout + stderr, for logs. */
   private out = '';
+  /** stdout alone: prompts and answers are matched here, where stderr lines cannot split them. */
+  private stdout = '';
   private readonly exitP: Promise<number | null>;
   private exitCode: number | null | undefined = undefined;
 
@@ -80,7 +83,7 @@ export class Testpmd {
     this.child = stdbuf === null
       ? spawn(bin, args, { stdio: ['pipe', 'pipe', 'pipe'] })
       : spawn(stdbuf, ['-oL', bin, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
-    this.child.stdout!.setEncoding('utf8').on('data', (s: string) => { this.out += s; });
+    this.child.stdout!.setEncoding('utf8').on('data', (s: string) => { this.out += s; this.stdout += s; });
     this.child.stderr!.setEncoding('utf8').on('data', (s: string) => { this.out += s; });
     this.child.stdin!.on('error', () => { /* exited; reported through the exit code */ });
     this.exitP = new Promise((resolve) => {
@@ -102,11 +105,11 @@ export class Testpmd {
     if (!this.exited) this.child.stdin!.write(`${line}\n`);
   }
 
-  /** Waits until the output after `from` matches `re`; rejects on exit or timeout. */
+  /** Waits until stdout after `from` matches `re`; rejects on exit or timeout. */
   private async waitFor(re: RegExp, from: number, timeoutMs: number): Promise<RegExpMatchArray> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      const m = this.out.slice(from).match(re);
+      const m = this.stdout.slice(from).match(re);
       if (m !== null) return m;
       if (this.exited) throw new Error(`testpmd exited (${this.exitCode}): ${this.out.slice(-1500)}`);
       if (Date.now() > deadline) throw new Error(`testpmd: timed out waiting for ${re.source.slice(0, 40)}: ${this.out.slice(-1500)}`);
@@ -121,14 +124,14 @@ export class Testpmd {
 
   /** Starts forwarding (interactive mode). */
   async start(): Promise<void> {
-    const from = this.out.length;
+    const from = this.stdout.length;
     this.send('start');
     await this.waitFor(/testpmd> /, from, 10_000);
   }
 
   /** Reads port 0's counters now (interactive mode); `at` is when the command was sent. */
   async stats(): Promise<PortCounters & { at: number }> {
-    const from = this.out.length;
+    const from = this.stdout.length;
     const at = performance.now();
     this.send('show port stats 0');
     const m = await this.waitFor(STATS_RE, from, 10_000);

@@ -14,8 +14,8 @@
  */
 import type { GuestMemory } from '@vhost-ts/virtqueue';
 
-/** At or below this, a byte loop (no setup). */
-const BYTE_COPY_MAX = 8;
+/** Unaligned ends: at or below this a byte loop (12 B: 35 ns vs set 71 ns), above it `set`. */
+const BYTE_COPY_MAX = 24;
 /** Above this, `set` (its fixed cost is amortised; its inner copy is memcpy). */
 const WORD_COPY_MAX = 512;
 
@@ -30,19 +30,20 @@ export function wordsOf(buf: ArrayBufferLike): Int32Array {
  * batch slot).
  */
 export function copyFast(dst: Uint8Array, dst32: Int32Array, dOff: number, src: Uint8Array, src32: Int32Array, sOff: number, len: number): void {
-  if (len <= BYTE_COPY_MAX) {
-    for (let i = 0; i < len; i++) dst[dOff + i] = src[sOff + i];
-    return;
-  }
   const da = dst.byteOffset + dOff;
   const sa = src.byteOffset + sOff;
   // `|` keeps the two low bits even for offsets ≥ 2^32 (ToInt32 is modulo 2^32).
-  if (len <= WORD_COPY_MAX && ((da | sa) & 3) === 0) {
-    const words = len >>> 2;
-    const d = da / 4;
-    const s = sa / 4;
-    for (let i = 0; i < words; i++) dst32[d + i] = src32[s + i];
-    for (let i = words << 2; i < len; i++) dst[dOff + i] = src[sOff + i];
+  if (((da | sa) & 3) === 0) {
+    if (len <= WORD_COPY_MAX) {
+      const words = len >>> 2;
+      const d = da / 4;
+      const s = sa / 4;
+      for (let i = 0; i < words; i++) dst32[d + i] = src32[s + i];
+      for (let i = words << 2; i < len; i++) dst[dOff + i] = src[sOff + i];
+      return;
+    }
+  } else if (len <= BYTE_COPY_MAX) {
+    for (let i = 0; i < len; i++) dst[dOff + i] = src[sOff + i];
     return;
   }
   dst.set(src.subarray(sOff, sOff + len), dOff);

@@ -109,3 +109,25 @@ t.test('chain copies with and without word views agree, aligned and misaligned g
     guest.assertCanaries();
   }
 });
+
+t.test('RX single-descriptor fast path: bytes, used length, dirty pages when logging', async (t) => {
+  const { NetRig, makeFrame } = await import('./helpers/net-rig.js');
+  const { LoopbackBackend } = await import('../src/loopback-backend.js');
+  const rig = new NetRig({ backend: new LoopbackBackend(), ctrlQueue: false });
+  const rx = rig.q(0).guest;
+  const log = rx.enableDirtyLog();
+  rig.postRx(2, 2048);
+  const f = makeFrame([2, 0, 0, 0, 0, 0xb], [2, 0, 0, 0, 0, 0xa], 333);
+  f[12 + 100] = 0x77;
+  rig.send(f);
+  const got = rig.rxUsed();
+  t.equal(got.length, 1);
+  t.equal(got[0].length, 12 + 333, 'used len = header + frame');
+  t.same(got[0].subarray(12), f.subarray(12), 'frame bytes');
+  t.same([...got[0].subarray(0, 12)], [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0], 'cleared header, num_buffers 1');
+  // The buffer's pages are marked (VHOST_F_LOG_ALL: bit = gpa / 4096).
+  let marked = 0;
+  for (const b of log) for (let k = 0; k < 8; k++) marked += (b >> k) & 1;
+  t.ok(marked >= 2, `buffer and used-ring pages marked dirty (${marked} pages)`);
+  rx.assertCanaries();
+});

@@ -84,6 +84,9 @@ echo "RX.sha256=$(sha256sum /tmp/rx | cut -d' ' -f1)"
 `;
 }
 
+// tap's default file timeout is 120 s; the subtest below has its own, longer limit.
+t.setTimeout(480_000 + 60_000);
+
 t.test('two guests on one vhost-user-net --switch: ping both ways and a TCP transfer', (t) =>
   e2eTest(t, 'two guests on the switch', { needs: ['qemu', 'kernel', 'busybox'], timeout: 480_000 }, async (t) => {
     const env = detectEnv();

@@ -108,6 +108,10 @@ echo "NCTX2.rc=$?"
 `;
 }
 
+// Two boots, each limited below; the whole file must outlive both (tap's default is 120 s, and
+// a loaded CI box runs TCG guests several times slower than an idle one).
+t.setTimeout(2 * 420_000 + 60_000);
+
 const rootReason = process.getuid?.() === 0 ? null : 'needs root to create a tap and a network namespace';
 
 for (const v of VARIANTS) {

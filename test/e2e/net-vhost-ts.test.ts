@@ -52,6 +52,9 @@ async function startCli(args: string[], socket: string): Promise<{ child: ChildP
   };
 }
 
+// Two boots of up to 180 s each (e2eTest's default); tap's own default for a file is 120 s.
+t.setTimeout(2 * 180_000 + 60_000);
+
 const rootReason = process.getuid?.() === 0 ? null : 'needs root to create a tap and a network namespace';
 
 for (const pairs of [1, 2]) {
@@ -86,7 +89,7 @@ for (const pairs of [1, 2]) {
     t.comment(`guest ran ${r.durationMs} ms`);
     t.equal(r.rc, 0, 'guest script completed', { output: r.output, backend: cli.logs().slice(-2000) });
     const kv = parseKeyValues(r.output);
-    t.equal(kv.get('MAC'), mac, 'MAC from our config space');
+    t.equal(kv.get('MAC'), mac, 'configured MAC (QEMU builds the config space; ours must agree)');
     if (pairs > 1) t.match(kv.get('QUEUES') ?? '', /rx-1/, 'guest sees 2 RX queues');
     t.equal(kv.get('PING.rc'), '0', 'ping answered through the tap', { output: r.output });
     t.match(r.output, new RegExp(`${PINGS} packets transmitted, ${PINGS} packets received`), 'no loss');

@@ -10,7 +10,8 @@
  *   npm run bench:net -- --json out.json --no-docs
  *   npm run bench:net -- --from-json out.json           # re-render from a saved run
  *
- * Guest on CPU 0, back-end on CPU 1 (`--guest-cpu`, `--host-cpu`).
+ * Guest on CPU 0, back-end on CPU 1 (`--guest-cpu`, `--host-cpu`). Peers: vhost-ts (kick-driven),
+ * vhost-ts-poll (busy-polls `--poll-us`, default 50, after each batch), dpdk-vhost.
  * @module
  */
 import { execFileSync } from 'node:child_process';
@@ -32,7 +33,8 @@ const { values } = parseArgs({
     warmup: { type: 'string' },
     window: { type: 'string' },
     reps: { type: 'string' },
-    peers: { type: 'string', default: 'vhost-ts,dpdk-vhost' },
+    peers: { type: 'string', default: 'vhost-ts,vhost-ts-poll,dpdk-vhost' },
+    'poll-us': { type: 'string', default: '50' },
     directions: { type: 'string', default: 'g2h,h2g' },
     sizes: { type: 'string', default: '64,1518' },
     'ring-size': { type: 'string', default: '1024' },
@@ -47,7 +49,9 @@ const { values } = parseArgs({
 const list = (s: string): string[] => s.split(',').map((x) => x.trim()).filter(Boolean);
 const quick = values.quick;
 const peers = list(values.peers) as NetPeer[];
-for (const p of peers) if (p !== 'vhost-ts' && p !== 'dpdk-vhost') throw new Error(`unknown peer ${p} (vhost-ts, dpdk-vhost)`);
+for (const p of peers) {
+  if (p !== 'vhost-ts' && p !== 'vhost-ts-poll' && p !== 'dpdk-vhost') throw new Error(`unknown peer ${p} (vhost-ts, vhost-ts-poll, dpdk-vhost)`);
+}
 const directions = list(values.directions) as Direction[];
 for (const d of directions) if (d !== 'g2h' && d !== 'h2g') throw new Error(`unknown direction ${d} (g2h, h2g)`);
 const sizes = list(values.sizes).map(Number);
@@ -55,7 +59,7 @@ for (const s of sizes) if (!Number.isInteger(s) || s < 60 || s > 1518) throw new
 
 interface Saved {
   facts: MachineFacts; loadEnd: number; cells: NetCell[]; command: string; warmupS: number; windowS: number; reps: number;
-  ringSize: number; guestCpu: number; hostCpu: number; testpmdVersion: string;
+  ringSize: number; guestCpu: number; hostCpu: number; testpmdVersion: string; pollUs: number;
 }
 
 function testpmdVersion(): string {
@@ -81,6 +85,7 @@ if (values['from-json'] !== undefined) {
   const ringSize = Number(values['ring-size']);
   const guestCpu = Number(values['guest-cpu']);
   const hostCpu = Number(values['host-cpu']);
+  const pollUs = Number(values['poll-us']);
   const facts = machineFacts(REPO_ROOT);
   console.error(`virtio-net bench: ${peers.join(', ')} × ${directions.join(', ')} × ${sizes.join(', ')} B, ${warmupS}+${windowS} s, ` +
     `reps ${reps}, ${facts.nproc} CPUs, load ${facts.loadAvg1}`);
@@ -88,7 +93,7 @@ if (values['from-json'] !== undefined) {
   let cells: NetCell[];
   try {
     cells = await runMatrix({
-      peers, directions, frameSizes: sizes, reps, warmupS, windowS, ringSize, guestCpu, hostCpu, workDir,
+      peers, directions, frameSizes: sizes, reps, warmupS, windowS, ringSize, guestCpu, hostCpu, pollUs, workDir,
       log: (l) => console.error(l),
     });
   } finally {
@@ -97,7 +102,7 @@ if (values['from-json'] !== undefined) {
   const argv = process.argv.slice(2);
   saved = {
     facts, loadEnd: Math.round(loadavg()[0] * 100) / 100, cells, command: `npm run bench:net${argv.length > 0 ? ` -- ${argv.join(' ')}` : ''}`,
-    warmupS, windowS, reps, ringSize, guestCpu, hostCpu, testpmdVersion: testpmdVersion(),
+    warmupS, windowS, reps, ringSize, guestCpu, hostCpu, pollUs, testpmdVersion: testpmdVersion(),
   };
 }
 

@@ -16,6 +16,8 @@ export interface MatrixOptions {
   ringSize: number;
   guestCpu: number;
   hostCpu: number;
+  /** Budget of the vhost-ts-poll peer, µs. */
+  pollUs: number;
   workDir: string;
   log(line: string): void;
 }
@@ -50,14 +52,15 @@ export async function runMatrix(o: MatrixOptions): Promise<NetCell[]> {
         const order = o.peers.map((_, i) => o.peers[(i + rep) % o.peers.length]);
         for (const peer of order) {
           const slot = runs.get(peer)!;
-          const what = `${direction} ${String(frameSize).padStart(4)}B ${peer.padEnd(10)} rep ${rep + 1}/${o.reps}`;
+          const what = `${direction} ${String(frameSize).padStart(4)}B ${peer.padEnd(13)} rep ${rep + 1}/${o.reps}`;
           try {
             const r = await runOnce({
               peer, direction, frameSize, warmupS: o.warmupS, windowS: o.windowS, ringSize: o.ringSize,
-              guestCpu: o.guestCpu, hostCpu: o.hostCpu, workDir: o.workDir, tag: `${process.pid}-${n++}`,
+              guestCpu: o.guestCpu, hostCpu: o.hostCpu, workDir: o.workDir, tag: `${process.pid}-${n++}`, pollUs: o.pollUs,
             });
             slot.results.push(r);
-            o.log(`${what}: ${r.mpps.toFixed(3)} Mpps (guest ${r.guestFrames}, host ${r.hostFrames ?? '?'}, load ${r.loadAvg1})`);
+            const cpu = r.hostNsPerFrame === null ? '' : `, back-end ${r.hostNsPerFrame.toFixed(0)} ns CPU/frame`;
+            o.log(`${what}: ${r.mpps.toFixed(3)} Mpps (guest ${r.guestFrames}, host ${r.hostFrames ?? '?'}${cpu}, load ${r.loadAvg1})`);
           } catch (e) {
             slot.failures.push((e as Error).message);
             o.log(`${what}: FAILED ${(e as Error).message.slice(0, 400)}`);

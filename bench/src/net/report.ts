@@ -6,7 +6,7 @@
 import type { MachineFacts } from '../common/machine.js';
 import { renderBarChart } from '../common/svg-bars.js';
 import type { NetCell } from './matrix.js';
-import type { Direction } from './run-once.js';
+import { isOurs, type Direction, type NetPeer } from './run-once.js';
 
 /** Ours / DPDK targets of the issue, by frame size: 64 B ≥ 0.5, 1518 B ≥ 0.9. */
 export function targetRatio(frameSize: number): number {
@@ -15,6 +15,8 @@ export function targetRatio(frameSize: number): number {
 
 /** One compared pair. */
 export interface NetRatio {
+  /** Our variant compared with DPDK. */
+  peer: NetPeer;
   direction: Direction;
   frameSize: number;
   ours: number;
@@ -30,18 +32,21 @@ function find(cells: readonly NetCell[], peer: string, d: Direction, fs: number)
   return cells.find((c) => c.peer === peer && c.direction === d && c.frameSize === fs);
 }
 
-/** ours / DPDK for every (direction, size) where both ran. */
+/** ours / DPDK for every (our variant, direction, size) where both ran. */
 export function ratios(cells: readonly NetCell[]): NetRatio[] {
   const out: NetRatio[] = [];
   const keys = [...new Set(cells.map((c) => `${c.direction}/${c.frameSize}`))];
-  for (const k of keys) {
-    const [d, s] = k.split('/') as [Direction, string];
-    const fs = Number(s);
-    const a = find(cells, 'vhost-ts', d, fs)?.result;
-    const b = find(cells, 'dpdk-vhost', d, fs)?.result;
-    if (!a || !b || b.mpps === 0) continue;
-    const ratio = a.mpps / b.mpps;
-    out.push({ direction: d, frameSize: fs, ours: a.mpps, dpdk: b.mpps, ratio, target: targetRatio(fs), meets: ratio >= targetRatio(fs) });
+  const ours = [...new Set(cells.map((c) => c.peer).filter(isOurs))];
+  for (const peer of ours) {
+    for (const k of keys) {
+      const [d, s] = k.split('/') as [Direction, string];
+      const fs = Number(s);
+      const a = find(cells, peer, d, fs)?.result;
+      const b = find(cells, 'dpdk-vhost', d, fs)?.result;
+      if (!a || !b || b.mpps === 0) continue;
+      const ratio = a.mpps / b.mpps;
+      out.push({ peer, direction: d, frameSize: fs, ours: a.mpps, dpdk: b.mpps, ratio, target: targetRatio(fs), meets: ratio >= targetRatio(fs) });
+    }
   }
   return out;
 }
@@ -55,21 +60,21 @@ function spread(c: NetCell): string {
 /** Console table. */
 export function consoleTable(cells: readonly NetCell[]): string {
   const L: string[] = [];
-  L.push(`${pad('direction', 11)} ${pad('frame', 6, true)} ${pad('peer', 11)} ${pad('Mpps', 7, true)} ${pad('Gbit/s', 7, true)} ${pad('reps', 11)} load`);
+  L.push(`${pad('direction', 11)} ${pad('frame', 6, true)} ${pad('peer', 13)} ${pad('Mpps', 7, true)} ${pad('Gbit/s', 7, true)} ${pad('ns/frame', 8, true)} ${pad('reps', 11)} load`);
   for (const c of cells) {
     const r = c.result;
     if (r === null) {
-      L.push(`${pad(DIR_NAME[c.direction], 11)} ${pad(String(c.frameSize), 6, true)} ${pad(c.peer, 11)} FAILED: ${(c.failures[0] ?? '').slice(0, 120)}`);
+      L.push(`${pad(DIR_NAME[c.direction], 11)} ${pad(String(c.frameSize), 6, true)} ${pad(c.peer, 13)} FAILED: ${(c.failures[0] ?? '').slice(0, 120)}`);
       continue;
     }
-    L.push(`${pad(DIR_NAME[c.direction], 11)} ${pad(String(c.frameSize), 6, true)} ${pad(c.peer, 11)} ${pad(r.mpps.toFixed(3), 7, true)} ` +
-      `${pad(r.gbps.toFixed(2), 7, true)} ${pad(spread(c), 11)} ${r.loadAvg1}`);
+    L.push(`${pad(DIR_NAME[c.direction], 11)} ${pad(String(c.frameSize), 6, true)} ${pad(c.peer, 13)} ${pad(r.mpps.toFixed(3), 7, true)} ` +
+      `${pad(r.gbps.toFixed(2), 7, true)} ${pad(r.hostNsPerFrame === null ? '' : r.hostNsPerFrame.toFixed(0), 8, true)} ${pad(spread(c), 11)} ${r.loadAvg1}`);
   }
   const rs = ratios(cells);
   if (rs.length > 0) {
-    L.push('', `${pad('direction', 11)} ${pad('frame', 6, true)} ${pad('ours/DPDK', 10, true)} ${pad('target', 7, true)}`);
+    L.push('', `${pad('ours', 13)} ${pad('direction', 11)} ${pad('frame', 6, true)} ${pad('ours/DPDK', 10, true)} ${pad('target', 7, true)}`);
     for (const r of rs) {
-      L.push(`${pad(DIR_NAME[r.direction], 11)} ${pad(String(r.frameSize), 6, true)} ${pad(r.ratio.toFixed(2), 10, true)} ${pad(`≥ ${r.target}`, 7, true)}  ${r.meets ? 'met' : 'MISSED'}`);
+      L.push(`${pad(r.peer, 13)} ${pad(DIR_NAME[r.direction], 11)} ${pad(String(r.frameSize), 6, true)} ${pad(r.ratio.toFixed(2), 10, true)} ${pad(`≥ ${r.target}`, 7, true)}  ${r.meets ? 'met' : 'MISSED'}`);
     }
   }
   return L.join('\n');
@@ -88,6 +93,7 @@ export interface NetReportInput {
   ringSize: number;
   guestCpu: number;
   hostCpu: number;
+  pollUs: number;
   testpmdVersion: string;
   svgRel: string;
   notes: string;
@@ -107,6 +113,9 @@ export function markdownSection(x: NetReportInput): string {
   L.push('  `bench/src/net/ts-server.ts`. guest→host: the TX path copies every frame out of guest memory into a');
   L.push('  preallocated batch and a sink backend counts it; host→guest: a source backend hands one preallocated');
   L.push('  batch of frames to the RX path again and again, which copies them into whatever buffers the guest posted.');
+  L.push('  Kick-driven, the device default: when the ring is empty it asks for a kick and sleeps in the event loop.');
+  L.push(`- \`vhost-ts-poll\` — the same with \`pollUs: ${x.pollUs}\`: after a batch it spins on the ring up to ${x.pollUs} µs before`);
+  L.push('  asking for a kick (`packages/devices-net/src/avail-poll.ts`), the closest to the vhost PMD\'s always-polling loop.');
   L.push('- `dpdk-vhost` — a second testpmd with DPDK\'s vhost PMD (`--vdev net_vhost0,iface=SOCK,queues=1`):');
   L.push('  `rxonly` for guest→host, `txonly` for host→guest.');
   L.push('');
@@ -116,7 +125,10 @@ export function markdownSection(x: NetReportInput): string {
   L.push('once after a fixed window; the back-end\'s own count over the whole run is checked against the guest\'s.');
   L.push(`Each side has one CPU: the guest\'s two lcores are \`--lcores 0@${x.guestCpu},1@${x.guestCpu}\`, the back-end is`);
   L.push(`\`taskset -c ${x.hostCpu}\` (ours) or \`--lcores 0@${x.hostCpu},1@${x.hostCpu}\` (DPDK); EAL runs with \`--no-huge -m 256 --no-pci\`,`);
-  L.push(`rings of ${x.ringSize} descriptors, bursts of 32.`);
+  L.push(`rings of ${x.ringSize} descriptors, bursts of 32. "Back-end CPU ns/frame" is our process\'s CPU time over the window`);
+  L.push('(`process.cpuUsage`, sampled on SIGUSR2 at both edges) per frame it handled — event-loop wake-ups and, for');
+  L.push('`vhost-ts-poll`, the spinning included; it is far less sensitive to the shared machine than the rates.');
+  L.push('DPDK\'s vhost PMD spins on its core all the time.');
   L.push('');
   L.push(`Machine: ${f.nproc} vCPUs (${f.cpuModel}), ${f.memGiB} GiB, kernel ${f.kernel}, Node ${f.node}, ${x.testpmdVersion};`);
   L.push(`commit ${f.gitCommit}${f.gitDirty ? ' (+ uncommitted changes under packages/)' : ''}, ${f.date}.`);
@@ -129,26 +141,27 @@ export function markdownSection(x: NetReportInput): string {
   L.push(x.command);
   L.push('```');
   L.push('');
-  L.push('| direction | frame | peer | Mpps | Gbit/s | runs (Mpps) | guest frames = host frames |');
-  L.push('|---|---:|---|---:|---:|---|---|');
+  L.push('| direction | frame | peer | Mpps | Gbit/s | back-end CPU ns/frame | runs (Mpps) | guest frames / host frames |');
+  L.push('|---|---:|---|---:|---:|---:|---|---|');
   for (const c of x.cells) {
     const r = c.result;
     if (r === null) {
-      L.push(`| ${DIR_NAME[c.direction]} | ${c.frameSize} B | ${c.peer} | failed | | | ${(c.failures[0] ?? '').replace(/\|/g, '/').replace(/\n/g, ' ').slice(0, 100)} |`);
+      L.push(`| ${DIR_NAME[c.direction]} | ${c.frameSize} B | ${c.peer} | failed | | | | ${(c.failures[0] ?? '').replace(/\|/g, '/').replace(/\n/g, ' ').slice(0, 100)} |`);
       continue;
     }
     const check = r.hostFrames === null ? 'n/a' : `${r.guestFrames} / ${r.hostFrames}`;
-    L.push(`| ${DIR_NAME[c.direction]} | ${c.frameSize} B | ${c.peer} | ${r.mpps.toFixed(3)} | ${r.gbps.toFixed(2)} | ${c.repMpps.map((v) => v.toFixed(2)).join(', ')} | ${check} |`);
+    const ns = r.hostNsPerFrame === null ? (isOurs(c.peer) ? '' : 'polls 100 %') : r.hostNsPerFrame.toFixed(0);
+    L.push(`| ${DIR_NAME[c.direction]} | ${c.frameSize} B | ${c.peer} | ${r.mpps.toFixed(3)} | ${r.gbps.toFixed(2)} | ${ns} | ${c.repMpps.map((v) => v.toFixed(2)).join(', ')} | ${check} |`);
   }
   const rs = ratios(x.cells);
   if (rs.length > 0) {
     L.push('');
     L.push('Ours / DPDK vhost PMD (targets: ≥ 0.5 at 64 B, ≥ 0.9 at 1518 B):');
     L.push('');
-    L.push('| direction | frame | ours Mpps | DPDK Mpps | ours/DPDK | target |');
-    L.push('|---|---:|---:|---:|---:|---|');
+    L.push('| ours | direction | frame | ours Mpps | DPDK Mpps | ours/DPDK | target |');
+    L.push('|---|---|---:|---:|---:|---:|---|');
     for (const r of rs) {
-      L.push(`| ${DIR_NAME[r.direction]} | ${r.frameSize} B | ${r.ours.toFixed(3)} | ${r.dpdk.toFixed(3)} | ${r.ratio.toFixed(2)} | ≥ ${r.target}: ${r.meets ? 'met' : '**missed**'} |`);
+      L.push(`| ${r.peer} | ${DIR_NAME[r.direction]} | ${r.frameSize} B | ${r.ours.toFixed(3)} | ${r.dpdk.toFixed(3)} | ${r.ratio.toFixed(2)} | ≥ ${r.target}: ${r.meets ? 'met' : '**missed**'} |`);
     }
   }
   L.push('');
@@ -161,7 +174,7 @@ export function markdownSection(x: NetReportInput): string {
   return L.join('\n');
 }
 
-const COLORS: Record<string, string> = { 'vhost-ts': '#1f77b4', 'dpdk-vhost': '#ff7f0e' };
+const COLORS: Record<string, string> = { 'vhost-ts': '#1f77b4', 'vhost-ts-poll': '#6baed6', 'dpdk-vhost': '#ff7f0e' };
 
 /** SVG chart: Mpps per (direction, frame size), one bar per peer. */
 export function chart(cells: readonly NetCell[]): string {

@@ -21,8 +21,16 @@ import { findTestpmd, Testpmd } from './testpmd.js';
 
 /** Traffic direction, named from the guest. */
 export type Direction = 'g2h' | 'h2g';
-/** Back-end peers. */
-export type NetPeer = 'vhost-ts' | 'dpdk-vhost';
+/**
+ * Back-end peers: ours kick-driven (the device default), ours busy-polling the ring for
+ * {@link RunOptions.pollUs} after each batch, DPDK's vhost PMD (which always busy-polls).
+ */
+export type NetPeer = 'vhost-ts' | 'vhost-ts-poll' | 'dpdk-vhost';
+
+/** True for our back-end's variants. */
+export function isOurs(p: NetPeer): boolean {
+  return p !== 'dpdk-vhost';
+}
 
 /** What one run needs. */
 export interface RunOptions {
@@ -40,7 +48,7 @@ export interface RunOptions {
   workDir: string;
   /** Unique tag for DPDK file prefixes. */
   tag: string;
-  /** Busy-poll budget of our device in µs (0 = kick-driven only). */
+  /** Busy-poll budget in µs of the `vhost-ts-poll` peer (default 50). */
   pollUs?: number;
 }
 
@@ -99,7 +107,7 @@ async function startOurs(o: RunOptions, socket: string): Promise<Host> {
   // BENCH_NET_NODE_ARGS: extra node flags for our back-end, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
   const extra = (process.env.BENCH_NET_NODE_ARGS ?? '').split(' ').filter(Boolean);
   const b: RunningBackend = await startListening(process.execPath, [...extra, ...tsEntry('bench/src/net/ts-server.ts'),
-    '--socket', socket, '--mode', mode, '--frame-size', String(o.frameSize), '--queue-size', String(o.ringSize), '--poll-us', String(o.pollUs ?? 0)],
+    '--socket', socket, '--mode', mode, '--frame-size', String(o.frameSize), '--queue-size', String(o.ringSize), '--poll-us', String(o.peer === 'vhost-ts-poll' ? (o.pollUs ?? 50) : 0)],
   socket, { cpus: String(o.hostCpu) });
   return {
     logs: () => b.logs(),
@@ -149,7 +157,7 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
   const bin = findTestpmd();
   if (bin === null) throw new Error('dpdk-testpmd not found (apt-get install dpdk)');
   const socket = join(o.workDir, `net-${o.tag}.sock`);
-  const host = o.peer === 'vhost-ts' ? await startOurs(o, socket) : await startDpdk(o, socket, bin);
+  const host = isOurs(o.peer) ? await startOurs(o, socket) : await startDpdk(o, socket, bin);
   let guest: Testpmd | null = null;
   try {
     guest = new Testpmd(bin, {

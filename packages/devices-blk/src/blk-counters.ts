@@ -27,6 +27,12 @@ export class BlkQueueCounters {
   notificationsSuppressed = 0;
   /** Chains that could not be answered (no status byte) or queue faults. */
   badChains = 0;
+  /** Busy-poll spins that found work (a request or a completion) before their window ended. */
+  pollHits = 0;
+  /** Busy-poll spins that ran out their window (the queue then slept until a kick). */
+  pollMisses = 0;
+  /** Microseconds spent spinning (the CPU price of polling). */
+  pollSpinUs = 0;
 }
 
 /** Metric name, help text and field of each counter. */
@@ -42,6 +48,9 @@ const METRICS: readonly [string, string, keyof BlkQueueCounters][] = [
   ['vhost_blk_notifications_total', 'Used-buffer notifications sent', 'notifications'],
   ['vhost_blk_notifications_suppressed_total', 'Used-buffer notifications suppressed by the driver', 'notificationsSuppressed'],
   ['vhost_blk_bad_chains_total', 'Malformed chains and queue faults', 'badChains'],
+  ['vhost_blk_poll_hits_total', 'Busy-poll spins that found work', 'pollHits'],
+  ['vhost_blk_poll_misses_total', 'Busy-poll spins that ran out their window', 'pollMisses'],
+  ['vhost_blk_poll_spin_microseconds_total', 'Time spent busy-polling', 'pollSpinUs'],
 ];
 
 /** Prometheus text exposition (format 0.0.4) of every queue's counters. */

@@ -222,7 +222,11 @@ export class BlkQueue implements QueueHandler, BlockCompletionSink {
         if (poller !== null && this.worked && poller.mayContinue()) {
           // Notifications stay off while we spin: the driver sees no need to kick.
           this.worked = false;
-          if (poller.spin(this.ready)) { this.again = true; continue; }
+          const spun = poller.counters.spinUs;
+          const hit = poller.spin(this.ready);
+          this.counters.pollSpinUs += poller.counters.spinUs - spun;
+          if (hit) { this.counters.pollHits++; this.again = true; continue; }
+          this.counters.pollMisses++;
           missed = true;
         }
         // Entries added while notifications were off may not have been kicked: look again.

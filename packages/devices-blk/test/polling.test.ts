@@ -88,6 +88,10 @@ t.test('requests added while the queue spins are served without a kick', async (
   t.equal(c.requests, 21);
   t.ok(q.poller!.counters.hits >= 20, `spin hits ${q.poller!.counters.hits}`);
   t.ok(q.poller!.counters.misses >= 1, 'the last spin ran out');
+  t.equal(c.pollHits, q.poller!.counters.hits, 'hits counted per queue (Prometheus)');
+  t.equal(c.pollMisses, q.poller!.counters.misses);
+  t.ok(c.pollSpinUs > 0, `spin time counted: ${c.pollSpinUs.toFixed(1)} µs`);
+  t.match(rig.device.metrics(), /vhost_blk_poll_hits_total\{queue="0"\} \d+/);
   t.equal(rig.guest.device.notifyEnabled, true, 'notifications re-enabled before sleeping');
   t.equal(rig.brokenReasons.length, 0);
 });
@@ -100,6 +104,7 @@ t.test('pollUs 0: no spin — a request waits for its kick', async (t) => {
   rig.add({ type: VIRTIO_BLK_T_FLUSH });
   rig.kick();
   t.equal(engine.pollCalls, 0, 'the engine is not polled');
+  t.equal(rig.device.counters[0].pollHits + rig.device.counters[0].pollMisses, 0, 'no spin counted');
   t.equal(engine.pending.length, 1, 'submitted, waiting for its completion event');
   t.equal(rig.collect().size, 0);
   t.equal(rig.guest.device.notifyEnabled, true);

@@ -6,15 +6,15 @@
  * per pair on the same socket, each adding the same memory regions). Needs root for the tap.
  */
 import t from 'tap';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, statSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { makeWorkDir, REPO_ROOT } from './src/backends.js';
+import { makeWorkDir } from './src/backends.js';
 import { detectEnv, e2eRequired, e2eTest } from './src/env.js';
 import { buildInitramfs, NET_MODULES } from './src/initramfs.js';
+import { startNetCli } from './src/net-rig.js';
 import { parseKeyValues, runGuest } from './src/qemu.js';
 
-const CLI = join(REPO_ROOT, 'packages/devices-net/src/cli.ts');
 const PINGS = 5;
 
 const script = `
@@ -27,30 +27,6 @@ echo "PING.rc=$?"
 ping -c 3 -s 4000 -W 5 10.0.0.1
 echo "PINGBIG.rc=$?"
 `;
-
-function isSocket(p: string): boolean {
-  try { return statSync(p).isSocket(); } catch { return false; }
-}
-
-async function startCli(args: string[], socket: string): Promise<{ child: ChildProcess; logs: () => string; stop: () => Promise<number | null> }> {
-  const child = spawn(process.execPath, ['--conditions=vhost-ts-source', '--import', 'tsx', CLI, ...args], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-  let logs = '';
-  child.stdout!.setEncoding('utf8').on('data', (c: string) => (logs += c));
-  child.stderr!.setEncoding('utf8').on('data', (c: string) => (logs += c));
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  const deadline = Date.now() + 15_000;
-  while (!isSocket(socket)) {
-    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`vhost-user-net did not start: ${logs}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  return {
-    child, logs: () => logs,
-    stop: async () => {
-      if (child.exitCode === null) child.kill('SIGTERM');
-      return exited;
-    },
-  };
-}
 
 // Two boots of up to 180 s each (e2eTest's default); tap's own default for a file is 120 s.
 t.setTimeout(2 * 180_000 + 60_000);
@@ -73,7 +49,7 @@ for (const pairs of [1, 2]) {
     const ifname = `vte${process.pid % 10000}q${pairs}`;
     const mac = '52:54:00:e2:e1:0' + pairs;
     const socket = join(work.dir, 'net.sock');
-    const cli = await startCli(['--socket-path', socket, '--tap', ifname, '--queues', String(pairs), '--mac', mac], socket);
+    const cli = await startNetCli(['--socket-path', socket, '--tap', ifname, '--queues', String(pairs), '--mac', mac], [socket]);
     t.teardown(async () => {
       await cli.stop();
       try { ip('netns', 'del', ns); } catch { /* gone */ }
@@ -84,7 +60,7 @@ for (const pairs of [1, 2]) {
     ip('-n', ns, 'link', 'set', ifname, 'up');
     const initrd = buildInitramfs({ kernel: env.kernel!, busybox: env.busybox!, modules: NET_MODULES, script });
     const abort = new AbortController();
-    cli.child.once('exit', () => abort.abort(new Error(`vhost-user-net exited:\n${cli.logs().slice(-2000)}`)));
+    cli.process.once('exit', () => abort.abort(new Error(`vhost-user-net exited:\n${cli.logs().slice(-2000)}`)));
     const r = await runGuest({ kernel: env.kernel!, initrd, smp: pairs, netDevs: [{ socket, mac, queuePairs: pairs }], signal: abort.signal });
     t.comment(`guest ran ${r.durationMs} ms`);
     t.equal(r.rc, 0, 'guest script completed', { output: r.output, backend: cli.logs().slice(-2000) });

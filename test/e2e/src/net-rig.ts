@@ -174,7 +174,7 @@ export async function startTcpPeer(
   const args = ['netns', 'exec', ns.name, process.execPath, ...TSX_ARGS, TCP_PEER,
     '--host', opts.host, '--sink-port', String(opts.sinkPort), '--source-port', String(opts.sourcePort), '--bytes', String(opts.bytes)];
   if (opts.holdSource === true) args.push('--hold-source');
-  const child = spawn('ip', args, { cwd: REPO_ROOT, stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = spawn(...diesWithParent('ip', args), { cwd: REPO_ROOT, stdio: ['pipe', 'pipe', 'pipe'] });
   track(child);
   let out = '';
   let err = '';

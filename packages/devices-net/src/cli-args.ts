@@ -19,7 +19,7 @@ export interface CliOptions extends NetServerOptions {
 }
 
 export const USAGE = `usage: vhost-user-net --socket-path PATH [--socket-path PATH ...] (--tap NAME | --switch | --loopback)
-                      [--mac MAC] [--mtu N] [--queues N] [--client] [--log-level debug|info|warn|error]
+                      [--mac MAC] [--mtu N] [--queues N] [--client] [--poll-us N] [--log-level debug|info|warn|error]
 
   --socket-path PATH  vhost-user socket (repeat for more ports; several need --switch)
   --tap NAME          bridge the port to tap NAME (created if missing; offloads passed through)
@@ -29,6 +29,7 @@ export const USAGE = `usage: vhost-user-net --socket-path PATH [--socket-path PA
   --mtu N             MTU reported to the driver (68..65535; default 1500)
   --queues N          queue pairs per port (1..64; default 1)
   --client            connect to the sockets (front-end listens) instead of listening
+  --poll-us N         adaptive busy-poll window after a batch, 0..10000 µs (default 0: kick-driven)
   --log-level L       debug | info | warn | error (default info)
   SIGTERM/SIGINT stop cleanly; SIGUSR1 prints counters (Prometheus text) to stderr.`;
 
@@ -52,6 +53,7 @@ export function parseCliArgs(argv: readonly string[]): CliOptions {
   let mtu = 1500;
   let queuePairs = 1;
   let client = false;
+  let pollUs = 0;
   let logLevel: LogLevel = 'info';
   let help = false;
   const setBackend = (b: NetServerOptions['backend']) => {
@@ -98,6 +100,7 @@ export function parseCliArgs(argv: readonly string[]): CliOptions {
       case '--mtu': mtu = intFlag('--mtu', take(), 68, 65535); break;
       case '--queues': queuePairs = intFlag('--queues', take(), 1, 64); break;
       case '--client': client = true; break;
+      case '--poll-us': pollUs = intFlag('--poll-us', take(), 0, 10_000); break;
       case '--log-level': {
         const v = take();
         if (!v || !(LOG_LEVELS as readonly string[]).includes(v)) usage(`--log-level must be one of ${LOG_LEVELS.join(', ')}`);
@@ -108,11 +111,11 @@ export function parseCliArgs(argv: readonly string[]): CliOptions {
       default: usage(`unknown flag "${argv[i]}"`);
     }
   }
-  if (help) return { socketPaths, backend: { kind: 'loopback' }, mtu, queuePairs, client, logLevel, help };
+  if (help) return { socketPaths, backend: { kind: 'loopback' }, mtu, queuePairs, client, pollUs, logLevel, help };
   if (socketPaths.length === 0) usage('--socket-path is required');
   if (new Set(socketPaths).size !== socketPaths.length) usage('the same --socket-path was given twice');
   if (backend === null) usage('one of --tap NAME, --switch, --loopback is required');
   const b = backend as NetServerOptions['backend'];
   if (b.kind === 'tap' && socketPaths.length > 1) usage('--tap serves one socket; use --switch to join several');
-  return { socketPaths, backend: b, mac, mtu, queuePairs, client, logLevel, help };
+  return { socketPaths, backend: b, mac, mtu, queuePairs, client, pollUs, logLevel, help };
 }

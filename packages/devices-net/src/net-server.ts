@@ -23,6 +23,8 @@ export interface NetServerOptions {
   queuePairs?: number;
   /** Connect to the sockets (the front-end listens) instead of listening. */
   client?: boolean;
+  /** Adaptive busy-poll window of every queue, µs (VirtioNetDeviceOptions.pollUs; default 0). */
+  pollUs?: number;
   log?: (line: string) => void;
   /** vhost-user message trace (one line per request and reply); off when absent. */
   trace?: (line: string) => void;
@@ -67,7 +69,7 @@ export function startNetServer(opts: NetServerOptions): NetServer {
         mac = opts.mac.slice(0, 6);
         mac[5] = (mac[5] + i) & 0xff;
       }
-      const device = new VirtioNetDevice({ backend, name: path, mac, mtu: opts.mtu, queuePairs: opts.queuePairs });
+      const device = new VirtioNetDevice({ backend, name: path, mac, mtu: opts.mtu, queuePairs: opts.queuePairs, pollUs: opts.pollUs });
       devices.push(device);
       const server = new VhostUserBackend(device, { log, trace: opts.trace });
       server.on('session-end', () => device.reset());

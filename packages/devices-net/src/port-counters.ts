@@ -32,6 +32,10 @@ export class PortCounters {
   /** Interrupts sent / suppressed by the ring's notification rules. */
   notifies = 0;
   notifiesSuppressed = 0;
+  /** Busy-poll spins (pollUs > 0) that found buffers / ran out their window; µs spent spinning. */
+  pollHits = 0;
+  pollMisses = 0;
+  pollSpinUs = 0;
 
   /** A plain-object snapshot (for tests and JSON logs). */
   snapshot(): Record<string, number> {
@@ -55,6 +59,9 @@ const HELP: Record<string, [string, string]> = {
   rxKicks: ['vhost_net_rx_kicks_total', 'Guest kicks on RX queues'],
   notifies: ['vhost_net_notifies_total', 'Used-buffer notifications sent to the guest'],
   notifiesSuppressed: ['vhost_net_notifies_suppressed_total', 'Used-buffer notifications suppressed'],
+  pollHits: ['vhost_net_poll_hits_total', 'Busy-poll spins that found guest buffers'],
+  pollMisses: ['vhost_net_poll_misses_total', 'Busy-poll spins that ran out their window'],
+  pollSpinUs: ['vhost_net_poll_spin_microseconds_total', 'Microseconds spent busy-polling rings'],
 };
 
 /** Renders the counters of several ports as Prometheus text exposition format. */

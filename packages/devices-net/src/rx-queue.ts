@@ -8,9 +8,8 @@
  * @module
  */
 import { DescriptorChain, type DeviceQueue } from '@vhost-ts/virtqueue';
-import type { QueueContext, QueueHandler } from '@vhost-ts/vhost-user';
+import { AdaptivePoller, type QueueContext, type QueueHandler } from '@vhost-ts/vhost-user';
 import { VIRTIO_NET_HDR_V1_SIZE } from './constants.js';
-import { pollAvail } from './avail-poll.js';
 import { copyToChain, WritablePrefix } from './chain-copy.js';
 import { copyFast, slabWords } from './word-copy.js';
 import { FrameRing, type FrameBatch } from './frame-batch.js';
@@ -33,10 +32,12 @@ export interface RxSettings {
   /** Clear checksum/GSO fields before delivery (the path negotiated no guest offloads). */
   clearHeader: boolean;
   /**
-   * Busy-poll budget in µs for guest buffers while frames are held, before asking for a kick
-   * (0 = never poll). See {@link pollAvail}.
+   * Longest busy-poll window in µs for guest buffers while frames are held, before asking for
+   * a kick (0 = never poll). The window adapts (AdaptivePoller).
    */
   pollUs: number;
+  /** Continuous-run budget of the poller before yielding, ms. */
+  pollYieldMs: number;
 }
 
 /** Per-RX-queue worker, also the {@link QueueHandler} the vhost-user back-end drives. */
@@ -55,6 +56,9 @@ export class RxQueue implements QueueHandler {
   private running = true;
   /** True while frames wait for buffers and a kick was requested. */
   waiting = false;
+  /** Busy-poll policy (null: kick-driven only). */
+  private readonly poller: AdaptivePoller | null;
+  private readonly buffersReady: () => boolean;
 
   constructor(
     pair: number, ctx: QueueContext, private readonly settings: RxSettings,
@@ -68,6 +72,9 @@ export class RxQueue implements QueueHandler {
     this.hold = new FrameRing(holdCapacity, slotSize);
     this.heads = new Uint16Array(ctx.queue.size);
     this.lens = new Uint32Array(ctx.queue.size);
+    this.poller = settings.pollUs > 0 ? new AdaptivePoller({ maxUs: settings.pollUs, yieldMs: settings.pollYieldMs }) : null;
+    const q = ctx.queue;
+    this.buffersReady = () => q.availableCount() !== 0;
     // RX buffers are consumed when frames arrive, not on kicks: only ask for kicks while waiting.
     this.queue.disableNotify();
   }
@@ -94,6 +101,8 @@ export class RxQueue implements QueueHandler {
     }
     let i = 0;
     let wrote = 0;
+    // A delivery while not waiting for buffers starts a new run (the poller's yield clock).
+    if (this.poller !== null && !this.waiting) this.poller.woke();
     // Keep order: new frames queue behind held ones.
     if (this.hold.size > 0) wrote += this.flushHold();
     if (this.hold.size === 0) {
@@ -117,6 +126,7 @@ export class RxQueue implements QueueHandler {
   onKick(): void {
     this.counters.rxKicks++;
     if (!this.running) return;
+    if (this.poller !== null) this.poller.woke();
     const wrote = this.flushHold();
     this.finish(wrote);
     if (this.hold.size === 0) this.onSpace(this.pair);
@@ -158,9 +168,16 @@ export class RxQueue implements QueueHandler {
         this.counters.notifiesSuppressed++;
       }
     }
-    if (this.hold.size > 0 && this.isRunning && this.settings.pollUs > 0) {
+    const poller = this.poller;
+    let missed = false;
+    if (poller !== null) {
       // Frames wait and the guest is refilling: spin for its buffers instead of a kick + wake-up.
-      while (this.hold.size > 0 && pollAvail(q, this.settings.pollUs)) {
+      while (this.hold.size > 0 && this.isRunning && poller.mayContinue()) {
+        const spun = poller.counters.spinUs;
+        const hit = poller.spin(this.buffersReady);
+        this.counters.pollSpinUs += poller.counters.spinUs - spun;
+        if (!hit) { this.counters.pollMisses++; missed = true; break; }
+        this.counters.pollHits++;
         if (this.flushHold() === 0) break;
         q.publishUsed();
         if (q.shouldNotify()) { this.counters.notifies++; this.ctx.notify(); } else this.counters.notifiesSuppressed++;
@@ -177,6 +194,7 @@ export class RxQueue implements QueueHandler {
       }
       this.waiting = this.hold.size > 0;
       if (!this.waiting) q.disableNotify();
+      else if (poller !== null) poller.sleeping(missed);
     } else if (this.waiting) {
       this.waiting = false;
       q.disableNotify();

@@ -9,9 +9,8 @@
  * @module
  */
 import { DescriptorChain, type DeviceQueue } from '@vhost-ts/virtqueue';
-import type { QueueContext, QueueHandler } from '@vhost-ts/vhost-user';
+import { AdaptivePoller, type QueueContext, type QueueHandler } from '@vhost-ts/vhost-user';
 import { ETH_HLEN, VIRTIO_NET_HDR_V1_SIZE } from './constants.js';
-import { pollAvail } from './avail-poll.js';
 import { copyFromChain } from './chain-copy.js';
 import { copyFast, slabWords } from './word-copy.js';
 import { FrameBatch } from './frame-batch.js';
@@ -26,10 +25,12 @@ export interface TxSettings {
   /** Zero the header before the backend sees it (paths without offloads). */
   clearHeader: boolean;
   /**
-   * Busy-poll budget in µs after a batch that emptied the ring, before asking for a kick
-   * (0 = never poll: sleep until the next kick). See {@link pollAvail}.
+   * Longest busy-poll window in µs after a batch that emptied the ring, before asking for a
+   * kick (0 = never poll: sleep until the next kick). The window adapts (AdaptivePoller).
    */
   pollUs: number;
+  /** Continuous-run budget of the poller before yielding, ms. */
+  pollYieldMs: number;
 }
 
 /** Batches per kick before yielding to the event loop (fairness between queues and ports). */
@@ -52,6 +53,9 @@ export class TxQueue implements QueueHandler {
   private readonly burstOff = new Float64Array(BURST);
   /** Sum of the touched bytes (keeps the touch loads alive; meaningless otherwise). */
   private touched = 0;
+  /** Busy-poll policy (null: kick-driven only). */
+  private readonly poller: AdaptivePoller | null;
+  private readonly ready: () => boolean;
 
   constructor(
     pair: number, private readonly ctx: QueueContext, private readonly settings: TxSettings,
@@ -62,6 +66,9 @@ export class TxQueue implements QueueHandler {
     this.queue = ctx.queue;
     this.chain = new DescriptorChain(Math.min(ctx.queue.size, 1024));
     this.batch = new FrameBatch(batchCapacity, slotSize);
+    this.poller = settings.pollUs > 0 ? new AdaptivePoller({ maxUs: settings.pollUs, yieldMs: settings.pollYieldMs }) : null;
+    const q = ctx.queue;
+    this.ready = () => q.availableCount() !== 0;
   }
 
   onKick(): void {
@@ -77,6 +84,9 @@ export class TxQueue implements QueueHandler {
     if (!this.running) return;
     const q = this.queue;
     const batch = this.batch;
+    const poller = this.poller;
+    let missed = false;
+    if (poller !== null) poller.woke();
     for (let round = 0; round < MAX_BATCHES_PER_RUN; round++) {
       q.disableNotify();
       const r = this.fill();
@@ -94,9 +104,20 @@ export class TxQueue implements QueueHandler {
         if (!this.running) return;
       }
       if (r === 1) continue; // batch was full: more may be waiting
-      // Spin for the next chains before paying a kick + wake-up for them.
-      if (this.settings.pollUs > 0 && pollAvail(q, this.settings.pollUs)) continue;
-      if (!q.enableNotify()) return;
+      if (poller !== null && poller.mayContinue()) {
+        // Spin for the next chains (notifications still off) before paying a kick + wake-up.
+        const spun = poller.counters.spinUs;
+        const hit = poller.spin(this.ready);
+        this.counters.pollSpinUs += poller.counters.spinUs - spun;
+        if (hit) { this.counters.pollHits++; continue; }
+        this.counters.pollMisses++;
+        missed = true;
+      }
+      if (!q.enableNotify()) {
+        if (poller !== null) poller.sleeping(missed);
+        return;
+      }
+      missed = false;
     }
     // Still busy after several batches: let other queues and sockets run, then go on.
     if (!this.rescheduled) {

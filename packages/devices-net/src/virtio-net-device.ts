@@ -56,11 +56,14 @@ export interface VirtioNetDeviceOptions {
   /** Offer a control queue (default true). */
   ctrlQueue?: boolean;
   /**
-   * Busy-poll budget in µs (default 0 = off): after a TX batch empties the ring, and while RX
-   * frames wait for buffers, spin on the ring this long before asking the guest for a kick.
-   * Trades CPU for throughput under a steady stream; an idle queue never spins.
+   * Longest busy-poll window in µs (default 0 = off): after a TX batch empties the ring, and
+   * while RX frames wait for buffers, spin on the ring before asking the guest for a kick.
+   * The window adapts like QEMU's (AdaptivePoller of @vhost-ts/vhost-user, shared with
+   * devices-blk); an idle queue never spins, a continuous run yields to the event loop every ms.
    */
   pollUs?: number;
+  /** Longest continuous run (work + spinning) before yielding to the event loop, ms (default 1). */
+  pollYieldMs?: number;
 }
 
 /** Guest-receive offload bits (the driver can take these; a TAP may hand them to us). */
@@ -97,9 +100,9 @@ export class VirtioNetDevice implements VirtioDevice, NetPortSink, CtrlTarget {
   private ctrl: CtrlQueue | null = null;
   /** Pairs set by VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, or 0 when the driver never set it. */
   private ctrlPairs = 0;
-  private readonly rxSettings: RxSettings = { hdrLen: VIRTIO_NET_HDR_V1_SIZE, mergeable: false, clearHeader: true, pollUs: 0 };
+  private readonly rxSettings: RxSettings = { hdrLen: VIRTIO_NET_HDR_V1_SIZE, mergeable: false, clearHeader: true, pollUs: 0, pollYieldMs: 1 };
   private readonly txSettings: TxSettings = {
-    hdrLen: VIRTIO_NET_HDR_V1_SIZE, clearHeader: true, pollUs: 0,
+    hdrLen: VIRTIO_NET_HDR_V1_SIZE, clearHeader: true, pollUs: 0, pollYieldMs: 1,
     policy: { csum: false, tso4: false, tso6: false, ecn: false, ufo: false },
   };
   private readonly batchCapacity: number;
@@ -119,9 +122,13 @@ export class VirtioNetDevice implements VirtioDevice, NetPortSink, CtrlTarget {
       throw new NetError('bad-option', `max queue size must be a power of two in 2..32768, got ${qsize}`);
     }
     const pollUs = opts.pollUs ?? 0;
-    if (!Number.isFinite(pollUs) || pollUs < 0 || pollUs > 1_000_000) throw new NetError('bad-option', `poll budget must be 0..1000000 µs, got ${pollUs}`);
+    if (!Number.isFinite(pollUs) || pollUs < 0 || pollUs > 1_000_000) throw new NetError('bad-option', `poll window must be 0..1000000 µs, got ${pollUs}`);
+    const pollYieldMs = opts.pollYieldMs ?? 1;
+    if (!(pollYieldMs > 0 && pollYieldMs <= 60_000)) throw new NetError('bad-option', `poll yield must be in (0, 60000] ms, got ${pollYieldMs}`);
     this.rxSettings.pollUs = pollUs;
     this.txSettings.pollUs = pollUs;
+    this.rxSettings.pollYieldMs = pollYieldMs;
+    this.txSettings.pollYieldMs = pollYieldMs;
     this.backend = backend;
     this.maxPairs = pairs;
     this.hasCtrlQueue = opts.ctrlQueue ?? true;

@@ -24,6 +24,8 @@ t.test('flag parsing', async (t) => {
   t.equal(o.logLevel, 'warn');
   t.same([...o.mac!], [2, 0, 0, 0, 0, 1]);
   t.same(parseCliArgs(['--socket-path', '/a', '--tap', 'vt0']).backend, { kind: 'tap', name: 'vt0' });
+  t.equal(parseCliArgs(['--socket-path', '/a', '--loopback']).pollUs, 0, '--poll-us defaults to 0 (kick-driven)');
+  t.equal(parseCliArgs(['--socket-path', '/a', '--loopback', '--poll-us', '50']).pollUs, 50);
   const bad: [string[], RegExp][] = [
     [['--loopback'], /--socket-path is required/],
     [['--socket-path', '/a'], /one of --tap/],
@@ -35,6 +37,7 @@ t.test('flag parsing', async (t) => {
     [['--socket-path', '/a', '--loopback', '--bogus'], /unknown flag "--bogus"/],
     [['--socket-path', '/a', '--socket-path', '/a', '--loopback'], /twice/],
     [['--socket-path'], /needs a path/],
+    [['--socket-path', '/a', '--loopback', '--poll-us', '10001'], /--poll-us must be in 0\.\.10000/],
   ];
   for (const [argv, re] of bad) t.throws(() => parseCliArgs(argv), { code: 'usage', message: re }, argv.join(' '));
   t.throws(() => parseCliArgs(['--x']), NetError);

@@ -11,7 +11,7 @@
  *   npm run bench:net -- --from-json out.json           # re-render from a saved run
  *
  * Guest on CPU 0, back-end on CPU 1 (`--guest-cpu`, `--host-cpu`). Peers: vhost-ts (kick-driven),
- * vhost-ts-poll (busy-polls `--poll-us`, default 50, after each batch), dpdk-vhost.
+ * vhost-ts-poll (adaptive busy-polling, window up to `--poll-us`, default 1000 µs), dpdk-vhost.
  * @module
  */
 import { execFileSync } from 'node:child_process';
@@ -34,7 +34,7 @@ const { values } = parseArgs({
     window: { type: 'string' },
     reps: { type: 'string' },
     peers: { type: 'string', default: 'vhost-ts,vhost-ts-poll,dpdk-vhost' },
-    'poll-us': { type: 'string', default: '50' },
+    'poll-us': { type: 'string', default: '1000' },
     directions: { type: 'string', default: 'g2h,h2g' },
     sizes: { type: 'string', default: '64,1518' },
     'ring-size': { type: 'string', default: '1024' },

@@ -114,8 +114,10 @@ export function markdownSection(x: NetReportInput): string {
   L.push('  preallocated batch and a sink backend counts it; host→guest: a source backend hands one preallocated');
   L.push('  batch of frames to the RX path again and again, which copies them into whatever buffers the guest posted.');
   L.push('  Kick-driven, the device default: when the ring is empty it asks for a kick and sleeps in the event loop.');
-  L.push(`- \`vhost-ts-poll\` — the same with \`pollUs: ${x.pollUs}\`: after a batch it spins on the ring up to ${x.pollUs} µs before`);
-  L.push('  asking for a kick (`packages/devices-net/src/avail-poll.ts`), the closest to the vhost PMD\'s always-polling loop.');
+  L.push(`- \`vhost-ts-poll\` — the same with \`pollUs: ${x.pollUs}\` (\`vhost-user-net --poll-us ${x.pollUs}\`): after a batch it spins on`);
+  L.push(`  the ring, with notifications off, for an adaptive window of up to ${x.pollUs} µs before asking for a kick (the`);
+  L.push('  `AdaptivePoller` of packages/vhost-user, shared with devices-blk; it yields to the event loop every 1 ms) —');
+  L.push('  the closest our event-loop design gets to the vhost PMD\'s always-polling loop.');
   L.push('- `dpdk-vhost` — a second testpmd with DPDK\'s vhost PMD (`--vdev net_vhost0,iface=SOCK,queues=1`):');
   L.push('  `rxonly` for guest→host, `txonly` for host→guest.');
   L.push('');

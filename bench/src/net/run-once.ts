@@ -48,7 +48,7 @@ export interface RunOptions {
   workDir: string;
   /** Unique tag for DPDK file prefixes. */
   tag: string;
-  /** Busy-poll budget in µs of the `vhost-ts-poll` peer (default 50). */
+  /** Longest adaptive busy-poll window in µs of the `vhost-ts-poll` peer (default 1000). */
   pollUs?: number;
 }
 
@@ -107,7 +107,7 @@ async function startOurs(o: RunOptions, socket: string): Promise<Host> {
   // BENCH_NET_NODE_ARGS: extra node flags for our back-end, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
   const extra = (process.env.BENCH_NET_NODE_ARGS ?? '').split(' ').filter(Boolean);
   const b: RunningBackend = await startListening(process.execPath, [...extra, ...tsEntry('bench/src/net/ts-server.ts'),
-    '--socket', socket, '--mode', mode, '--frame-size', String(o.frameSize), '--queue-size', String(o.ringSize), '--poll-us', String(o.peer === 'vhost-ts-poll' ? (o.pollUs ?? 50) : 0)],
+    '--socket', socket, '--mode', mode, '--frame-size', String(o.frameSize), '--queue-size', String(o.ringSize), '--poll-us', String(o.peer === 'vhost-ts-poll' ? (o.pollUs ?? 1000) : 0)],
   socket, { cpus: String(o.hostCpu) });
   return {
     logs: () => b.logs(),

@@ -128,6 +128,8 @@ export function markdownSection(x: ReportInput): string {
   L.push('  `qsd-file` — qemu-storage-daemon `driver=file` on the same image (`aio=' + x.qsdAio + '`, exported without a format node).');
   L.push('- `vhost-ts-null` — our `BlkDevice` over the library `NullImage` (reads zero the buffer, writes are dropped),');
   L.push('  served by `bench/src/blk/ts-server.ts` (the CLI serves files only); `qsd-null` — `driver=null-co,read-zeroes=on`.');
+  L.push('- Our peers busy-poll adaptively after each batch (`--poll-us`, default 100 µs; `npm run bench:blk -- --poll-us 0` for the');
+  L.push('  sleep-at-once behaviour), the instant device with the same `AdaptivePoller`.');
   L.push('- `ts-instant` — a bench-only device that completes every request at once without touching data, served by');
   L.push('  the same `VhostUserBackend`: the ceiling of any TS back-end on this plumbing. The front-end\'s own ceiling is');
   L.push('  at least the best IOPS any peer reached, and the "loadgen CPU" column shows how busy it was (≥ 90 % = front-end-bound).');

@@ -36,9 +36,13 @@ function smoke(peer: NetPeer, direction: Direction): void {
       tt.ok(host <= r.guestFrames && r.guestFrames - host <= RING,
         `vhost PMD took ${host} of ${r.guestFrames} (difference ≤ ${RING})`);
     } else {
-      // The back-end may have filled buffers the guest never read before it stopped: at most a ring.
-      tt.ok(host >= r.guestFrames && host - r.guestFrames <= RING,
-        `back-end wrote ${host}, testpmd read ${r.guestFrames} (difference ≤ ${RING})`);
+      // The back-end may have filled buffers the guest never read before it stopped: at most a
+      // ring for ours, which stops on GET_VRING_BASE. DPDK's vhost PMD keeps enqueueing until the
+      // guest's port closes and counts per burst; a CI run saw it a ring + 64 ahead, so it gets
+      // two rings (still far below the ~10^7 frames the parsers must agree on).
+      const slack = peer === 'dpdk-vhost' ? 2 * RING : RING;
+      tt.ok(host >= r.guestFrames && host - r.guestFrames <= slack,
+        `back-end wrote ${host}, testpmd read ${r.guestFrames} (difference ≤ ${slack})`);
     }
     if (peer !== 'dpdk-vhost') {
       const d = r.device!;

@@ -17,7 +17,8 @@ import type { GuestMemory } from '@vhost-ts/virtqueue';
 /** Unaligned ends: at or below this a byte loop (12 B: 35 ns vs set 71 ns), above it `set`. */
 const BYTE_COPY_MAX = 24;
 /** Above this, `set` (its fixed cost is amortised; its inner copy is memcpy). */
-const WORD_COPY_MAX = 512;
+const WORD_COPY_MAX = 256;
+const TWO_32 = 0x100000000;
 
 /** An Int32Array over the whole of `buf` (whole words only), for {@link copyFast}. */
 export function wordsOf(buf: ArrayBufferLike): Int32Array {
@@ -34,10 +35,13 @@ export function copyFast(dst: Uint8Array, dst32: Int32Array, dOff: number, src: 
   const sa = src.byteOffset + sOff;
   // `|` keeps the two low bits even for offsets ≥ 2^32 (ToInt32 is modulo 2^32).
   if (((da | sa) & 3) === 0) {
-    if (len <= WORD_COPY_MAX) {
+    // Word indices from `>>> 2` stay small integers to the JIT; `da / 4` made every index a
+    // double and the loop ≈ 3.5× slower (76 B: 131 → 37 ns). Offsets past 4 GiB (one huge
+    // slab) take `set` below.
+    if (len <= WORD_COPY_MAX && da < TWO_32 && sa < TWO_32) {
       const words = len >>> 2;
-      const d = da / 4;
-      const s = sa / 4;
+      const d = da >>> 2;
+      const s = sa >>> 2;
       for (let i = 0; i < words; i++) dst32[d + i] = src32[s + i];
       for (let i = words << 2; i < len; i++) dst[dOff + i] = src[sOff + i];
       return;

@@ -9,6 +9,7 @@
  * @module
  */
 import { DescriptorChain, type DeviceQueue } from '@vhost-ts/virtqueue';
+import { copyRanges } from '@vhost-ts/sys';
 import { AdaptivePoller, type QueueContext, type QueueHandler } from '@vhost-ts/vhost-user';
 import { ETH_HLEN, VIRTIO_NET_HDR_V1_SIZE } from './constants.js';
 import { copyFromChain } from './chain-copy.js';
@@ -37,6 +38,11 @@ export interface TxSettings {
 const MAX_BATCHES_PER_RUN = 8;
 /** Chains popped before their frames are touched and copied (see TxQueue.fill). */
 const BURST = 32;
+/**
+ * From this many single-piece frames of one slab, a burst's copies go through one native
+ * `copyRanges` call (≈ 0.15 µs fixed, then memcpy) instead of a JS copy per frame.
+ */
+const NATIVE_COPY_MIN = 4;
 
 /** Per-TX-queue worker. */
 export class TxQueue implements QueueHandler {
@@ -51,6 +57,8 @@ export class TxQueue implements QueueHandler {
   private readonly burstLen = new Float64Array(BURST);
   private readonly burstSlab = new Int32Array(BURST);
   private readonly burstOff = new Float64Array(BURST);
+  /** copyRanges plan of a burst: [slab offset, batch offset, length] per frame. */
+  private readonly copyPlan = new Float64Array(BURST * 3);
   /** Sum of the touched bytes (keeps the touch loads alive; meaningless otherwise). */
   private touched = 0;
   /** Busy-poll policy (null: kick-driven only). */
@@ -231,15 +239,34 @@ export class TxQueue implements QueueHandler {
       touch += b[o] + b[o + bLen[i] - 1];
     }
     this.touched += touch;
-    // Pass 3: copy, check, append.
     const base = batch.count;
+    // Pass 3a: copy. Runs of frames in one slab (nearly always the whole burst) as one native
+    // call; short runs with JS copies.
+    const plan = this.copyPlan;
+    for (let i = 0; i < n;) {
+      const slab = bSlab[i];
+      if (slab < 0) { i++; continue; }
+      let j = i + 1;
+      while (j < n && bSlab[j] === slab) j++;
+      if (j - i >= NATIVE_COPY_MIN) {
+        let k = 0;
+        for (let f = i; f < j; f++, k += 3) {
+          plan[k] = bOff[f];
+          plan[k + 1] = (base + f) * stride;
+          plan[k + 2] = bLen[f];
+        }
+        copyRanges(data, slabs[slab], plan, j - i);
+      } else {
+        for (let f = i; f < j; f++) copyFast(data, data32, (base + f) * stride, slabs[slab], words[slab], bOff[f], bLen[f]);
+      }
+      i = j;
+    }
+    // Pass 3b: check, append.
     let w = base;
     for (let i = 0; i < n; i++) {
       const slot = base + i;
       const off = slot * stride;
       const readable = bLen[i];
-      const slab = bSlab[i];
-      if (slab >= 0) copyFast(data, data32, off, slabs[slab], words[slab], bOff[i], readable);
       const frameLen = readable - hdrLen;
       if (checkTxHeader(data, off, frameLen, s.policy) !== TX_HDR_OK) {
         this.drop(bHead[i]);

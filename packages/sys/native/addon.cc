@@ -18,7 +18,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitIoUring(env, exports);
   // Bumped whenever the JS <-> native calling convention changes; the TS
   // loader refuses a stale build.
-  exports.Set("abiVersion", Napi::Number::New(env, 1));
+  exports.Set("abiVersion", Napi::Number::New(env, 2));
   return exports;
 }
 

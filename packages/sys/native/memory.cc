@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <mutex>
 #include <unordered_map>
 
@@ -132,6 +133,51 @@ Napi::Value Munmap(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// copyRanges(dst: ArrayBufferView, src: ArrayBufferView, plan: Float64Array, count)
+//
+// Copies `count` byte ranges from src to dst in one call; plan holds
+// [srcOffset, dstOffset, length] triples, offsets relative to each view.
+// Not a syscall but the same rule as io_uring submits: a data path that moves
+// a burst of frames pays one native call per burst, not one JS `set()` (with
+// its subarray allocation) per frame. Every range is checked against both
+// views before anything is copied, so a bad plan copies nothing; memmove
+// because dst and src may be views of one buffer.
+Napi::Value CopyRanges(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint8_t* dst;
+  uint8_t* src;
+  size_t dstLen, srcLen;
+  if (!ArgBytes(info, 0, "copyRanges", "dst", &dst, &dstLen) || !ArgBytes(info, 1, "copyRanges", "src", &src, &srcLen))
+    return env.Undefined();
+  bool is = false;
+  napi_typedarray_type type;
+  size_t planLen = 0;
+  void* planPtr = nullptr;
+  if (info.Length() < 3 || napi_is_typedarray(env, info[2], &is) != napi_ok || !is ||
+      napi_get_typedarray_info(env, info[2], &type, &planLen, &planPtr, nullptr, nullptr) != napi_ok ||
+      type != napi_float64_array)
+    return ThrowArg(env, "copyRanges", "plan must be a Float64Array");
+  if (planPtr == nullptr) planLen = 0;
+  double count;
+  if (!ArgInt(info, 3, "copyRanges", "count", 0, static_cast<double>(planLen / 3), &count)) return env.Undefined();
+  const double* plan = static_cast<const double*>(planPtr);
+  const size_t n = static_cast<size_t>(count);
+  const double dl = static_cast<double>(dstLen), sl = static_cast<double>(srcLen);
+  for (size_t i = 0; i < n; i++) {
+    const double so = plan[3 * i], d = plan[3 * i + 1], len = plan[3 * i + 2];
+    // `!(a <= b)` also rejects NaN.
+    if (!(so >= 0 && d >= 0 && len >= 0) || !(so + len <= sl) || !(d + len <= dl) ||
+        !IsIntIn(so, 0, kMaxSafe) || !IsIntIn(d, 0, kMaxSafe) || !IsIntIn(len, 0, kMaxSafe))
+      return ThrowSys(env, EINVAL, "copyRanges", "a range lies outside its buffer");
+  }
+  for (size_t i = 0; i < n; i++) {
+    const size_t len = static_cast<size_t>(plan[3 * i + 2]);
+    if (len != 0)
+      std::memmove(dst + static_cast<size_t>(plan[3 * i + 1]), src + static_cast<size_t>(plan[3 * i]), len);
+  }
+  return env.Undefined();
+}
+
 }  // namespace
 
 void InitMemory(Napi::Env env, Napi::Object exports) {
@@ -139,6 +185,7 @@ void InitMemory(Napi::Env env, Napi::Object exports) {
   exports.Set("ftruncate", Napi::Function::New(env, Ftruncate, "ftruncate"));
   exports.Set("mmap", Napi::Function::New(env, Mmap, "mmap"));
   exports.Set("munmap", Napi::Function::New(env, Munmap, "munmap"));
+  exports.Set("copyRanges", Napi::Function::New(env, CopyRanges, "copyRanges"));
 }
 
 }  // namespace vts

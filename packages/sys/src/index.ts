@@ -4,7 +4,7 @@
  * Fds are plain numbers; every failure is a {@link SysError}.
  */
 export { SysError } from './errors.js';
-export { MAX_MAPPING_LENGTH, memfdCreate, ftruncate, mmap, munmap } from './memory.js';
+export { MAX_MAPPING_LENGTH, memfdCreate, ftruncate, mmap, munmap, copyRanges } from './memory.js';
 export { type OpenFileOptions, openFile, fstatSize, fdatasync, fsync, dup, close, openFdCount } from './files.js';
 export { OwnedFd } from './owned-fd.js';
 export { eventfd, eventfdRead, eventfdWrite } from './eventfd.js';

@@ -51,3 +51,15 @@ export function munmap(buffer: ArrayBuffer): void {
   if (!(buffer instanceof ArrayBuffer)) throw invalidArgument('munmap', 'buffer must be an ArrayBuffer');
   addon.munmap(buffer);
 }
+
+/**
+ * Copies byte ranges from `src` to `dst` in one native call: `plan` holds `count` triples
+ * `[srcOffset, dstOffset, length]`, offsets relative to each view. Every range is checked
+ * against both views before anything is copied (EINVAL, nothing copied, when one lies outside);
+ * ranges may overlap (memmove). For data paths that move a burst of frames: one call per burst
+ * instead of a `subarray` + `set` per frame. Arguments are checked natively only — this sits on
+ * the hot path.
+ */
+export function copyRanges(dst: ArrayBufferView, src: ArrayBufferView, plan: Float64Array, count: number): void {
+  addon.copyRanges(dst, src, plan, count);
+}

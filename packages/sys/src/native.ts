@@ -31,6 +31,7 @@ export interface NativeAddon {
   ftruncate(fd: number, size: number): void;
   mmap(fd: number, length: number, offset: number, writable: boolean): ArrayBuffer;
   munmap(buffer: ArrayBuffer): void;
+  copyRanges(dst: ArrayBufferView, src: ArrayBufferView, plan: Float64Array, count: number): void;
   openFile(path: string, write: boolean, create: boolean, direct: boolean, mode: number): number;
   fstatSize(fd: number): number;
   fdatasync(fd: number): void;
@@ -63,7 +64,7 @@ export interface NativeAddon {
 }
 
 /** Calling-convention version this wrapper expects (native/addon.cc). */
-const ABI_VERSION = 1;
+const ABI_VERSION = 2;
 
 // src/ and dist/ both sit one level below the package root.
 const require = createRequire(import.meta.url);

@@ -334,6 +334,11 @@ export class BlkQueue implements QueueHandler, BlockCompletionSink {
     }
   }
 
+  /** Sink: publish now, inside a batch (never re-enters process()). */
+  progress(): void {
+    this.flushUsed();
+  }
+
   /** Publishes pushed used elements once and notifies if the driver wants it. */
   private flushUsed(): void {
     if (this.pushed === 0) return;

@@ -20,6 +20,12 @@ export interface BlockCompletionSink {
   complete(req: BlkRequest): void;
   /** End of a batch of `complete` calls. */
   completionsDone(): void;
+  /**
+   * Publishes what was completed so far without ending the batch (no new work is started).
+   * A synchronous engine calls it inside a long batch so the driver can reuse the first
+   * buffers while the rest are still being processed.
+   */
+  progress(): void;
 }
 
 /** Per-queue executor. */

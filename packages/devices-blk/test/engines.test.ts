@@ -28,6 +28,23 @@ t.test('null engine reads zeros and drops writes', async (t) => {
   t.ok(r.readIn(rd).every((b) => b === 0), 'zeros (the buffer was 0xee)');
 });
 
+t.test('null engine publishes large reads as it goes, small batches once', async (t) => {
+  // Four 512 KiB reads in one kick: the driver sees the first ones before the batch ends
+  // (a publish + notify after each 256 KiB), so it can refill while the rest are zeroed.
+  const big = new BlkRig({ image: new NullImage(8 << 20) }, { heapBytes: 3 << 20 });
+  const reqs = [0, 1, 2, 3].map((i) => big.add({ type: VIRTIO_BLK_T_IN, sector: i * 1024, inLen: 512 * 1024 }));
+  big.kick();
+  const used = big.collect();
+  for (const r of reqs) t.equal(used.get(r.head), 512 * 1024 + 1, 'whole read + status');
+  t.ok(reqs.every((r) => big.readIn(r).every((b) => b === 0)), 'zeros');
+  t.equal(big.notifies, 4, 'three publishes inside the batch + one at its end');
+  const small = new BlkRig({ image: new NullImage(1 << 20) });
+  for (let i = 0; i < 8; i++) small.add({ type: VIRTIO_BLK_T_IN, sector: i * 8, inLen: 4096 });
+  small.kick();
+  t.equal(small.collect().size, 8);
+  t.equal(small.notifies, 1, '8 × 4 KiB: one publish');
+});
+
 t.test('memory engine round trip', async (t) => {
   const image = new MemoryImage(1 << 16);
   const r = new BlkRig({ image });

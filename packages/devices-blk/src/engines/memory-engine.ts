@@ -9,6 +9,9 @@ import {
 import { VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK } from '../constants.js';
 import type { BlockCompletionSink, BlockEngine, BlockImage, EngineOptions } from '../engine.js';
 
+/** Bytes moved inside one batch after which completions so far are published (see submit). */
+const PROGRESS_BYTES = 256 * 1024;
+
 /** A disk image held in memory. */
 export class MemoryImage implements BlockImage {
   readonly kind = 'memory';
@@ -65,10 +68,18 @@ class SyncEngine implements BlockEngine {
   }
 
   submit(batch: readonly BlkRequest[], count: number): void {
+    let bytes = 0;
     for (let i = 0; i < count; i++) {
       const req = batch[i];
       req.status = this.execute(req);
       this.sink.complete(req);
+      // Large requests take tens of µs each here (1 MiB of zeros ≈ 20 µs): publish as we go so
+      // the driver refills those buffers in parallel instead of waiting for the whole batch.
+      bytes += req.length;
+      if (bytes >= PROGRESS_BYTES && i + 1 < count) {
+        this.sink.progress();
+        bytes = 0;
+      }
     }
     if (count > 0) this.sink.completionsDone();
   }

@@ -14,6 +14,9 @@ export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..
 
 /** Arguments that make `node` run a TypeScript entry of this repository from source. */
 export function tsEntry(path: string): string[] {
+  // BENCH_FROM_DIST=1: the packages load from their compiled dist/ (run `npx tsc -b` first), so
+  // --cpu-prof profiles carry real line numbers (tsx's transformed sources report line 1).
+  if (process.env.BENCH_FROM_DIST === '1') return ['--import', 'tsx', resolve(REPO_ROOT, path)];
   return ['--conditions=vhost-ts-source', '--import', 'tsx', resolve(REPO_ROOT, path)];
 }
 

@@ -58,6 +58,8 @@ const device = new VirtioNetDevice({
   // virtio-user handles its control queue itself; offering ours changes nothing here.
   ctrlQueue: false,
   pollUs: Number(values['poll-us']),
+  // BENCH_NET_TX_BATCH: TX batch capacity in frames (A/B runs of the device default).
+  ...(process.env.BENCH_NET_TX_BATCH !== undefined ? { txBatchFrames: Number(process.env.BENCH_NET_TX_BATCH) } : {}),
 });
 const server = new VhostUserBackend(device, { log: (line) => process.stderr.write(`${line}\n`) });
 server.on('session-end', () => device.reset());

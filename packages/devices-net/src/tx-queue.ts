@@ -16,7 +16,7 @@ import { copyFromChain } from './chain-copy.js';
 import { copyFast, slabWords } from './word-copy.js';
 import { FrameBatch } from './frame-batch.js';
 import type { NetBackendPort } from './net-backend.js';
-import { checkTxHeader, clearNetHeader, TX_HDR_OK, type TxOffloadPolicy } from './net-header.js';
+import { checkTxHeader, TX_HDR_OK, type TxOffloadPolicy } from './net-header.js';
 import type { PortCounters } from './port-counters.js';
 
 /** Settings shared by the TX queues of a device (decided at SET_FEATURES). */
@@ -34,8 +34,11 @@ export interface TxSettings {
   pollYieldMs: number;
 }
 
-/** Batches per kick before yielding to the event loop (fairness between queues and ports). */
-const MAX_BATCHES_PER_RUN = 8;
+/**
+ * Frames per run before yielding to the event loop (fairness between queues and ports): two
+ * rings of the largest size, whatever the batch capacity.
+ */
+const MAX_FRAMES_PER_RUN = 2048;
 /** Chains popped before their frames are touched and copied (see TxQueue.fill). */
 const BURST = 32;
 /**
@@ -95,7 +98,8 @@ export class TxQueue implements QueueHandler {
     const poller = this.poller;
     let missed = false;
     if (poller !== null) poller.woke();
-    for (let round = 0; round < MAX_BATCHES_PER_RUN; round++) {
+    const rounds = Math.max(1, Math.ceil(MAX_FRAMES_PER_RUN / batch.capacity));
+    for (let round = 0; round < rounds; round++) {
       q.disableNotify();
       const r = this.fill();
       if (r < 0) return;
@@ -275,7 +279,14 @@ export class TxQueue implements QueueHandler {
       const wOff = w * stride;
       // A dropped frame before this one left a gap: move down (same buffer, rare).
       if (w !== slot) data.copyWithin(wOff, off, off + VIRTIO_NET_HDR_V1_SIZE + frameLen);
-      if (s.clearHeader) clearNetHeader(data, wOff);
+      if (s.clearHeader) {
+        // Slots start on 8-byte boundaries: three word stores (the byte loop of clearNetHeader
+        // was a third of this function's time in a profile of the 64 B system bench).
+        const h = wOff >>> 2;
+        data32[h] = 0;
+        data32[h + 1] = 0;
+        data32[h + 2] = 0;
+      }
       batch.lengths[w] = VIRTIO_NET_HDR_V1_SIZE + frameLen;
       w++;
       this.counters.txBytes += frameLen;

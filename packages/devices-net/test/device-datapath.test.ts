@@ -156,3 +156,28 @@ t.test('switch: two devices exchange frames, learning and flooding', async (t) =
   t.equal(c.rxUsed().length, 1);
   t.equal(sw.portCount, 2);
 });
+
+t.test('TX hands frames to the backend in batches of at most txBatchFrames, in order', async (t) => {
+  const batches: number[][] = [];
+  const backend = new LoopbackBackend();
+  const rig = new NetRig({ backend, ctrlQueue: false, txBatchFrames: 4 });
+  // Record what each transmit call carries (first byte of each frame's payload).
+  const port = (rig.device as unknown as { port: { transmit: (p: number, b: { count: number; data: Uint8Array; stride: number }) => void } }).port;
+  const orig = port.transmit.bind(port);
+  port.transmit = (p, b) => {
+    const ids: number[] = [];
+    for (let i = 0; i < b.count; i++) ids.push(b.data[i * b.stride + 12 + 14]);
+    batches.push(ids);
+    orig(p, b);
+  };
+  for (let i = 0; i < 10; i++) {
+    const f = makeFrame(B, A, 60);
+    f[12 + 14] = i;
+    rig.send(f, { kick: false });
+  }
+  rig.q(1).handler.onKick();
+  t.same(batches, [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]], 'three batches, order kept');
+  t.equal(rig.txUsed().length, 10, 'every chain returned');
+  t.throws(() => new NetRig({ backend: new LoopbackBackend(), ctrlQueue: false, txBatchFrames: 0 }), RangeError);
+  t.throws(() => new NetRig({ backend: new LoopbackBackend(), ctrlQueue: false, txBatchFrames: 1.5 }), RangeError);
+});

@@ -30,7 +30,7 @@ t.test('null engine reads zeros and drops writes', async (t) => {
 
 t.test('null engine publishes large reads as it goes, small batches once', async (t) => {
   // Four 512 KiB reads in one kick: the driver sees the first ones before the batch ends
-  // (a publish + notify after each 256 KiB), so it can refill while the rest are zeroed.
+  // (a publish + notify after every 32 KiB), so it can refill while the rest are zeroed.
   const big = new BlkRig({ image: new NullImage(8 << 20) }, { heapBytes: 3 << 20 });
   const reqs = [0, 1, 2, 3].map((i) => big.add({ type: VIRTIO_BLK_T_IN, sector: i * 1024, inLen: 512 * 1024 }));
   big.kick();
@@ -42,7 +42,12 @@ t.test('null engine publishes large reads as it goes, small batches once', async
   for (let i = 0; i < 8; i++) small.add({ type: VIRTIO_BLK_T_IN, sector: i * 8, inLen: 4096 });
   small.kick();
   t.equal(small.collect().size, 8);
-  t.equal(small.notifies, 1, '8 × 4 KiB: one publish');
+  t.equal(small.notifies, 1, '8 × 4 KiB = 32 KiB, the last of the batch: one publish');
+  const mid = new BlkRig({ image: new NullImage(1 << 20) });
+  for (let i = 0; i < 16; i++) mid.add({ type: VIRTIO_BLK_T_IN, sector: i * 8, inLen: 4096 });
+  mid.kick();
+  t.equal(mid.collect().size, 16);
+  t.equal(mid.notifies, 2, '16 × 4 KiB: after the 8th and at the end');
 });
 
 t.test('memory engine round trip', async (t) => {

@@ -9,8 +9,14 @@ import {
 import { VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK } from '../constants.js';
 import type { BlockCompletionSink, BlockEngine, BlockImage, EngineOptions } from '../engine.js';
 
-/** Bytes moved inside one batch after which completions so far are published (see submit). */
-const PROGRESS_BYTES = 256 * 1024;
+/**
+ * Bytes moved inside one batch after which completions so far are published (see submit): every
+ * 8 requests of 4 KiB, every large one. qemu-storage-daemon completes each request on its own;
+ * publishing a QD32 batch only at its end left the driver idle meanwhile (4k randread QD32
+ * p50 51 µs vs QSD's 34; interleaved A/B on the bench, ours/QSD IOPS: 256 KiB → 32 KiB
+ * randread 0.83 → 0.91, randwrite 0.66 → 1.02 — a noisy machine, direction consistent).
+ */
+const PROGRESS_BYTES = 32768;
 
 /** A disk image held in memory. */
 export class MemoryImage implements BlockImage {

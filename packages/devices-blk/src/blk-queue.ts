@@ -219,7 +219,7 @@ export class BlkQueue implements QueueHandler, BlockCompletionSink {
         this.starved = this.freeCount === 0;
         this.flushUsed();
         if (this.broken || this.starved || this.stopped) break;
-        if (poller !== null && this.worked && poller.mayContinue()) {
+        if (poller !== null && this.worked && !((this.engine.offloaded ?? 0) > 0) && poller.mayContinue()) {
           // Notifications stay off while we spin: the driver sees no need to kick.
           this.worked = false;
           const spun = poller.counters.spinUs;

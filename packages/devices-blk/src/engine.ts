@@ -33,6 +33,11 @@ export interface BlockEngine {
   /** Requests submitted and not completed. */
   readonly inflight: number;
   /**
+   * Optional: requests being executed by kernel worker threads. While any are, the queue does
+   * not busy-poll: on a small machine the spinning would take the CPU those workers need.
+   */
+  readonly offloaded?: number;
+  /**
    * Executes `batch[0..count)` (ops READ, WRITE, FLUSH, DISCARD, WRITE_ZEROES). Completion may
    * happen synchronously (inside this call) or later; either way through the sink.
    */

@@ -63,6 +63,29 @@ t.test('memory engine round trip', async (t) => {
   t.ok(sameBytes(r.readIn(rd), data));
 });
 
+t.test('file engine: large reads go to kernel workers (IOSQE_ASYNC) and are counted while they run', async (t) => {
+  const size = 4 << 20;
+  const path = tmpImage('big.img', pattern(size, 5));
+  const image = FileImage.open(path);
+  t.teardown(() => image.close());
+  const r = new BlkRig({ image }, new MmapGuest(8 << 20, 64));
+  const engine = (r.handler as unknown as { engine: FileEngine }).engine;
+  const big = r.add({ type: VIRTIO_BLK_T_IN, sector: 0, inLen: 1 << 20 });
+  const big2 = r.add({ type: VIRTIO_BLK_T_IN, sector: 2048, inLen: 1 << 20 });
+  const small = r.add({ type: VIRTIO_BLK_T_IN, sector: 4096, inLen: 4096 });
+  r.kick();
+  t.equal(engine.asyncOps, 2, 'the two 1 MiB reads were submitted with IOSQE_ASYNC, the 4 KiB one not');
+  t.ok(engine.offloaded <= 2, `counted while on the workers (${engine.offloaded})`);
+  const used = await r.waitUsed(3);
+  t.equal(used.get(big.head), (1 << 20) + 1);
+  t.equal(used.get(small.head), 4097);
+  const want = pattern(size, 5);
+  t.ok(sameBytes(r.readIn(big), want.subarray(0, 1 << 20)), 'first 1 MiB');
+  t.ok(sameBytes(r.readIn(big2), want.subarray(1 << 20, 2 << 20)), 'second 1 MiB');
+  t.ok(sameBytes(r.readIn(small), want.subarray(2 << 20, (2 << 20) + 4096)), 'the small read');
+  t.equal(engine.offloaded, 0, 'nothing counted once all completed');
+});
+
 t.test('FileImage.open errors', async (t) => {
   t.throws(() => FileImage.open(join(dir, 'missing.img')), { code: 'image-not-found' });
   const small = tmpImage('small.img', new Uint8Array(100));

@@ -23,6 +23,8 @@ import { BlkRig } from './helpers.js';
 class DeferredEngine implements BlockEngine {
   readonly pending: BlkRequest[] = [];
   pollCalls = 0;
+  /** Set by a test: requests "on kernel workers" (BlockEngine.offloaded). */
+  offloaded = 0;
   onPoll: (() => void) | null = null;
   constructor(private readonly sink: BlockCompletionSink) {}
   get inflight(): number {
@@ -94,6 +96,24 @@ t.test('requests added while the queue spins are served without a kick', async (
   t.match(rig.device.metrics(), /vhost_blk_poll_hits_total\{queue="0"\} \d+/);
   t.equal(rig.guest.device.notifyEnabled, true, 'notifications re-enabled before sleeping');
   t.equal(rig.brokenReasons.length, 0);
+});
+
+t.test('no spin while the engine has requests on kernel workers (offloaded)', async (t) => {
+  const image = new DeferredImage();
+  const rig = new BlkRig({ image, pollUs: 2000 });
+  const engine = image.engine!;
+  const q = rig.handler as BlkQueue;
+  engine.offloaded = 1;
+  const h = rig.add({ type: VIRTIO_BLK_T_FLUSH }).head;
+  rig.kick();
+  t.equal(engine.pollCalls, 0, 'the engine was not polled');
+  t.equal(q.poller!.counters.hits + q.poller!.counters.misses, 0, 'no spin at all');
+  t.equal(rig.guest.device.notifyEnabled, true, 'asleep with notifications on');
+  t.equal(rig.collect().size, 0, 'still in flight');
+  // Completion arrives (the engine's eventfd in real life): it is published.
+  engine.offloaded = 0;
+  engine.poll();
+  t.equal(rig.collect().get(h), 1, 'completed once the worker finished');
 });
 
 t.test('pollUs 0: no spin — a request waits for its kick', async (t) => {

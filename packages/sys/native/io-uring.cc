@@ -333,6 +333,10 @@ class IoUring : public Napi::ObjectWrap<IoUring> {
           if ((op == kRead || op == kWrite) && v.iov_len > UINT32_MAX) return BadOp(env, i, "length over 2^32 - 1");
         }
         if (op == kReadv || op == kWritev) totalIovs += n;
+        // arg = SQE flags; only IOSQE_ASYNC (the others change linking, fixed files or
+        // buffer selection, which this wrapper does not set up).
+        if (!IsIntIn(r[6], 0, 0xff) || (static_cast<unsigned>(r[6]) & ~static_cast<unsigned>(IOSQE_ASYNC)) != 0)
+          return BadOp(env, i, "read/write flags: only IOSQE_ASYNC");
       } else if (op == kFallocate) {
         if (!IsIntIn(r[6], 0, 0xff)) return BadOp(env, i, "bad fallocate mode");
         if (!IsIntIn(r[7], 1, kMaxSafe) || r[2] + r[7] > kMaxSafe) return BadOp(env, i, "bad fallocate length");
@@ -365,6 +369,7 @@ class IoUring : public Napi::ObjectWrap<IoUring> {
           for (size_t k = 0; k < cnt; k++) CheckIov(iovs, start + k, &dst[k]);  // validated above
           iovNext += cnt;
           sqe->opcode = op == kReadv ? IORING_OP_READV : IORING_OP_WRITEV;
+          sqe->flags = static_cast<uint8_t>(r[6]);
           sqe->addr = reinterpret_cast<uintptr_t>(dst);
           sqe->len = static_cast<uint32_t>(cnt);
           break;
@@ -374,6 +379,7 @@ class IoUring : public Napi::ObjectWrap<IoUring> {
           iovec v;
           CheckIov(iovs, static_cast<size_t>(r[4]), &v);
           sqe->opcode = op == kRead ? IORING_OP_READ : IORING_OP_WRITE;
+          sqe->flags = static_cast<uint8_t>(r[6]);
           sqe->addr = reinterpret_cast<uintptr_t>(v.iov_base);
           sqe->len = static_cast<uint32_t>(v.iov_len);
           break;
@@ -547,6 +553,7 @@ void InitIoUring(Napi::Env env, Napi::Object exports) {
   ops.Set("READ", Napi::Number::New(env, kRead));
   ops.Set("WRITE", Napi::Number::New(env, kWrite));
   exports.Set("ioringOps", ops);
+  exports.Set("IOSQE_ASYNC", Napi::Number::New(env, IOSQE_ASYNC));
   Napi::Object sizes = Napi::Object::New(env);
   sizes.Set("io_uring_sqe", Napi::Number::New(env, sizeof(io_uring_sqe)));
   sizes.Set("io_uring_cqe", Napi::Number::New(env, sizeof(io_uring_cqe)));

@@ -35,6 +35,7 @@ export {
 export {
   IoUring,
   IORING_OP,
+  IOSQE_ASYNC,
   OP_STRIDE,
   IOV_STRIDE,
   MAX_BUFFERS,

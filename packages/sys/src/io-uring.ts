@@ -24,6 +24,14 @@ export const IORING_OP = Object.freeze({
   WRITE: 7,
 } as const);
 
+/**
+ * Read/write records: `arg` holds SQE flags, of which only this one is accepted. It makes the
+ * kernel run the op in an io-wq worker at once; without it, work punted to io-wq that never
+ * blocks (a copy from the page cache) queues behind one worker, since io-wq adds a worker only
+ * when none is running or the work is marked concurrent, as forced-async work is.
+ */
+export const IOSQE_ASYNC = 16;
+
 /** Doubles per op record: [opcode, fd, fileOffset, userData, iovStart, iovCount, arg, arg2]. */
 export const OP_STRIDE = 8;
 /** Doubles per iovec triple: [bufferIndex, byteOffset, byteLength]. */
@@ -47,6 +55,7 @@ assertNative('sizeof(io_uring_sqe)', addon.ioUringLayout.io_uring_sqe, 64);
 assertNative('sizeof(io_uring_cqe)', addon.ioUringLayout.io_uring_cqe, 16);
 assertNative('sizeof(iovec)', addon.ioUringLayout.iovec, 16);
 assertNative('OP_STRIDE', addon.ioUringLayout.opStride, OP_STRIDE);
+assertNative('IOSQE_ASYNC', addon.IOSQE_ASYNC, IOSQE_ASYNC);
 assertNative('IOV_STRIDE', addon.ioUringLayout.iovStride, IOV_STRIDE);
 assertNative('MAX_BUFFERS', addon.ioUringLayout.maxBuffers, MAX_BUFFERS);
 assertNative('FALLOC_FL_KEEP_SIZE', addon.fallocConstants.FALLOC_FL_KEEP_SIZE, FALLOC_FL_KEEP_SIZE);

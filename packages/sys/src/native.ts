@@ -59,6 +59,7 @@ export interface NativeAddon {
   tunConstants: Record<string, number>;
   IoUring: new (entries: number) => NativeIoUring;
   ioringOps: Record<string, number>;
+  IOSQE_ASYNC: number;
   ioUringLayout: Record<string, number>;
   fallocConstants: Record<string, number>;
 }

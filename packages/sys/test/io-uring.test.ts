@@ -5,7 +5,7 @@ import { runInNewContext } from 'node:vm';
 import t from 'tap';
 import {
   close, eventfdRead, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, FdWatcher, ftruncate,
-  IORING_OP, IoUring, memfdCreate, mmap, munmap, OP_STRIDE, openFile, READABLE, sendMsg, socketpair,
+  IORING_OP, IOSQE_ASYNC, IoUring, memfdCreate, mmap, munmap, OP_STRIDE, openFile, READABLE, sendMsg, socketpair,
 } from '../src/index.js';
 import { tempDir, throwsSys } from './helpers.js';
 
@@ -115,6 +115,32 @@ t.test('READ / WRITE with one triple; Uint8Array windows as buffers', async (t) 
   close(file);
 });
 
+t.test('IOSQE_ASYNC on reads and writes: same results through a kernel worker', async (t) => {
+  const dir = tempDir(t);
+  const path = join(dir, 'async.img');
+  writeFileSync(path, Buffer.alloc(1 << 20, 0x5a));
+  const file = openFile(path, { write: true });
+  const mem = guestMemory(1 << 20);
+  const ring = new IoUring(4);
+  ring.setBuffer(0, mem.buf);
+  const ops = new Float64Array(2 * OP_STRIDE);
+  op(ops, 0, [IORING_OP.READ, file, 0, 1, 0, 1, IOSQE_ASYNC, 0]);
+  op(ops, 1, [IORING_OP.READV, file, 4096, 2, 1, 1, IOSQE_ASYNC, 0]);
+  t.equal(ring.submit(ops, 2, new Float64Array([0, 0, 1 << 19, 0, 1 << 19, 1 << 19])), 2);
+  const got = await completions(ring, 2);
+  t.equal(got.get(1), 1 << 19);
+  t.equal(got.get(2), 1 << 19);
+  t.ok(new Uint8Array(mem.buf).every((b) => b === 0x5a), 'both halves read');
+  new Uint8Array(mem.buf).fill(0x33, 0, 4096);
+  op(ops, 0, [IORING_OP.WRITE, file, 8192, 3, 0, 1, IOSQE_ASYNC, 0]);
+  ring.submit(ops, 1, new Float64Array([0, 0, 4096]));
+  t.equal((await completions(ring, 1)).get(3), 4096);
+  t.ok(readFileSync(path).subarray(8192, 12288).every((b) => b === 0x33), 'written');
+  ring.close();
+  close(mem.fd);
+  close(file);
+});
+
 t.test('a batch of many ops in one submit; SQ full returns what fit', async (t) => {
   const dir = tempDir(t);
   const path = join(dir, 'batch.img');
@@ -208,6 +234,9 @@ t.test('bad records and iovec triples are rejected and nothing is submitted', as
   bad([IORING_OP.WRITEV, -1, 0, 2, 0, 1, 0, 0], ok, 'negative fd');
   bad([IORING_OP.WRITEV, file, 2 ** 53, 2, 0, 1, 0, 0], ok, 'offset 2^53');
   bad([IORING_OP.WRITEV, file, 0, 2 ** 32, 0, 1, 0, 0], ok, 'userData over u32');
+  bad([IORING_OP.WRITEV, file, 0, 2, 0, 1, 1, 0], ok, 'read/write flag other than IOSQE_ASYNC (IOSQE_FIXED_FILE)');
+  bad([IORING_OP.WRITEV, file, 0, 2, 0, 1, IOSQE_ASYNC | 4, 0], ok, 'IOSQE_ASYNC with IOSQE_IO_LINK');
+  bad([IORING_OP.WRITEV, file, 0, 2, 0, 1, 256, 0], ok, 'flags beyond a byte');
   bad([IORING_OP.FALLOCATE, file, 0, 2, 0, 0, 0, 0], ok, 'fallocate length 0');
   bad([IORING_OP.FALLOCATE, file, 0, 2, 0, 0, 0x100, 10], ok, 'fallocate mode out of range');
   throwsSys(t, () => ring.submit(ops, 3, new Float64Array(3)), 'EINVAL', 'io_uring_submit', 'count beyond ops');

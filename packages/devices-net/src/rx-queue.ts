@@ -153,6 +153,8 @@ export class RxQueue implements QueueHandler {
 
   async stop(): Promise<void> {
     this.running = false;
+    // Always empty between calls; cleared anyway so no stale plan can outlive the queue.
+    this.planCount = 0;
     this.counters.rxDropped += this.hold.size;
     this.hold.clear();
   }

@@ -65,12 +65,15 @@ export interface VirtioNetDeviceOptions {
   /** Longest continuous run (work + spinning) before yielding to the event loop, ms (default 1). */
   pollYieldMs?: number;
   /**
-   * Most frames a TX queue copies out before handing them to the backend (default 64, fewer
-   * when slots are large: at most 4 MiB of slots). Small batches keep the copy destination in
+   * Most frames a TX queue copies out before handing them to the backend (default 64, at most
+   * 256; fewer when slots are large: at most 4 MiB of slots). Small batches keep the copy destination in
    * the CPU cache, as DPDK's per-burst mbufs are.
    */
   txBatchFrames?: number;
 }
+
+/** Largest TX batch (SwitchBackend's default batch capacity: it refuses larger batches). */
+const MAX_TX_BATCH = 256;
 
 /** Guest-receive offload bits (the driver can take these; a TAP may hand them to us). */
 const GUEST_OFFLOAD_BITS = bit(VIRTIO_NET_F_GUEST_CSUM) | bit(VIRTIO_NET_F_GUEST_TSO4) | bit(VIRTIO_NET_F_GUEST_TSO6)
@@ -159,7 +162,8 @@ export class VirtioNetDevice implements VirtioDevice, NetPortSink, CtrlTarget {
     this.protocolFeatures = bit(VHOST_USER_PROTOCOL_F_CONFIG) | (pairs > 1 ? bit(VHOST_USER_PROTOCOL_F_MQ) : 0n);
 
     const txBatch = opts.txBatchFrames ?? 64;
-    if (!Number.isInteger(txBatch) || txBatch < 1 || txBatch > 4096) throw new RangeError(`txBatchFrames ${txBatch}: 1..4096`);
+    // At most 256: the switch routes one batch through index lists of that size.
+    if (!Number.isInteger(txBatch) || txBatch < 1 || txBatch > MAX_TX_BATCH) throw new RangeError(`txBatchFrames ${txBatch}: 1..${MAX_TX_BATCH}`);
     this.batchCapacity = Math.max(1, Math.min(txBatch, Math.floor((4 << 20) / backend.slotSize)));
     this.holdCapacity = Math.max(8, Math.min(256, Math.floor((4 << 20) / backend.slotSize)));
     this.rx = new Array(pairs).fill(null);

@@ -180,4 +180,5 @@ t.test('TX hands frames to the backend in batches of at most txBatchFrames, in o
   t.equal(rig.txUsed().length, 10, 'every chain returned');
   t.throws(() => new NetRig({ backend: new LoopbackBackend(), ctrlQueue: false, txBatchFrames: 0 }), RangeError);
   t.throws(() => new NetRig({ backend: new LoopbackBackend(), ctrlQueue: false, txBatchFrames: 1.5 }), RangeError);
+  t.throws(() => new NetRig({ backend: new LoopbackBackend(), ctrlQueue: false, txBatchFrames: 257 }), RangeError, 'over the switch batch size');
 });

@@ -64,7 +64,7 @@ assertNative('FALLOC_FL_ZERO_RANGE', addon.fallocConstants.FALLOC_FL_ZERO_RANGE,
 
 /**
  * An io_uring driven by raw syscalls. Needs IORING_FEAT_SINGLE_MMAP,
- * IORING_FEAT_SUBMIT_STABLE and IORING_FEAT_NODROP (Linux ≥ 5.5); otherwise
+ * IORING_FEAT_SUBMIT_STABLE and IORING_FEAT_NODROP (Linux ≥ 5.6, which also brings the READ/WRITE opcodes and IOSQE_ASYNC used here); otherwise
  * the constructor throws SysError EOPNOTSUPP.
  *
  * ```

@@ -33,8 +33,9 @@ export interface BlockEngine {
   /** Requests submitted and not completed. */
   readonly inflight: number;
   /**
-   * Optional: requests being executed by kernel worker threads. While any are, the queue does
-   * not busy-poll: on a small machine the spinning would take the CPU those workers need.
+   * Optional: requests being executed by kernel worker threads (for buffered file I/O: every
+   * request that did not complete inside the submit). While any are, the queue does not
+   * busy-poll: on a small machine the spinning would take the CPU those workers need.
    */
   readonly offloaded?: number;
   /**

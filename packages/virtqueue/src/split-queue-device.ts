@@ -69,6 +69,8 @@ export class SplitQueueDevice implements DeviceQueue {
   private readonly desc: Uint32Array;
   private readonly used16: Uint16Array;
   private readonly used32: Uint32Array;
+  /** Used elements pushed and not yet published, at their ring positions (see pushUsed). */
+  private readonly pendingUsed: Uint32Array;
   private readonly usedEventIndex: number;
   private readonly availEventIndex: number;
   private readonly usedGpa: number;
@@ -107,6 +109,7 @@ export class SplitQueueDevice implements DeviceQueue {
     this.desc = views.desc;
     this.used16 = views.used16;
     this.used32 = views.used32;
+    this.pendingUsed = new Uint32Array(views.size * 2);
     this.usedEventIndex = views.usedEventIndex;
     this.availEventIndex = views.availEventIndex;
     this.usedGpa = layout.usedGpa;
@@ -259,29 +262,43 @@ export class SplitQueueDevice implements DeviceQueue {
   }
 
   /**
-   * Writes a used element {head, len} (not visible to the driver until `publishUsed`).
+   * Records a used element {head, len}; it reaches the ring at `publishUsed`.
    * virtio 1.2 §2.7.8.2: `len` is the number of bytes written into the writable buffers.
+   *
+   * Why not store into the ring right away: the driver reads those lines on its own CPU, so the
+   * first store into each is a cache miss that waits for the line to come back; in JS, one such
+   * store per element stalls the per-chain work behind it. Written together in `publishUsed`,
+   * the misses of a whole batch overlap (the same effect as the RX headers of devices-net).
+   * Interleaved system-bench pairs (devices-net, back-end CPU per frame): guest→host 64 B
+   * 112/100 → 96/95 ns, host→guest 64 B 107/118 → 108/102 ns.
    * @throws RangeError if `head` is not a descriptor index (a device bug, not a guest fault).
    */
   pushUsed(head: number, len: number): void {
     if (!(head >= 0 && head < this.size)) throw new RangeError(`pushUsed: head ${head} out of range`);
-    const i = this.usedShadow & this.mask;
-    const w = 1 + (i << 1);
-    this.used32[w] = head;
-    this.used32[w + 1] = len;
-    if (this.memory.dirtyLog !== null) this.memory.markDirty(this.usedGpa + 4 + i * 8, 8);
+    const p = (this.usedShadow & this.mask) << 1;
+    this.pendingUsed[p] = head;
+    this.pendingUsed[p + 1] = len;
     this.usedShadow = (this.usedShadow + 1) & 0xffff;
   }
 
   /**
-   * Makes every pushed element visible: one seq-cst store of used.idx, after the elements
+   * Makes every pushed element visible: the elements, then one seq-cst store of used.idx
    * (virtio 1.2 §2.7.8.2: the device MUST set len prior to updating the used idx).
    */
   publishUsed(): void {
-    if (this.usedShadow === this.usedPublished) return;
-    Atomics.store(this.used16, USED_IDX, this.usedShadow);
-    this.usedPublished = this.usedShadow;
-    if (this.memory.dirtyLog !== null) this.memory.markDirty(this.usedGpa + 2, 2);
+    const end = this.usedShadow;
+    if (end === this.usedPublished) return;
+    const used32 = this.used32, pending = this.pendingUsed, mask = this.mask;
+    const logged = this.memory.dirtyLog !== null;
+    for (let k = this.usedPublished; k !== end; k = (k + 1) & 0xffff) {
+      const i = k & mask;
+      used32[1 + (i << 1)] = pending[i << 1];
+      used32[2 + (i << 1)] = pending[(i << 1) + 1];
+      if (logged) this.memory.markDirty(this.usedGpa + 4 + i * 8, 8);
+    }
+    Atomics.store(this.used16, USED_IDX, end);
+    this.usedPublished = end;
+    if (logged) this.memory.markDirty(this.usedGpa + 2, 2);
   }
 
   /**

@@ -281,23 +281,12 @@ export class RxQueue implements QueueHandler {
       this.filter.filtered++;
       return DROPPED;
     }
-    const start = q.nextAvail;
+    const start = q.nextAvail; // to give the chains back if the frame does not fit (mergeable)
     let r = q.pop(chain);
     if (r === 0) return NO_BUFFERS;
     if (r < 0) return this.fail();
-
-    // The header: copy the internal 12-byte header, optionally cleared, num_buffers = 1.
     const h = this.scratch;
     const h32 = this.scratch32;
-    if (s.clearHeader) {
-      h32[0] = 0; // three word stores instead of fill(): no builtin call per frame
-      h32[1] = 0;
-      h32[2] = 0;
-    } else {
-      for (let k = 0; k < VIRTIO_NET_HDR_V1_SIZE; k++) h[k] = data[off + k];
-    }
-    h[HDR_NUM_BUFFERS] = 1;
-    h[HDR_NUM_BUFFERS + 1] = 0;
 
     // Fast path, either mode: one writable descriptor that holds header + frame (what Linux and
     // DPDK post). Two direct copies into the slab, no segment walk, num_buffers is already 1.
@@ -309,9 +298,10 @@ export class RxQueue implements QueueHandler {
       const slab = chain.segSlab[0];
       const base = chain.segOffset[0];
       const dst = mem.slabs[slab];
-      const dst32 = slabWords(mem)[slab];
+      const dst32 = dst === this.planDst ? this.planDst32! : slabWords(mem)[slab];
       const da = dst.byteOffset + base;
       if (mem.dirtyLog !== null) {
+        this.buildHeader(data, off);
         // Logged pages are marked after they are written (a marked page the front-end copies
         // before our write would be sent stale), so no deferral while migrating.
         copyFast(dst, dst32, base, h, h32, 0, hdrLen);
@@ -332,13 +322,29 @@ export class RxQueue implements QueueHandler {
         this.plan[k + 1] = base + hdrLen;
         this.plan[k + 2] = payload;
         if (hdrLen === VIRTIO_NET_HDR_V1_SIZE && (da & 3) === 0 && da < TWO_32) {
-          // The usual case (DPDK and Linux buffers are 4-aligned): three word stores, after the copy.
+          // The usual case (DPDK and Linux buffers are 4-aligned): three word stores, after the
+          // copy. The words are built straight from the source slot (slots are 8-aligned):
+          // num_buffers (bytes 10–11, little-endian) = 1.
           this.planHdrAt[j] = da >>> 2;
-          this.planHdr[k] = h32[0];
-          this.planHdr[k + 1] = h32[1];
-          this.planHdr[k + 2] = h32[2];
+          const ph = this.planHdr;
+          if (s.clearHeader) {
+            ph[k] = 0;
+            ph[k + 1] = 0;
+            ph[k + 2] = 0x10000;
+          } else if ((off & 3) === 0 && off < TWO_32) {
+            const si = off >>> 2;
+            ph[k] = data32[si];
+            ph[k + 1] = data32[si + 1];
+            ph[k + 2] = (data32[si + 2] & 0xffff) | 0x10000;
+          } else {
+            this.buildHeader(data, off);
+            ph[k] = h32[0];
+            ph[k + 1] = h32[1];
+            ph[k + 2] = h32[2];
+          }
         } else {
           this.planHdrAt[j] = -1;
+          this.buildHeader(data, off);
           copyFast(dst, dst32, base, h, h32, 0, hdrLen);
         }
         this.planCount = j + 1;
@@ -349,6 +355,7 @@ export class RxQueue implements QueueHandler {
       return WROTE;
     }
 
+    this.buildHeader(data, off);
     if (!s.mergeable) {
       // virtio 1.2 §5.1.6.3.1: without MRG_RXBUF the whole packet goes in one chain.
       if (chain.writableBytes < need) {
@@ -411,6 +418,21 @@ export class RxQueue implements QueueHandler {
     return WROTE;
   }
 
+
+  /** The frame's 12-byte header into `scratch`: copied or cleared, num_buffers = 1. */
+  private buildHeader(data: Uint8Array, off: number): void {
+    const h = this.scratch;
+    if (this.settings.clearHeader) {
+      const h32 = this.scratch32;
+      h32[0] = 0; // three word stores instead of fill(): no builtin call per frame
+      h32[1] = 0;
+      h32[2] = 0;
+    } else {
+      for (let k = 0; k < VIRTIO_NET_HDR_V1_SIZE; k++) h[k] = data[off + k];
+    }
+    h[HDR_NUM_BUFFERS] = 1;
+    h[HDR_NUM_BUFFERS + 1] = 0;
+  }
 
   private fail(): number {
     const err = this.queue.error;

@@ -37,6 +37,14 @@ export interface DeviceQueue {
   availableCount(): number;
   /** 1 = popped, 0 = empty, < 0 = FAULT_* (the queue is then broken). */
   pop(chain: DescriptorChain): number;
+  /**
+   * Pops up to `max` chains that are one direct descriptor, writable or not as asked, with no
+   * chain object: chain k is `out[4k .. 4k+3]` = head, slab index, offset in the slab, length.
+   * Stops at the end of the available entries or before the first chain of another shape (left
+   * for `pop`). A queue kind without this fast form returns 0.
+   * @returns chains popped, or a FAULT_* (< 0: the queue is broken)
+   */
+  popDirect(out: Float64Array, max: number, writable: boolean): number;
   pushUsed(head: number, len: number): void;
   publishUsed(): void;
   shouldNotify(): boolean;

@@ -220,6 +220,11 @@ export class PackedQueueDevice implements DeviceQueue {
     return n;
   }
 
+  /** See DeviceQueue.popDirect: packed rings take the general `pop` path. */
+  popDirect(_out: Float64Array, _max: number, _writable: boolean): number {
+    return this.isBroken ? this.fault : 0;
+  }
+
   /** True when the descriptor at the device's position is available (one Atomics load). */
   private headAvailable(): boolean {
     const fw = Atomics.load(this.desc, (this.availSlot << 2) + 3);

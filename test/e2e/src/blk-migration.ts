@@ -294,6 +294,9 @@ export async function runBlkMigration(opts: BlkMigrationOptions): Promise<BlkMig
 
     // 1. The guest's loop runs on the source.
     await src.waitConsole(new RegExp(`^PASS\\.${opts.passesBefore}=`, 'm'), left(), unexpected.signal);
+    // dmahold must have finished a cycle on the source before the switch-over (a cycle takes
+    // ≈ 1.6 s of naps; a fast first pass plus a short random delay could migrate before it).
+    await src.waitConsole(/DMAHOLD\.cycle=\d+/, left(), unexpected.signal);
     const [lo, hi] = opts.startDelayMs;
     const delay = lo + Math.floor(rand() * (hi - lo));
     opts.comment(`source completed pass ${opts.passesBefore}; migrating in ${delay} ms`);

@@ -62,6 +62,8 @@ export class TxQueue implements QueueHandler {
   private readonly burstOff = new Float64Array(BURST);
   /** copyRanges plan of a burst: [slab offset, batch offset, length] per frame. */
   private readonly copyPlan = new Float64Array(BURST * 3);
+  /** popDirect output: head, slab, offset, length per chain. */
+  private readonly direct = new Float64Array(BURST * 4);
   /** Sum of the touched bytes (keeps the touch loads alive; meaningless otherwise). */
   private touched = 0;
   /** Busy-poll policy (null: kick-driven only). */
@@ -177,14 +179,31 @@ export class TxQueue implements QueueHandler {
       let ended = false;
       const room = Math.min(BURST, batch.capacity - batch.count);
       while (n < room) {
+        if (hdrLen === VIRTIO_NET_HDR_V1_SIZE) {
+          // Runs of one-descriptor chains (what Linux and DPDK send) in one call, no chain object.
+          const want = room - n;
+          const d = q.popDirect(this.direct, want, false);
+          if (d < 0) return this.broke();
+          const out = this.direct;
+          for (let k = 0; k < d; k++) {
+            const o = k << 2;
+            const readable = out[o + 3];
+            if (readable < hdrLen + ETH_HLEN || readable > maxReadable) {
+              this.drop(out[o]);
+              continue;
+            }
+            bHead[n] = out[o];
+            bLen[n] = readable;
+            bSlab[n] = out[o + 1];
+            bOff[n] = out[o + 2];
+            n++;
+          }
+          if (d === want) continue;
+          // Fewer: the ring ran empty, or the next chain has another shape — pop decides.
+        }
         const r = q.pop(chain);
         if (r === 0) { ended = true; break; }
-        if (r < 0) {
-          const err = q.error;
-          this.ctx.broken(`tx queue ${this.ctx.index}: ${err ? err.message : 'fault'}`);
-          this.running = false;
-          return -1;
-        }
+        if (r < 0) return this.broke();
         const readable = chain.readableBytes;
         // virtio 1.2 §5.1.6.2: every TX buffer starts with the header; anything shorter than a
         // header plus an Ethernet header, or longer than a slot, is malformed.
@@ -222,7 +241,7 @@ export class TxQueue implements QueueHandler {
     const q = this.queue;
     const batch = this.batch;
     const s = this.settings;
-    const mem = this.chain.memory!;
+    const mem = q.memory;
     const slabs = mem.slabs;
     const words = slabWords(mem);
     const data = batch.data;
@@ -294,6 +313,14 @@ export class TxQueue implements QueueHandler {
       q.pushUsed(bHead[i], 0);
     }
     batch.count = w;
+  }
+
+  /** The queue faulted: report the device broken; fill() returns -1. */
+  private broke(): number {
+    const err = this.queue.error;
+    this.ctx.broken(`tx queue ${this.ctx.index}: ${err ? err.message : 'fault'}`);
+    this.running = false;
+    return -1;
   }
 
   private drop(head: number): void {

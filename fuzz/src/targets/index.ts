@@ -2,7 +2,7 @@
  * Registry of fuzz targets. `--target ring` selects every `ring-*` target.
  * @module
  */
-import { ringCorrupt } from './ring-corrupt.js';
+import { ringCorrupt, ringDirect } from './ring-corrupt.js';
 import { ringModel } from './ring-model.js';
 import { ringNotify } from './ring-notify.js';
 import type { FuzzTarget } from './target.js';
@@ -18,7 +18,7 @@ import { configSpace } from './config-space.js';
 
 export type { FuzzTarget } from './target.js';
 
-export const TARGETS: readonly FuzzTarget[] = [ringModel, ringCorrupt, ringNotify, vuCodec, vuSession, vuPacked, vuSocket, blkQueue, netPath, netCtrl, configSpace, packedModel, packedCorrupt];
+export const TARGETS: readonly FuzzTarget[] = [ringModel, ringCorrupt, ringDirect, ringNotify, vuCodec, vuSession, vuPacked, vuSocket, blkQueue, netPath, netCtrl, configSpace, packedModel, packedCorrupt];
 
 /** Targets matching a name, a prefix group (`ring` → ring-model, ring-corrupt, ring-notify), or `all`. */
 export function selectTargets(name: string): FuzzTarget[] {

@@ -21,7 +21,7 @@ type Mutation =
   | { m: 'indirect'; offset: number; value: number }
   | { m: 'usedEvent'; value: number };
 
-type Step = { s: 'mutate'; mut: Mutation } | { s: 'pop'; n: number } | { s: 'add'; n: number; indirect: boolean };
+type Step = { s: 'mutate'; mut: Mutation } | { s: 'pop'; n: number; direct?: boolean; writable?: boolean } | { s: 'add'; n: number; indirect: boolean };
 
 const mutationArb: fc.Arbitrary<Mutation> = fc.oneof(
   fc.record({ m: fc.constant('descWord' as const), index: fc.nat({ max: 300 }), word: fc.nat({ max: 3 }), value: fc.nat({ max: 0xffffffff }) }),
@@ -44,6 +44,21 @@ export const corruptArb = fc.record({
   eventIdx: fc.boolean(),
   indirect: fc.boolean(),
   steps: fc.array(stepArb, { minLength: 1, maxLength: 60 }),
+});
+
+/** The same scenarios with pops done by `popDirect` (either direction) as well as `pop`. */
+const directStepArb: fc.Arbitrary<Step> = fc.oneof(
+  { weight: 3, arbitrary: fc.record({ s: fc.constant('mutate' as const), mut: mutationArb }) },
+  { weight: 2, arbitrary: fc.record({ s: fc.constant('pop' as const), n: fc.integer({ min: 1, max: 20 }), direct: fc.boolean(), writable: fc.boolean() }) },
+  { weight: 1, arbitrary: fc.record({ s: fc.constant('add' as const), n: fc.integer({ min: 1, max: 6 }), indirect: fc.boolean() }) },
+);
+
+export const directArb = fc.record({
+  queueSize: fc.constantFrom(1, 4, 8, 64, 256),
+  startIndex: fc.oneof(fc.integer({ min: 65520, max: 65535 }), fc.nat({ max: 0xffff })),
+  eventIdx: fc.boolean(),
+  indirect: fc.boolean(),
+  steps: fc.array(directStepArb, { minLength: 1, maxLength: 60 }),
 });
 
 const KNOWN = new Set<number>([0, 1, ...ALL_FAULTS]);
@@ -113,8 +128,41 @@ export function runRingCorrupt(sc: { queueSize: number; startIndex: number; even
     }
   };
 
+  // popDirect: the run form of pop's one-descriptor fast path, under the same hostile ring.
+  const direct = new Float64Array(4 * 20);
+  const popDirect = (n: number, writable: boolean): void => {
+    let r: number;
+    try {
+      r = g.device.popDirect(direct, n, writable);
+    } catch (e) {
+      fail(`popDirect threw ${String(e)}`);
+    }
+    if (r < 0) {
+      if (!ALL_FAULTS.includes(r)) fail(`popDirect returned unknown fault ${r}`);
+      faulted = true;
+      if (!g.device.isBroken) fail('popDirect fault without a broken queue');
+      return;
+    }
+    if (faulted && r > 0) fail('a broken queue popped (popDirect)');
+    if (!(Number.isInteger(r) && r <= n)) fail(`popDirect returned ${r} for max ${n}`);
+    for (let k = 0; k < r; k++) {
+      const head = direct[4 * k], s = direct[4 * k + 1], off = direct[4 * k + 2], len = direct[4 * k + 3];
+      if (!(head >= 0 && head < size)) fail(`popDirect: head ${head} out of range`);
+      if (!(s >= 0 && s < mem.slabCount)) fail(`popDirect: slab ${s}`);
+      if (!(off >= 0 && len > 0 && off + len <= mem.slabs[s].length)) fail(`popDirect: ${off}+${len} outside slab ${s}`);
+      if (writable) mem.slabs[s].fill(0x3c, off, off + len);
+      g.device.pushUsed(head, writable ? len : 0);
+    }
+    g.device.publishUsed();
+    g.device.shouldNotify();
+  };
+
   for (const step of sc.steps) {
-    if (step.s === 'pop') { pop(step.n); continue; }
+    if (step.s === 'pop') {
+      if (step.direct === true) popDirect(step.n, step.writable === true);
+      else pop(step.n);
+      continue;
+    }
     if (step.s === 'add') {
       for (let i = 0; i < step.n; i++) {
         const h = g.driver.add([{ gpa: bufs[0], len: 16 }], [{ gpa: bufs[i % 4], len: 64 }], { indirect: sc.indirect && step.indirect });
@@ -156,4 +204,11 @@ export const ringCorrupt: FuzzTarget = {
   description: 'random corruption of descriptors, indirect tables, avail ring and indices',
   testRuns: 300,
   property: () => fc.property(corruptArb, (s) => { runRingCorrupt(s); }),
+};
+
+export const ringDirect: FuzzTarget = {
+  name: 'ring-direct',
+  description: 'ring-corrupt with popDirect runs (writable or readable) mixed with pop',
+  testRuns: 300,
+  property: () => fc.property(directArb, (s) => { runRingCorrupt(s); }),
 };

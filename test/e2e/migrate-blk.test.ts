@@ -28,6 +28,11 @@ if (findVhostTsBlkCli() === null) {
       t.comment(`seed: ${seed} (E2E_MIGRATE_SEED=${seed} replays it)`);
       const r = await runBlkMigration({
         seed, passesBefore: 1, passesAfter: 1, startDelayMs: [0, 1500], budgetMs: BUDGET_MS, comment: (m) => t.comment(m),
+        // ≈ 100 MiB at 48 MiB/s: the dirty-logging window (≥ 2 s) outlasts a dmahold cycle
+        // (≈ 1.6 s, one O_DIRECT read into guest memory), so back-end A always has pages to
+        // mark even when the switch-over falls in the loop's CPU-only checks (at 1 GiB/s one
+        // CI run migrated in 0.9 s with no request on A).
+        maxBandwidth: 48 * 1024 * 1024,
       });
       const diag = { output: r.output.slice(-3000), logsA: r.logsA.slice(-2000), logsB: r.logsB.slice(-2000) };
       // QEMU side: the migration really happened and the guest runs on the destination.

@@ -32,34 +32,31 @@ const mutationArb: fc.Arbitrary<Mutation> = fc.oneof(
   fc.record({ m: fc.constant('usedEvent' as const), value: fc.nat({ max: 0xffff }) }),
 );
 
-const stepArb: fc.Arbitrary<Step> = fc.oneof(
-  { weight: 3, arbitrary: fc.record({ s: fc.constant('mutate' as const), mut: mutationArb }) },
-  { weight: 2, arbitrary: fc.record({ s: fc.constant('pop' as const), n: fc.integer({ min: 1, max: 20 }) }) },
-  { weight: 1, arbitrary: fc.record({ s: fc.constant('add' as const), n: fc.integer({ min: 1, max: 6 }), indirect: fc.boolean() }) },
-);
+/** Steps of a scenario; `direct` adds `popDirect` pops (either direction) to the pop step. */
+function stepArb(direct: boolean): fc.Arbitrary<Step> {
+  const pop = direct
+    ? fc.record({ s: fc.constant('pop' as const), n: fc.integer({ min: 1, max: 20 }), direct: fc.boolean(), writable: fc.boolean() })
+    : fc.record({ s: fc.constant('pop' as const), n: fc.integer({ min: 1, max: 20 }) });
+  return fc.oneof(
+    { weight: 3, arbitrary: fc.record({ s: fc.constant('mutate' as const), mut: mutationArb }) },
+    { weight: 2, arbitrary: pop },
+    { weight: 1, arbitrary: fc.record({ s: fc.constant('add' as const), n: fc.integer({ min: 1, max: 6 }), indirect: fc.boolean() }) },
+  );
+}
 
-export const corruptArb = fc.record({
-  queueSize: fc.constantFrom(1, 4, 8, 64, 256),
-  startIndex: fc.oneof(fc.integer({ min: 65520, max: 65535 }), fc.nat({ max: 0xffff })),
-  eventIdx: fc.boolean(),
-  indirect: fc.boolean(),
-  steps: fc.array(stepArb, { minLength: 1, maxLength: 60 }),
-});
+function scenarioArb(direct: boolean) {
+  return fc.record({
+    queueSize: fc.constantFrom(1, 4, 8, 64, 256),
+    startIndex: fc.oneof(fc.integer({ min: 65520, max: 65535 }), fc.nat({ max: 0xffff })),
+    eventIdx: fc.boolean(),
+    indirect: fc.boolean(),
+    steps: fc.array(stepArb(direct), { minLength: 1, maxLength: 60 }),
+  });
+}
 
+export const corruptArb = scenarioArb(false);
 /** The same scenarios with pops done by `popDirect` (either direction) as well as `pop`. */
-const directStepArb: fc.Arbitrary<Step> = fc.oneof(
-  { weight: 3, arbitrary: fc.record({ s: fc.constant('mutate' as const), mut: mutationArb }) },
-  { weight: 2, arbitrary: fc.record({ s: fc.constant('pop' as const), n: fc.integer({ min: 1, max: 20 }), direct: fc.boolean(), writable: fc.boolean() }) },
-  { weight: 1, arbitrary: fc.record({ s: fc.constant('add' as const), n: fc.integer({ min: 1, max: 6 }), indirect: fc.boolean() }) },
-);
-
-export const directArb = fc.record({
-  queueSize: fc.constantFrom(1, 4, 8, 64, 256),
-  startIndex: fc.oneof(fc.integer({ min: 65520, max: 65535 }), fc.nat({ max: 0xffff })),
-  eventIdx: fc.boolean(),
-  indirect: fc.boolean(),
-  steps: fc.array(directStepArb, { minLength: 1, maxLength: 60 }),
-});
+export const directArb = scenarioArb(true);
 
 const KNOWN = new Set<number>([0, 1, ...ALL_FAULTS]);
 

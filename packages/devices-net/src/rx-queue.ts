@@ -7,7 +7,7 @@
  * and counted), the queue asks for a kick, and the next kick retries — nothing spins.
  * @module
  */
-import { DescriptorChain, type DeviceQueue } from '@vhost-ts/virtqueue';
+import { DescriptorChain, type DeviceQueue, type GuestMemory } from '@vhost-ts/virtqueue';
 import { copyRanges } from '@vhost-ts/sys';
 import { AdaptivePoller, type QueueContext, type QueueHandler } from '@vhost-ts/vhost-user';
 import { VIRTIO_NET_HDR_V1_SIZE } from './constants.js';
@@ -78,9 +78,8 @@ export class RxQueue implements QueueHandler {
   private planCount = 0;
   /** popDirect output: head, slab, offset, length per chain. */
   private readonly direct = new Float64Array(DIRECT_BURST * 4);
-  /** Set by writeDirect: frames it wrote; whether the queue broke. */
+  /** Set by writeDirect: frames it wrote. */
   private directWrote = 0;
-  private directBroken = false;
   private planSrc: Uint8Array | null = null;
   private planSrc32: Int32Array | null = null;
   private planDst: Uint8Array | null = null;
@@ -144,7 +143,7 @@ export class RxQueue implements QueueHandler {
         if (this.settings.hdrLen === VIRTIO_NET_HDR_V1_SIZE && q.memory.dirtyLog === null) {
           i = this.writeDirect(data, data32, stride, lengths, indices, i, count);
           wrote += this.directWrote;
-          if (this.directBroken) {
+          if (q.isBroken) {
             this.fail();
             this.counters.rxDropped += count - i;
             i = count;
@@ -320,57 +319,17 @@ export class RxQueue implements QueueHandler {
       const mem = chain.memory!;
       const slab = chain.segSlab[0];
       const base = chain.segOffset[0];
-      const dst = mem.slabs[slab];
-      const dst32 = dst === this.planDst ? this.planDst32! : slabWords(mem)[slab];
-      const da = dst.byteOffset + base;
       if (mem.dirtyLog !== null) {
         this.buildHeader(data, off);
         // Logged pages are marked after they are written (a marked page the front-end copies
         // before our write would be sent stale), so no deferral while migrating.
+        const dst = mem.slabs[slab];
+        const dst32 = slabWords(mem)[slab];
         copyFast(dst, dst32, base, h, h32, 0, hdrLen);
         copyFast(dst, dst32, base + hdrLen, data, data32, off + VIRTIO_NET_HDR_V1_SIZE, payload);
         mem.markDirty(chain.segGpa[0], need);
       } else {
-        // Deferred: done with the rest of the burst before publishUsed (flushCopies).
-        if (this.planCount === COPY_PLAN_MAX || this.planSrc !== data || this.planDst !== dst) {
-          this.flushCopies();
-          this.planSrc = data;
-          this.planSrc32 = data32;
-          this.planDst = dst;
-          this.planDst32 = dst32;
-        }
-        const j = this.planCount;
-        const k = j * 3;
-        this.plan[k] = off + VIRTIO_NET_HDR_V1_SIZE;
-        this.plan[k + 1] = base + hdrLen;
-        this.plan[k + 2] = payload;
-        if (hdrLen === VIRTIO_NET_HDR_V1_SIZE && (da & 3) === 0 && da < TWO_32) {
-          // The usual case (DPDK and Linux buffers are 4-aligned): three word stores, after the
-          // copy. The words are built straight from the source slot (slots are 8-aligned):
-          // num_buffers (bytes 10–11, little-endian) = 1.
-          this.planHdrAt[j] = da >>> 2;
-          const ph = this.planHdr;
-          if (s.clearHeader) {
-            ph[k] = 0;
-            ph[k + 1] = 0;
-            ph[k + 2] = 0x10000;
-          } else if ((off & 3) === 0 && off < TWO_32) {
-            const si = off >>> 2;
-            ph[k] = data32[si];
-            ph[k + 1] = data32[si + 1];
-            ph[k + 2] = (data32[si + 2] & 0xffff) | 0x10000;
-          } else {
-            this.buildHeader(data, off);
-            ph[k] = h32[0];
-            ph[k + 1] = h32[1];
-            ph[k + 2] = h32[2];
-          }
-        } else {
-          this.planHdrAt[j] = -1;
-          this.buildHeader(data, off);
-          copyFast(dst, dst32, base, h, h32, 0, hdrLen);
-        }
-        this.planCount = j + 1;
+        this.planFrame(data, data32, off, payload, mem, slab, base);
       }
       q.pushUsed(chain.head, need);
       this.counters.rxFrames++;
@@ -455,18 +414,14 @@ export class RxQueue implements QueueHandler {
     const q = this.queue;
     const out = this.direct;
     const mem = q.memory;
-    const clear = this.settings.clearHeader;
     const filter = this.filter;
     const counters = this.counters;
-    const plan = this.plan, ph = this.planHdr, at = this.planHdrAt;
     this.directWrote = 0;
-    this.directBroken = false;
     let wrote = 0;
     let bytes = 0;
     for (;;) {
       const n = q.popDirect(out, Math.min(count - i, DIRECT_BURST), true);
-      if (n < 0) { this.directBroken = true; break; }
-      if (n === 0) break;
+      if (n <= 0) break; // < 0: the queue broke (the caller sees q.isBroken)
       let b = 0;
       while (b < n && i < count) {
         const slot = indices === null ? i : indices[i];
@@ -480,40 +435,7 @@ export class RxQueue implements QueueHandler {
         const o = b << 2;
         const need = VIRTIO_NET_HDR_V1_SIZE + payload;
         if (out[o + 3] < need) break; // too small for the whole frame: writeFrame decides
-        const slab = out[o + 1];
-        const base = out[o + 2];
-        const dst = mem.slabs[slab];
-        if (this.planCount === COPY_PLAN_MAX || this.planSrc !== data || this.planDst !== dst) {
-          this.flushCopies();
-          this.planSrc = data;
-          this.planSrc32 = data32;
-          this.planDst = dst;
-          this.planDst32 = slabWords(mem)[slab];
-        }
-        const j = this.planCount;
-        const k = j * 3;
-        plan[k] = off + VIRTIO_NET_HDR_V1_SIZE;
-        plan[k + 1] = base + VIRTIO_NET_HDR_V1_SIZE;
-        plan[k + 2] = payload;
-        const da = dst.byteOffset + base;
-        if ((da & 3) === 0 && da < TWO_32 && (clear || ((off & 3) === 0 && off < TWO_32))) {
-          at[j] = da >>> 2;
-          if (clear) {
-            ph[k] = 0;
-            ph[k + 1] = 0;
-            ph[k + 2] = 0x10000;
-          } else {
-            const si = off >>> 2;
-            ph[k] = data32[si];
-            ph[k + 1] = data32[si + 1];
-            ph[k + 2] = (data32[si + 2] & 0xffff) | 0x10000;
-          }
-        } else {
-          at[j] = -1;
-          this.buildHeader(data, off);
-          copyFast(dst, this.planDst32!, base, this.scratch, this.scratch32, 0, VIRTIO_NET_HDR_V1_SIZE);
-        }
-        this.planCount = j + 1;
+        this.planFrame(data, data32, off, payload, mem, out[o + 1], out[o + 2]);
         q.pushUsed(out[o], need);
         wrote++;
         bytes += payload;
@@ -532,6 +454,52 @@ export class RxQueue implements QueueHandler {
     counters.rxBytes += bytes;
     this.directWrote = wrote;
     return i;
+  }
+
+  /**
+   * Queues one frame for the buffer at `base` in slab `slab` of `mem` (it fits): its payload
+   * copy in the plan and, in the usual case (12-byte header, buffer 4-aligned: DPDK and Linux
+   * buffers are), its header as three words stored after the copy (see flushCopies) — built
+   * straight from the source slot (slots are 8-aligned), num_buffers (bytes 10–11,
+   * little-endian) = 1. Otherwise the header is written now. Not while dirty logging.
+   */
+  private planFrame(data: Uint8Array, data32: Int32Array, off: number, payload: number, mem: GuestMemory, slab: number, base: number): void {
+    const hdrLen = this.settings.hdrLen;
+    const dst = mem.slabs[slab];
+    if (this.planCount === COPY_PLAN_MAX || this.planSrc !== data || this.planDst !== dst) {
+      this.flushCopies();
+      this.planSrc = data;
+      this.planSrc32 = data32;
+      this.planDst = dst;
+      this.planDst32 = slabWords(mem)[slab];
+    }
+    const j = this.planCount;
+    const k = j * 3;
+    const plan = this.plan;
+    plan[k] = off + VIRTIO_NET_HDR_V1_SIZE;
+    plan[k + 1] = base + hdrLen;
+    plan[k + 2] = payload;
+    const da = dst.byteOffset + base;
+    const clear = this.settings.clearHeader;
+    if (hdrLen === VIRTIO_NET_HDR_V1_SIZE && (da & 3) === 0 && da < TWO_32 && (clear || ((off & 3) === 0 && off < TWO_32))) {
+      this.planHdrAt[j] = da >>> 2;
+      const ph = this.planHdr;
+      if (clear) {
+        ph[k] = 0;
+        ph[k + 1] = 0;
+        ph[k + 2] = 0x10000;
+      } else {
+        const si = off >>> 2;
+        ph[k] = data32[si];
+        ph[k + 1] = data32[si + 1];
+        ph[k + 2] = (data32[si + 2] & 0xffff) | 0x10000;
+      }
+    } else {
+      this.planHdrAt[j] = -1;
+      this.buildHeader(data, off);
+      copyFast(dst, this.planDst32!, base, this.scratch, this.scratch32, 0, hdrLen);
+    }
+    this.planCount = j + 1;
   }
 
   /** The frame's 12-byte header into `scratch`: copied or cleared, num_buffers = 1. */

@@ -12,6 +12,8 @@
  *   npm run bench:blk -- --poll-us 0                   # our peers without busy-polling (A/B)
  *
  * `--peers` takes families (vhost-ts, qsd, ceiling) or peer ids (vhost-ts-file, qsd-null, ...).
+ * `BENCH_BLK_NODE_ARGS="--cpu-prof --cpu-prof-dir=DIR"` passes node flags to our back-ends only
+ * (with `BENCH_FROM_DIST=1` the packages load from dist/, so profiles carry line numbers).
  * @module
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';

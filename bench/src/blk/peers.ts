@@ -83,12 +83,20 @@ function qsdExport(node: string, ctx: PeerContext): string {
 
 const QSD_MISSING = 'qemu-storage-daemon not found (apt-get install qemu-system-x86 / qemu-utils)';
 
+/**
+ * BENCH_BLK_NODE_ARGS: extra node flags for our back-ends (not the load generator), e.g.
+ * "--cpu-prof --cpu-prof-dir=/tmp/prof" or "--trace-gc" (printed to the back-end's stderr).
+ */
+function ourNodeArgs(): string[] {
+  return (process.env.BENCH_BLK_NODE_ARGS ?? '').split(' ').filter(Boolean);
+}
+
 /** All peers, in the order the matrix runs them. */
 export const PEERS: readonly Peer[] = [
   {
     id: 'vhost-ts-file', family: 'vhost-ts', engine: 'file',
     unavailable: () => (findBlkCli() === null ? 'packages/devices-blk/src/cli.ts not found' : null),
-    start: (ctx) => startListening(process.execPath, [...findBlkCli()!, '--socket-path', ctx.socket, '--blk-file', ctx.image,
+    start: (ctx) => startListening(process.execPath, [...ourNodeArgs(), ...findBlkCli()!, '--socket-path', ctx.socket, '--blk-file', ctx.image,
       '--num-queues', String(ctx.queues), '--queue-size', String(ctx.queueSize), '--log-level', 'warn', ...pollArgs(ctx)],
     ctx.socket, { cpus: ctx.cpus }),
   },
@@ -103,7 +111,7 @@ export const PEERS: readonly Peer[] = [
   {
     id: 'vhost-ts-null', family: 'vhost-ts', engine: 'null',
     unavailable: () => null,
-    start: (ctx) => startListening(process.execPath, [...tsEntry('bench/src/blk/ts-server.ts'), '--socket', ctx.socket,
+    start: (ctx) => startListening(process.execPath, [...ourNodeArgs(), ...tsEntry('bench/src/blk/ts-server.ts'), '--socket', ctx.socket,
       '--engine', 'null', '--size', String(ctx.sizeBytes), '--num-queues', String(ctx.queues),
       '--queue-size', String(ctx.queueSize), ...pollArgs(ctx)], ctx.socket, { cpus: ctx.cpus }),
   },
@@ -118,7 +126,7 @@ export const PEERS: readonly Peer[] = [
   {
     id: 'ts-instant', family: 'ceiling', engine: 'instant',
     unavailable: () => null,
-    start: (ctx) => startListening(process.execPath, [...tsEntry('bench/src/blk/ts-server.ts'), '--socket', ctx.socket,
+    start: (ctx) => startListening(process.execPath, [...ourNodeArgs(), ...tsEntry('bench/src/blk/ts-server.ts'), '--socket', ctx.socket,
       '--engine', 'instant', '--size', String(ctx.sizeBytes), '--num-queues', String(ctx.queues),
       '--queue-size', String(ctx.queueSize), ...pollArgs(ctx)], ctx.socket, { cpus: ctx.cpus }),
   },

@@ -24,7 +24,8 @@ import { REPO_ROOT } from './common/child.js';
 import { machineFacts, type MachineFacts } from './common/machine.js';
 import { runMatrix, type Cell } from './blk/matrix.js';
 import { PEERS, type PeerId } from './blk/peers.js';
-import { chart, consoleTable, markdownSection, writeSection } from './blk/report.js';
+import { chart, consoleTable, markdownSection } from './blk/report.js';
+import { replaceSection } from './common/doc-section.js';
 import { WORKLOADS } from './blk/workload.js';
 
 const { values } = parseArgs({
@@ -118,7 +119,7 @@ if (!quick && !values['no-docs']) {
   writeFileSync(join(REPO_ROOT, 'docs', svgRel), chart(cells));
   const notesPath = join(REPO_ROOT, 'bench/src/blk/findings.md');
   const notes = existsSync(notesPath) ? readFileSync(notesPath, 'utf8') : '';
-  writeSection(join(REPO_ROOT, 'docs/benchmarks.md'),
+  replaceSection(join(REPO_ROOT, 'docs/benchmarks.md'), 'virtio-blk',
     markdownSection({ ...saved, svgRel, notes }));
   console.error('wrote docs/benchmarks.md (section virtio-blk) and docs/img/bench-blk.svg');
 }

@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import type { Cell } from '../src/blk/matrix.js';
-import { chart, ratios, writeSection } from '../src/blk/report.js';
+import { chart, ratios } from '../src/blk/report.js';
+import { replaceSection } from '../src/common/doc-section.js';
 import type { LoadgenResult } from '../src/blk/workload.js';
 
 function result(iops: number, p99: number, errors = 0): LoadgenResult {
@@ -28,19 +29,19 @@ t.test('ratios: ours/QSD per storage; the target needs IOPS ≥ and p99 ≤ and 
   tt.same(ratios([cell('vhost-ts-file', null), cell('qsd-file', result(1, 1))]), [], 'a failed cell has no ratio');
 });
 
-t.test('writeSection replaces only the virtio-blk section', async (tt) => {
+t.test('replaceSection replaces only the named section', async (tt) => {
   const dir = mkdtempSync(join(tmpdir(), 'vtbr-'));
   tt.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const p = join(dir, 'b.md');
   writeFileSync(p, '# B\n\n## Ring micro-benchmark\n\nring text\n\n## virtio-blk\n\nold\n\n## Later\n\nlater text\n');
-  writeSection(p, '## virtio-blk\n\nnew\n');
+  replaceSection(p, 'virtio-blk', '## virtio-blk\n\nnew\n');
   tt.equal(readFileSync(p, 'utf8'), '# B\n\n## Ring micro-benchmark\n\nring text\n\n## virtio-blk\n\nnew\n\n## Later\n\nlater text\n');
   const q = join(dir, 'c.md');
   writeFileSync(q, '# B\n\n## Ring micro-benchmark\n\nring\n');
-  writeSection(q, '## virtio-blk\n\nnew\n');
+  replaceSection(q, 'virtio-blk', '## virtio-blk\n\nnew\n');
   tt.equal(readFileSync(q, 'utf8'), '# B\n\n## Ring micro-benchmark\n\nring\n\n## virtio-blk\n\nnew\n', 'appended when absent');
   const m = join(dir, 'missing.md');
-  writeSection(m, '## virtio-blk\n\nx\n');
+  replaceSection(m, 'virtio-blk', '## virtio-blk\n\nx\n');
   tt.match(readFileSync(m, 'utf8'), /^# Benchmarks\n[\s\S]*## virtio-blk\n\nx\n$/, 'created when the file is missing');
 });
 

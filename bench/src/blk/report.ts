@@ -197,24 +197,3 @@ export function chart(cells: readonly Cell[]): string {
   });
 }
 
-/**
- * Replaces the "## virtio-blk" section of `path` (up to the next "## " heading) with
- * `section`, or appends it; creates the file with a title when missing. Other sections are
- * left byte for byte.
- */
-export function writeSection(path: string, section: string): void {
-  const text = existsSync(path) ? readFileSync(path, 'utf8') : '# Benchmarks\n\nResults with the exact commands that produced them.\n';
-  const lines = text.split('\n');
-  const start = lines.findIndex((l) => l.trim() === '## virtio-blk');
-  let next: string;
-  if (start < 0) {
-    next = `${text.replace(/\n*$/, '')}\n\n${section}`;
-  } else {
-    let end = lines.findIndex((l, i) => i > start && l.startsWith('## '));
-    if (end < 0) end = lines.length;
-    const before = lines.slice(0, start).join('\n');
-    const after = lines.slice(end).join('\n');
-    next = `${before}${before === '' ? '' : '\n'}${section}${after === '' ? '' : `\n${after}`}`;
-  }
-  writeFileSync(path, next.endsWith('\n') ? next : `${next}\n`);
-}

@@ -85,7 +85,7 @@ const QSD_MISSING = 'qemu-storage-daemon not found (apt-get install qemu-system-
 
 /**
  * BENCH_BLK_NODE_ARGS: extra node flags for our back-ends (not the load generator), e.g.
- * "--cpu-prof --cpu-prof-dir=/tmp/prof" or "--trace-gc" (printed to the back-end's stderr).
+ * "--cpu-prof --cpu-prof-dir=/tmp/prof" (as BENCH_NET_NODE_ARGS does for the net bench).
  */
 function ourNodeArgs(): string[] {
   return (process.env.BENCH_BLK_NODE_ARGS ?? '').split(' ').filter(Boolean);

@@ -52,6 +52,9 @@ export interface BlkQueueOptions {
 export const BLK_BROKEN_CHANNEL = 'vhost-ts:blk:broken';
 const brokenChannel = channel(BLK_BROKEN_CHANNEL);
 
+/** Rings' worth of chains one process() call pops before yielding to the event loop. */
+const RINGS_PER_CALL = 4;
+
 /** Optional capability of a queue to re-walk a head listed by the inflight area. */
 interface ChainAtCapable {
   chainAt(head: number, chain: DescriptorChain): number;
@@ -85,6 +88,12 @@ export class BlkQueue implements QueueHandler, BlockCompletionSink {
   private worked: boolean;
   /** Spin condition (built once: no closure per batch). */
   private readonly ready: () => boolean;
+  /** A process() that used up its budget is due on a later turn of the event loop. */
+  private resumeQueued = false;
+  private readonly resume = (): void => {
+    this.resumeQueued = false;
+    if (!this.stopped && !this.broken) this.process();
+  };
 
   constructor(ctx: QueueContext, opts: BlkQueueOptions) {
     this.ctx = ctx;
@@ -193,15 +202,24 @@ export class BlkQueue implements QueueHandler, BlockCompletionSink {
     let missed = false;
     let sleeping = false;
     if (poller !== null) poller.woke();
+    // A guest may reuse heads without waiting for the used ring (requests answered at once —
+    // UNSUPP, IOERR, GET_ID — free their slot again): at most a ring's worth of chains per pass
+    // (so no more used elements than the ring holds wait for a publish) and a few rings per
+    // call, then the rest waits for a later turn of the event loop (other queues, the socket).
+    const size = q.size;
+    let left = RINGS_PER_CALL * size;
+    let yielded = false;
     try {
       do {
         this.again = false;
         if (this.stopped || this.broken) break;
         q.disableNotify();
         let count = 0;
-        while (this.freeCount > 0) {
+        let popped = 0;
+        while (this.freeCount > 0 && popped < size) {
           const r = q.pop(this.chain);
           if (r === 0) break;
+          popped++;
           if (r < 0) {
             this.counters.badChains++;
             this.breakDevice(q.error?.message ?? `queue fault ${r}`);
@@ -219,6 +237,13 @@ export class BlkQueue implements QueueHandler, BlockCompletionSink {
         this.starved = this.freeCount === 0;
         this.flushUsed();
         if (this.broken || this.starved || this.stopped) break;
+        left -= popped;
+        if (left <= 0) {
+          // Notifications stay off: the queue comes back on its own.
+          yielded = true;
+          break;
+        }
+        if (popped === size) { this.again = true; continue; } // a full pass: more may wait
         if (poller !== null && this.worked && !((this.engine.offloaded ?? 0) > 0) && poller.mayContinue()) {
           // Notifications stay off while we spin: the driver sees no need to kick.
           this.worked = false;
@@ -235,6 +260,10 @@ export class BlkQueue implements QueueHandler, BlockCompletionSink {
       } while (this.again);
     } finally {
       this.processing = false;
+    }
+    if (yielded && !this.resumeQueued) {
+      this.resumeQueued = true;
+      setImmediate(this.resume);
     }
     if (poller !== null && sleeping) {
       this.worked = false;

@@ -23,6 +23,9 @@ export interface CtrlTarget {
   handleCtrl(cls: number, cmd: number, data: Uint8Array, len: number): number;
 }
 
+/** Rings' worth of chains one kick handles before yielding to the event loop. */
+const CTRL_RINGS_PER_CALL = 4;
+
 /** The control queue worker. */
 export class CtrlQueue implements QueueHandler {
   private readonly queue: DeviceQueue;
@@ -30,6 +33,11 @@ export class CtrlQueue implements QueueHandler {
   private readonly buf = new Uint8Array(CTRL_MAX_COMMAND);
   private readonly ack = new Uint8Array(1);
   private running = true;
+  private resumeQueued = false;
+  private readonly resume = (): void => {
+    this.resumeQueued = false;
+    this.onKick();
+  };
 
   constructor(private readonly ctx: QueueContext, private readonly target: CtrlTarget, private readonly counters: PortCounters) {
     this.queue = ctx.queue;
@@ -40,9 +48,14 @@ export class CtrlQueue implements QueueHandler {
     if (!this.running) return;
     const q = this.queue;
     const chain = this.chain;
+    // A guest may reuse heads without waiting for the used ring: at most a ring's worth of
+    // chains between two publishes, and a few rings per call before yielding the event loop.
+    let left = CTRL_RINGS_PER_CALL * q.size;
     for (;;) {
-      let r: number;
-      while ((r = q.pop(chain)) === 1) {
+      let r = 0;
+      let pass = 0;
+      while (pass < q.size && (r = q.pop(chain)) === 1) {
+        pass++;
         this.counters.ctrlCommands++;
         const readable = chain.readableBytes;
         if (readable < 2 || chain.writableBytes < 1) {
@@ -71,6 +84,15 @@ export class CtrlQueue implements QueueHandler {
       }
       q.publishUsed();
       if (q.shouldNotify()) this.ctx.notify();
+      left -= pass;
+      if (left <= 0) {
+        if (!this.resumeQueued) {
+          this.resumeQueued = true;
+          setImmediate(this.resume);
+        }
+        return;
+      }
+      if (pass === q.size) continue; // a full ring's worth: more may be waiting
       if (!q.enableNotify()) return;
     }
   }

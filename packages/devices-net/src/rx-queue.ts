@@ -10,7 +10,7 @@
 import { DescriptorChain, type DeviceQueue, type GuestMemory } from '@vhost-ts/virtqueue';
 import { copyRanges } from '@vhost-ts/sys';
 import { AdaptivePoller, type QueueContext, type QueueHandler } from '@vhost-ts/vhost-user';
-import { VIRTIO_NET_HDR_V1_SIZE } from './constants.js';
+import { ETH_HLEN, VIRTIO_NET_HDR_V1_SIZE } from './constants.js';
 import { copyToChain, WritablePrefix } from './chain-copy.js';
 import { copyFast, slabWords } from './word-copy.js';
 import { FrameRing, type FrameBatch } from './frame-batch.js';
@@ -305,6 +305,10 @@ export class RxQueue implements QueueHandler {
     const chain = this.chain;
     const payload = len - VIRTIO_NET_HDR_V1_SIZE;
     const hdrLen = s.hdrLen;
+    if (payload < ETH_HLEN) {
+      this.counters.rxDropped++;
+      return DROPPED;
+    }
     if (!this.filter.accept(data, off + VIRTIO_NET_HDR_V1_SIZE)) {
       this.filter.filtered++;
       return DROPPED;
@@ -433,6 +437,11 @@ export class RxQueue implements QueueHandler {
         const slot = indices === null ? i : indices[i];
         const off = slot * stride;
         const payload = lengths[slot] - VIRTIO_NET_HDR_V1_SIZE;
+        if (payload < ETH_HLEN) { // a back-end's runt: no Ethernet header to deliver
+          counters.rxDropped++;
+          i++;
+          continue;
+        }
         if (!filter.accept(data, off + VIRTIO_NET_HDR_V1_SIZE)) {
           filter.filtered++;
           i++;

@@ -173,18 +173,24 @@ export class TxQueue implements QueueHandler {
     const bSlab = this.burstSlab;
     const bOff = this.burstOff;
     batch.clear();
-    while (batch.count < batch.capacity) {
-      // Pass 1: pop. Slot batch.count + n belongs to burst entry n.
+    // Dropped chains count against the batch like kept ones: a guest that keeps republishing
+    // malformed chains (heads can be reused without waiting for the used ring) must not keep
+    // this loop going — nor push more used elements than the ring holds before a publish.
+    let dropped = 0;
+    while (batch.count + dropped < batch.capacity) {
+      // Pass 1: pop. Slot batch.count + n belongs to burst entry n; `taken` counts drops too.
       let n = 0;
+      let taken = 0;
       let ended = false;
-      const room = Math.min(BURST, batch.capacity - batch.count);
-      while (n < room) {
+      const room = Math.min(BURST, batch.capacity - batch.count - dropped);
+      while (taken < room) {
         if (hdrLen === VIRTIO_NET_HDR_V1_SIZE) {
           // Runs of one-descriptor chains (what Linux and DPDK send) in one call, no chain object.
-          const want = room - n;
+          const want = room - taken;
           const d = q.popDirect(this.direct, want, false);
           if (d < 0) return this.broke();
           const out = this.direct;
+          taken += d;
           for (let k = 0; k < d; k++) {
             const o = k << 2;
             const readable = out[o + 3];
@@ -204,6 +210,7 @@ export class TxQueue implements QueueHandler {
         const r = q.pop(chain);
         if (r === 0) { ended = true; break; }
         if (r < 0) return this.broke();
+        taken++;
         const readable = chain.readableBytes;
         // virtio 1.2 §5.1.6.2: every TX buffer starts with the header; anything shorter than a
         // header plus an Ethernet header, or longer than a slot, is malformed.
@@ -230,7 +237,9 @@ export class TxQueue implements QueueHandler {
         }
         n++;
       }
+      const before = batch.count;
       if (n > 0) this.copyBurst(n);
+      dropped += taken - (batch.count - before); // malformed in pass 1 or in the header check
       if (ended) return 0;
     }
     return 1;

@@ -4,7 +4,7 @@
 // payload, and nothing outside the written bytes may change.
 import t from 'tap';
 import { FrameBatch } from '../src/frame-batch.js';
-import { bit, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_MRG_RXBUF } from '../src/constants.js';
+import { bit, VIRTIO_F_VERSION_1, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_MRG_RXBUF } from '../src/constants.js';
 import type { NetBackend, NetBackendPort, NetPortSink } from '../src/net-backend.js';
 import { readNetHeader, writeNetHeader } from '../src/net-header.js';
 import { NetRig, makeFrame } from './helpers/net-rig.js';
@@ -65,4 +65,23 @@ for (const offloads of [false, true]) {
       for (const q of rig.queues.values()) q.guest.assertCanaries();
     });
   }
+}
+
+for (const legacy of [false, true]) {
+  t.test(`a back-end frame shorter than an Ethernet header is dropped and counted (${legacy ? '10-byte header: general path' : 'direct path'})`, async (t) => {
+    const backend = new InjectBackend(0n);
+    const probe = new NetRig({ backend, ctrlQueue: false });
+    const acked = legacy ? probe.device.features & ~bit(VIRTIO_NET_F_MRG_RXBUF) & ~bit(VIRTIO_F_VERSION_1) : undefined;
+    const rig = new NetRig({ backend, ctrlQueue: false }, acked, 64);
+    rig.postRx(4, 2048);
+    const good = makeFrame(B, A, 60, 1);
+    // Runts first and in the middle of a burst.
+    backend.inject([new Uint8Array(12 + 5), good, new Uint8Array(3), good]);
+    const rx = rig.rxUsed();
+    const hdr = legacy ? 10 : 12;
+    t.equal(rx.length, 2, 'only the two good frames reach the guest');
+    t.ok(rx.every((b) => Buffer.compare(b.subarray(hdr), good.subarray(12)) === 0), 'and they are intact');
+    t.equal(rig.device.counters.rxDropped, 2, 'the runts are counted as dropped');
+    for (const q of rig.queues.values()) q.guest.assertCanaries();
+  });
 }

@@ -238,6 +238,10 @@ export class SplitQueueDevice implements DeviceQueue {
     let n = 0;
     while (n < max) {
       if (next === this.availShadow) {
+        // Chains already taken are returned before avail.idx is read again: a bad index then
+        // breaks the queue on the next call (as pop returns each good chain before a fault),
+        // so no chain is lost between the ring and the caller.
+        if (n > 0) break;
         this.nextAvailIdx = next;
         const r = this.refreshAvail(next);
         if (r < 0) return r;
@@ -245,8 +249,8 @@ export class SplitQueueDevice implements DeviceQueue {
       }
       const head = avail[AVAIL_RING + (next & mask)];
       if (head >= size) {
+        if (n > 0) break; // the same: report the bad head on the next call
         this.nextAvailIdx = (next + 1) & 0xffff;
-        this.popped += n;
         return this.breakQueue(FAULT_HEAD_OUT_OF_RANGE, head);
       }
       const w = head << 2;

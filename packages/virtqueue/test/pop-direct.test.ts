@@ -2,7 +2,7 @@
 // would (same heads, same slab ranges, same order), stop untouched before any chain of another
 // shape, and fault like pop on a bad head.
 import t from 'tap';
-import { DescriptorChain, FAULT_HEAD_OUT_OF_RANGE } from '@vhost-ts/virtqueue';
+import { DescriptorChain, FAULT_AVAIL_IDX_JUMP, FAULT_HEAD_OUT_OF_RANGE } from '@vhost-ts/virtqueue';
 import { MockGuest, MockPackedGuest } from '@vhost-ts/virtqueue/testing';
 
 t.test('pops a run of single writable descriptors, stops before a longer chain', async (t) => {
@@ -46,16 +46,34 @@ t.test('respects max and the output size; the other direction ends the run', asy
   t.equal(out[0], readable);
 });
 
-t.test('a head out of range breaks the queue as pop does', async (t) => {
+t.test('a head out of range breaks the queue as pop does, after the good chains before it', async (t) => {
   const g = new MockGuest({ queueSize: 8 });
-  g.driver.addOne(g.alloc(64), 64, true);
+  const good = g.driver.addOne(g.alloc(64), 64, true);
   g.driver.pushAvailRaw(200);
   g.driver.publish();
   const out = new Float64Array(32);
-  t.equal(g.device.popDirect(out, 8, true), FAULT_HEAD_OUT_OF_RANGE);
+  t.equal(g.device.popDirect(out, 8, true), 1, 'the good chain is handed out first');
+  t.equal(out[0], good);
+  t.equal(g.device.isBroken, false);
+  t.equal(g.device.popDirect(out, 8, true), FAULT_HEAD_OUT_OF_RANGE, 'then the bad head faults');
   t.equal(g.device.isBroken, true);
+  t.equal(g.device.popped, 1, 'only the good chain counted');
   t.equal(g.device.popDirect(out, 8, true), FAULT_HEAD_OUT_OF_RANGE, 'stays broken');
   t.equal(g.device.pop(new DescriptorChain(4)), FAULT_HEAD_OUT_OF_RANGE);
+});
+
+t.test('an avail.idx jump found mid-run: the chains taken are returned, the next call faults', async (t) => {
+  const g = new MockGuest({ queueSize: 8 });
+  const heads = [0, 1].map(() => g.driver.addOne(g.alloc(64), 64, true));
+  g.driver.publish();
+  const out = new Float64Array(32);
+  t.equal(g.device.popDirect(out, 1, true), 1, 'first chain (the second stays in the read window)');
+  g.memory.setU16(g.layout.availGpa + 2, 102); // the driver claims 100 more than the ring holds
+  t.equal(g.device.popDirect(out, 8, true), 1, 'the second chain, before avail.idx is read again');
+  t.equal(out[0], heads[1]);
+  t.equal(g.device.popDirect(out, 8, true), FAULT_AVAIL_IDX_JUMP, 'then the fault');
+  t.equal(g.device.isBroken, true);
+  t.equal(g.device.popped, 2, 'both chains counted, none lost');
 });
 
 t.test('giving chains back: nextAvail rewinds and pop sees them again', async (t) => {

@@ -9,6 +9,8 @@ export interface RigQueue {
   handler: QueueHandler;
   notifies: number;
   broken: string[];
+  /** Called after each notification (a test's guest reacting to it). */
+  onNotify?: () => void;
 }
 
 export class NetRig {
@@ -26,7 +28,7 @@ export class NetRig {
     const rq: RigQueue = { guest, handler: null as unknown as QueueHandler, notifies: 0, broken: [] };
     const ctx: QueueContext = {
       index, queue: guest.device, memory: guest.memory, inflight: null,
-      notify: () => { rq.notifies++; },
+      notify: () => { rq.notifies++; rq.onNotify?.(); },
       broken: (reason: string) => { rq.broken.push(reason); },
     };
     rq.handler = this.device.startQueue(index, ctx);

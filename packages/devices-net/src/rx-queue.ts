@@ -459,8 +459,7 @@ export class RxQueue implements QueueHandler {
       }
       if (b < n) {
         // Give back the chains not used (split rings only reach here: packed pops none).
-        q.nextAvail = (q.nextAvail - (n - b)) & 0xffff;
-        q.popped -= n - b; // they will be popped again
+        q.unpop(n - b);
         break;
       }
       if (i === count) break;

@@ -46,6 +46,12 @@ export interface DeviceQueue {
    * @returns chains popped, or a FAULT_* (< 0: the queue is broken, nothing was popped)
    */
   popDirect(out: Float64Array, max: number, writable: boolean): number;
+  /**
+   * Gives back the last `count` chains `popDirect` returned and that were not pushed (a caller
+   * that could not use the end of a run): the next pops return them again, in order. The
+   * notification state is kept. Packed rings (whose `popDirect` takes nothing) accept only 0.
+   */
+  unpop(count: number): void;
   pushUsed(head: number, len: number): void;
   publishUsed(): void;
   shouldNotify(): boolean;

@@ -220,6 +220,14 @@ export class PackedQueueDevice implements DeviceQueue {
     return n;
   }
 
+  /**
+   * See DeviceQueue.unpop. `popDirect` never takes chains here, so there is nothing to give
+   * back; packed chains are given back by position (`nextAvail`).
+   */
+  unpop(count: number): void {
+    if (count !== 0) throw new RangeError(`unpop(${count}): a packed ring gives chains back by position (nextAvail)`);
+  }
+
   /** See DeviceQueue.popDirect: packed rings take the general `pop` path. */
   popDirect(_out: Float64Array, _max: number, _writable: boolean): number {
     return this.isBroken ? this.fault : 0;

@@ -220,6 +220,17 @@ export class SplitQueueDevice implements DeviceQueue {
   }
 
   /**
+   * See DeviceQueue.unpop: the last `count` chains popped (and not pushed) are taken again by
+   * the next pops. Unlike setting `nextAvail` this keeps the notification state: giving back
+   * chains is not a reason to signal the driver.
+   */
+  unpop(count: number): void {
+    if (!(Number.isInteger(count) && count >= 0 && count <= this.size)) throw new RangeError(`unpop(${count}): 0..${this.size}`);
+    this.nextAvailIdx = (this.nextAvailIdx - count) & 0xffff;
+    this.popped -= count;
+  }
+
+  /**
    * See DeviceQueue.popDirect: pop's one-descriptor fast path for a run of chains, one call per
    * run instead of one per chain and no DescriptorChain traffic — for data paths that handle
    * bursts (devices-net RX). Same checks as that fast path; a chain it cannot take (several

@@ -97,3 +97,24 @@ t.test('packed rings have no direct form: 0, and pop serves them', async (t) => 
   t.equal(g.device.popDirect(new Float64Array(32), 8, true), 0);
   t.equal(g.device.pop(new DescriptorChain(4)), 1);
 });
+
+t.test('unpop gives chains back without touching the notification state', async (t) => {
+  const g = new MockGuest({ queueSize: 8, eventIdx: true });
+  const heads = [0, 1, 2, 3].map(() => g.driver.addOne(g.alloc(64), 64, true));
+  g.driver.publish();
+  const out = new Float64Array(32);
+  t.equal(g.device.popDirect(out, 1, true), 1);
+  g.device.pushUsed(out[0], 64);
+  g.device.publishUsed();
+  g.driver.setUsedEvent(0);
+  t.equal(g.device.shouldNotify(), true, 'the first completion is signalled');
+  t.equal(g.device.popDirect(out, 8, true), 3);
+  g.device.unpop(2);
+  t.equal(g.device.popped, 2, 'two chains given back');
+  t.equal(g.device.shouldNotify(), false, 'nothing new published: no signal (setting nextAvail would force one)');
+  t.equal(g.device.popDirect(out, 8, true), 2, 'the two come back');
+  t.same([out[0], out[4]], [heads[2], heads[3]]);
+  t.throws(() => g.device.unpop(9), RangeError, 'more than the ring holds');
+  t.throws(() => new MockPackedGuest({ queueSize: 8 }).device.unpop(1), RangeError, 'packed: only 0');
+  new MockPackedGuest({ queueSize: 8 }).device.unpop(0);
+});

@@ -189,7 +189,9 @@ export class BlkQueue implements QueueHandler, BlockCompletionSink {
   }
 
   /**
-   * Pops everything available, submits it as one batch, publishes immediate answers. With a
+   * Pops what is available (at most a ring's worth per pass and RINGS_PER_CALL rings per call,
+   * then it resumes on a later turn), submits each pass as one batch, publishes immediate
+   * answers. With a
    * poller, a pass that did work spins on the ring (and the engine's completions) before
    * re-enabling notifications, so a busy driver need not kick and we need not wake up.
    */
@@ -231,6 +233,9 @@ export class BlkQueue implements QueueHandler, BlockCompletionSink {
           if (this.prepare(req)) this.batch[count++] = req;
           if (this.broken) break;
         }
+        // Answers given at once go out before the engine adds its completions, so no more used
+        // elements than the ring holds ever wait for one publish (a hostile guest reusing heads).
+        if (this.pushed > 0) this.flushUsed();
         // One engine call (one native submit) for everything this pass popped.
         this.engine.submit(this.batch, count);
         // After submit: an engine may complete (and free slots) inside it.

@@ -170,6 +170,7 @@ export class RxQueue implements QueueHandler {
     }
     for (; i < count; i++) {
       const slot = indices === null ? i : indices[i];
+      if (batch.lengths[slot] < VIRTIO_NET_HDR_V1_SIZE + ETH_HLEN) { this.counters.rxDropped++; continue; } // runt
       if (this.hold.pushFrom(batch, slot)) this.counters.rxHeld++;
       else this.counters.rxDropped++;
     }
@@ -383,14 +384,14 @@ export class RxQueue implements QueueHandler {
     while (done < payload) {
       if (n === q.size) {
         // Every buffer of the ring could not hold it: it never will. Drop, keep the buffers.
-        q.nextAvail = start;
+        this.giveBack(start, n);
         this.counters.rxTooBig++;
         this.counters.rxDropped++;
         return DROPPED;
       }
       r = q.pop(chain);
       if (r === 0) {
-        q.nextAvail = start;
+        this.giveBack(start, n);
         return NO_BUFFERS;
       }
       if (r < 0) return this.fail();
@@ -530,6 +531,17 @@ export class RxQueue implements QueueHandler {
     }
     h[HDR_NUM_BUFFERS] = 1;
     h[HDR_NUM_BUFFERS + 1] = 0;
+  }
+
+  /**
+   * Returns the `n` chains popped since position `start` to the ring. Split rings: `unpop`,
+   * which keeps the notification state (setting `nextAvail` would force the next signal);
+   * packed rings go back by position.
+   */
+  private giveBack(start: number, n: number): void {
+    const q = this.queue;
+    if (q.packed) q.nextAvail = start;
+    else q.unpop(n);
   }
 
   private fail(): number {

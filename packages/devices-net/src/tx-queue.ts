@@ -144,7 +144,9 @@ export class TxQueue implements QueueHandler {
   }
 
   /**
-   * Pops into the batch. Returns 1 when the batch filled up, 0 when the ring ran empty, -1 when broken.
+   * Pops into the batch. Returns 1 when its budget is used up — the batch is full, or kept and
+   * dropped chains together reached the batch capacity (or the ring size, if smaller): more may
+   * be waiting — 0 when the ring ran empty, -1 when broken.
    *
    * Works in bursts of up to {@link BURST} chains, in three passes, because the frame bytes were
    * just written by the driver on another CPU and every first touch is a cache miss:
@@ -177,12 +179,14 @@ export class TxQueue implements QueueHandler {
     // malformed chains (heads can be reused without waiting for the used ring) must not keep
     // this loop going — nor push more used elements than the ring holds before a publish.
     let dropped = 0;
-    while (batch.count + dropped < batch.capacity) {
+    // A batch may be larger than a small ring: never more chains than the ring holds per publish.
+    const limit = Math.min(batch.capacity, q.size);
+    while (batch.count + dropped < limit) {
       // Pass 1: pop. Slot batch.count + n belongs to burst entry n; `taken` counts drops too.
       let n = 0;
       let taken = 0;
       let ended = false;
-      const room = Math.min(BURST, batch.capacity - batch.count - dropped);
+      const room = Math.min(BURST, limit - batch.count - dropped);
       while (taken < room) {
         if (hdrLen === VIRTIO_NET_HDR_V1_SIZE) {
           // Runs of one-descriptor chains (what Linux and DPDK send) in one call, no chain object.

@@ -27,6 +27,27 @@ t.test('TX: malformed chains count against the batch (used elements published pe
   t.ok(perNotify.filter((n) => n > 0).length >= 8, 'published in slices, not all at once');
 });
 
+t.test('TX: a batch larger than the ring publishes at least once a ring', async (t) => {
+  const rig = new NetRig({ backend: new LoopbackBackend(), ctrlQueue: false, txBatchFrames: 64 }, undefined, 16);
+  const tx = rig.q(1);
+  const perNotify: number[] = [];
+  let left = 64;
+  // The guest takes its chains back at each notification and queues more (heads reused).
+  tx.onNotify = () => {
+    const back = rig.txUsed().length;
+    perNotify.push(back);
+    const more = Math.min(back, left);
+    left -= more;
+    queueMalformed(rig, more);
+  };
+  left -= 16;
+  queueMalformed(rig, 16);
+  tx.handler.onKick();
+  for (let i = 0; i < 5; i++) await turn();
+  t.ok(perNotify.every((n) => n <= 16), `at most 16 between publishes: ${perNotify.join(',')}`);
+  t.equal(rig.device.counters.txMalformed, 64, 'every chain handled');
+});
+
 t.test('TX: a guest that republishes malformed chains forever cannot hold the event loop', async (t) => {
   const rig = new NetRig({ backend: new LoopbackBackend(), ctrlQueue: false, txBatchFrames: 64 }, undefined, 256);
   const tx = rig.q(1);

@@ -73,7 +73,7 @@ for (const legacy of [false, true]) {
     const probe = new NetRig({ backend, ctrlQueue: false });
     const acked = legacy ? probe.device.features & ~bit(VIRTIO_NET_F_MRG_RXBUF) & ~bit(VIRTIO_F_VERSION_1) : undefined;
     const rig = new NetRig({ backend, ctrlQueue: false }, acked, 64);
-    rig.postRx(4, 2048);
+    rig.postRx(2, 2048); // exactly the two good frames
     const good = makeFrame(B, A, 60, 1);
     // Runts first and in the middle of a burst.
     backend.inject([new Uint8Array(12 + 5), good, new Uint8Array(3), good]);
@@ -82,6 +82,10 @@ for (const legacy of [false, true]) {
     t.equal(rx.length, 2, 'only the two good frames reach the guest');
     t.ok(rx.every((b) => Buffer.compare(b.subarray(hdr), good.subarray(12)) === 0), 'and they are intact');
     t.equal(rig.device.counters.rxDropped, 2, 'the runts are counted as dropped');
+    // With no buffers posted, runts do not take hold-ring space.
+    backend.inject([new Uint8Array(12 + 5), good]);
+    t.equal(rig.device.counters.rxHeld, 1, 'only the good frame waits for a buffer');
+    t.equal(rig.device.counters.rxDropped, 3);
     for (const q of rig.queues.values()) q.guest.assertCanaries();
   });
 }

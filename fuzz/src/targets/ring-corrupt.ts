@@ -127,6 +127,7 @@ export function runRingCorrupt(sc: { queueSize: number; startIndex: number; even
 
   // popDirect: the run form of pop's one-descriptor fast path, under the same hostile ring.
   const direct = new Float64Array(4 * 20);
+  const direct2 = new Float64Array(4 * 20);
   const popDirect = (n: number, writable: boolean): void => {
     let r: number;
     try {
@@ -142,6 +143,19 @@ export function runRingCorrupt(sc: { queueSize: number; startIndex: number; even
     }
     if (faulted && r > 0) fail('a broken queue popped (popDirect)');
     if (!(Number.isInteger(r) && r <= n)) fail(`popDirect returned ${r} for max ${n}`);
+    // Give the end of the run back (as RX does when a frame needs the general path): the next
+    // call must hand out exactly the same chains, and the pop count must not drift.
+    const back = r > 1 ? n % r : 0;
+    if (back > 0) {
+      const popped = g.device.popped;
+      g.device.unpop(back);
+      if (g.device.popped !== popped - back) fail(`unpop(${back}): popped ${popped} → ${g.device.popped}`);
+      const again = g.device.popDirect(direct2, back, writable);
+      if (again !== back) fail(`after unpop(${back}) popDirect returned ${again}`);
+      for (let k = 0; k < back * 4; k++) {
+        if (direct2[k] !== direct[4 * (r - back) + k]) fail(`after unpop(${back}): entry ${k >> 2} differs`);
+      }
+    }
     for (let k = 0; k < r; k++) {
       const head = direct[4 * k], s = direct[4 * k + 1], off = direct[4 * k + 2], len = direct[4 * k + 3];
       if (!(head >= 0 && head < size)) fail(`popDirect: head ${head} out of range`);

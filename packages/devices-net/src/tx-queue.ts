@@ -46,6 +46,9 @@ const BURST = 32;
  * `copyRanges` call (≈ 0.15 µs fixed, then memcpy) instead of a JS copy per frame.
  */
 const NATIVE_COPY_MIN = 4;
+/** burstSlab values: the frame was copied in pass 1 / the chain is malformed and returned in pass 3. */
+const SLAB_COPIED = -1;
+const SLAB_DROPPED = -2;
 
 /** Per-TX-queue worker. */
 export class TxQueue implements QueueHandler {
@@ -55,7 +58,11 @@ export class TxQueue implements QueueHandler {
   private readonly batch: FrameBatch;
   private running = true;
   private rescheduled = false;
-  /** Per-burst records of fill(): head, readable bytes, and slab/offset of single-piece frames (slab -1: already copied). */
+  /**
+   * Per-burst records of fill(): head, readable bytes, and slab/offset of single-piece frames
+   * (or SLAB_COPIED / SLAB_DROPPED). Malformed chains keep their place in the burst so every
+   * chain is returned in the order it was made available (VIRTIO_F_IN_ORDER).
+   */
   private readonly burstHead = new Uint32Array(BURST);
   private readonly burstLen = new Float64Array(BURST);
   private readonly burstSlab = new Int32Array(BURST);
@@ -198,12 +205,12 @@ export class TxQueue implements QueueHandler {
           for (let k = 0; k < d; k++) {
             const o = k << 2;
             const readable = out[o + 3];
-            if (readable < hdrLen + ETH_HLEN || readable > maxReadable) {
-              this.drop(out[o]);
-              continue;
-            }
             bHead[n] = out[o];
             bLen[n] = readable;
+            if (readable < hdrLen + ETH_HLEN || readable > maxReadable) {
+              bSlab[n++] = SLAB_DROPPED;
+              continue;
+            }
             bSlab[n] = out[o + 1];
             bOff[n] = out[o + 2];
             n++;
@@ -218,18 +225,18 @@ export class TxQueue implements QueueHandler {
         const readable = chain.readableBytes;
         // virtio 1.2 §5.1.6.2: every TX buffer starts with the header; anything shorter than a
         // header plus an Ethernet header, or longer than a slot, is malformed.
-        if (readable < hdrLen + ETH_HLEN || readable > maxReadable) {
-          this.drop(chain.head);
-          continue;
-        }
         bHead[n] = chain.head;
         bLen[n] = readable;
+        if (readable < hdrLen + ETH_HLEN || readable > maxReadable) {
+          bSlab[n++] = SLAB_DROPPED;
+          continue;
+        }
         const off = (batch.count + n) * stride;
         if (chain.readableSegs === 1 && hdrLen === VIRTIO_NET_HDR_V1_SIZE) {
           bSlab[n] = chain.segSlab[0];
           bOff[n] = chain.segOffset[0];
         } else {
-          bSlab[n] = -1; // copied now
+          bSlab[n] = SLAB_COPIED;
           if (hdrLen === VIRTIO_NET_HDR_V1_SIZE) {
             copyFromChain(chain, 0, data, off, readable, batch.data32);
           } else {
@@ -249,7 +256,10 @@ export class TxQueue implements QueueHandler {
     return 1;
   }
 
-  /** Passes 2 and 3 of {@link fill} for burst entries 0..n, appended to the batch in order. */
+  /**
+   * Passes 2 and 3 of {@link fill} for burst entries 0..n, appended to the batch in order; used
+   * elements are pushed in burst order, malformed chains included.
+   */
   private copyBurst(n: number): void {
     const q = this.queue;
     const batch = this.batch;
@@ -300,6 +310,10 @@ export class TxQueue implements QueueHandler {
     // Pass 3b: check, append.
     let w = base;
     for (let i = 0; i < n; i++) {
+      if (bSlab[i] === SLAB_DROPPED) {
+        this.drop(bHead[i]);
+        continue;
+      }
       const slot = base + i;
       const off = slot * stride;
       const readable = bLen[i];

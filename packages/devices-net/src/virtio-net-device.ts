@@ -12,7 +12,7 @@
  */
 import type { QueueContext, QueueHandler, VirtioDevice } from '@vhost-ts/vhost-user';
 import { VHOST_USER_PROTOCOL_F_CONFIG, VHOST_USER_PROTOCOL_F_MQ } from '@vhost-ts/vhost-user';
-import { VIRTIO_F_RING_PACKED, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC } from '@vhost-ts/virtqueue';
+import { VIRTIO_F_IN_ORDER, VIRTIO_F_RING_PACKED, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC } from '@vhost-ts/virtqueue';
 import {
   bit, VIRTIO_F_VERSION_1, VIRTIO_ID_NET, VIRTIO_NET_CTRL_ANNOUNCE, VIRTIO_NET_CTRL_ANNOUNCE_ACK,
   VIRTIO_NET_CTRL_GUEST_OFFLOADS, VIRTIO_NET_CTRL_GUEST_OFFLOADS_SET, VIRTIO_NET_CTRL_MAC,
@@ -150,6 +150,9 @@ export class VirtioNetDevice implements VirtioDevice, NetPortSink, CtrlTarget {
 
     let f = bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_RING_F_EVENT_IDX) | bit(VIRTIO_RING_F_INDIRECT_DESC)
       | bit(VIRTIO_F_RING_PACKED) // the handlers run on either ring format (DeviceQueue)
+      // Every queue returns buffers in the order it took them (TX and control complete inline,
+      // RX gives back what a frame did not use): DPDK's virtio PMD then runs its in-order paths.
+      | bit(VIRTIO_F_IN_ORDER)
       | bit(VIRTIO_NET_F_MAC) | bit(VIRTIO_NET_F_MTU) | bit(VIRTIO_NET_F_STATUS) | bit(VIRTIO_NET_F_MRG_RXBUF);
     if (this.hasCtrlQueue) {
       f |= bit(VIRTIO_NET_F_CTRL_VQ) | bit(VIRTIO_NET_F_CTRL_RX) | bit(VIRTIO_NET_F_CTRL_VLAN)

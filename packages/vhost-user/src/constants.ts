@@ -135,6 +135,7 @@ export const VIRTIO_F_ACCESS_PLATFORM = 33;
 /** Older name of {@link VIRTIO_F_ACCESS_PLATFORM} used by vhost-user.rst. */
 export const VIRTIO_F_IOMMU_PLATFORM = 33;
 export const VIRTIO_F_RING_PACKED = 34;
+export const VIRTIO_F_IN_ORDER = 35;
 
 /** Virtio device status bits (virtio 1.2 §2.1). */
 export const VIRTIO_CONFIG_S_ACKNOWLEDGE = 0x01;

@@ -20,6 +20,11 @@ export const VIRTQ_USED_F_NO_NOTIFY = 1;
 export const VIRTIO_RING_F_INDIRECT_DESC = 28;
 /** Feature bit: used_event / avail_event notification suppression. */
 export const VIRTIO_RING_F_EVENT_IDX = 29;
+/**
+ * Feature bit: the device uses buffers in the order they were made available (virtio 1.2
+ * §2.7.9 / §2.8.20). The rings do not enforce it; a device that offers it must keep that order.
+ */
+export const VIRTIO_F_IN_ORDER = 35;
 /** vhost feature bit: log every write to guest memory in the dirty bitmap. */
 export const VHOST_F_LOG_ALL = 26;
 

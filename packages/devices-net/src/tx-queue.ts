@@ -39,7 +39,7 @@ export interface TxSettings {
  * rings of the largest size, whatever the batch capacity.
  */
 const MAX_FRAMES_PER_RUN = 2048;
-/** Chains popped before their frames are touched and copied (see TxQueue.fill). */
+/** Chains popped before their frames are copied (see TxQueue.fill). */
 const BURST = 32;
 /**
  * From this many single-piece frames of one slab, a burst's copies go through one native
@@ -71,8 +71,6 @@ export class TxQueue implements QueueHandler {
   private readonly copyPlan = new Float64Array(BURST * 3);
   /** popDirect output: head, slab, offset, length per chain. */
   private readonly direct = new Float64Array(BURST * 4);
-  /** Sum of the touched bytes (keeps the touch loads alive; meaningless otherwise). */
-  private touched = 0;
   /** Busy-poll policy (null: kick-driven only). */
   private readonly poller: AdaptivePoller | null;
   private readonly ready: () => boolean;
@@ -155,18 +153,20 @@ export class TxQueue implements QueueHandler {
    * dropped chains together reached the batch capacity (or the ring size, if smaller): more may
    * be waiting — 0 when the ring ran empty, -1 when broken.
    *
-   * Works in bursts of up to {@link BURST} chains, in three passes, because the frame bytes were
+   * Works in bursts of up to {@link BURST} chains, in two passes, because the frame bytes were
    * just written by the driver on another CPU and every first touch is a cache miss:
    * ```
-   *  1. pop:   pop + length-check each chain; single-piece frames are only recorded
-   *  2. touch: read the first and last byte of every recorded frame — independent loads, so
-   *            the CPU overlaps their misses (a software prefetch; JS has no prefetch)
-   *  3. copy:  copy the recorded frames (now cache hits), check headers, push used
+   *  1. pop:  pop + length-check each chain; single-piece frames are only recorded
+   *  2. copy: copy the recorded frames with one copyRanges call, which prefetches the first and
+   *           last line of every range while it checks them (the misses overlap), then check
+   *           headers and push used elements in burst order
    * ```
    * Frames in several pieces are copied in pass 1 (the chain object is reused by the next pop).
-   * Measured on the system bench (testpmd txonly guest on the other CPU, 64 B, kick-driven):
-   * back-end CPU per frame 353 → 284 ns (median of 3 interleaved runs each); 1518 B unchanged
-   * (356 → 348 ns: those copies are memcpy with the hardware prefetcher).
+   * Measured on the system bench (testpmd txonly guest on the other CPU, kick-driven, back-end
+   * CPU per frame): a JS pass reading each frame's first and last byte before the copy took
+   * 64 B from 353 to 284 ns when the copies were JS; once they were one native call, the
+   * prefetch inside it instead of that pass: 64 B 222/197/201/212 → 190/163/170/166 ns,
+   * 1518 B 274/279/305/315 → 279/248/259/255 ns (four interleaved pairs).
    */
   private fill(): number {
     const q = this.queue;
@@ -257,7 +257,7 @@ export class TxQueue implements QueueHandler {
   }
 
   /**
-   * Passes 2 and 3 of {@link fill} for burst entries 0..n, appended to the batch in order; used
+   * Pass 2 of {@link fill} for burst entries 0..n, appended to the batch in order; used
    * elements are pushed in burst order, malformed chains included.
    */
   private copyBurst(n: number): void {
@@ -275,18 +275,8 @@ export class TxQueue implements QueueHandler {
     const bLen = this.burstLen;
     const bSlab = this.burstSlab;
     const bOff = this.burstOff;
-    // Pass 2: touch. The sum is kept so the loads cannot be optimised away.
-    let touch = 0;
-    for (let i = 0; i < n; i++) {
-      const slab = bSlab[i];
-      if (slab < 0) continue;
-      const b = slabs[slab];
-      const o = bOff[i];
-      touch += b[o] + b[o + bLen[i] - 1];
-    }
-    this.touched += touch;
     const base = batch.count;
-    // Pass 3a: copy. Runs of frames in one slab (nearly always the whole burst) as one native
+    // Copy. Runs of frames in one slab (nearly always the whole burst) as one native
     // call; short runs with JS copies.
     const plan = this.copyPlan;
     for (let i = 0; i < n;) {
@@ -307,7 +297,7 @@ export class TxQueue implements QueueHandler {
       }
       i = j;
     }
-    // Pass 3b: check, append.
+    // Check, append.
     let w = base;
     for (let i = 0; i < n; i++) {
       if (bSlab[i] === SLAB_DROPPED) {

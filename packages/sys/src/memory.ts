@@ -57,7 +57,9 @@ export function munmap(buffer: ArrayBuffer): void {
  * `[srcOffset, dstOffset, length]`, offsets relative to each view. Every range is checked
  * against both views before anything is copied (EINVAL, nothing copied, when one lies outside);
  * ranges may overlap (memmove). For data paths that move a burst of frames: one call per burst
- * instead of a `subarray` + `set` per frame. Arguments are checked natively only — this sits on
+ * instead of a `subarray` + `set` per frame. The check pass also prefetches the first and last
+ * source line of every range, so the cache misses of a burst whose bytes another CPU just wrote
+ * overlap instead of being taken one memmove at a time. Arguments are checked natively only — this sits on
  * the hot path.
  */
 export function copyRanges(dst: ArrayBufferView, src: ArrayBufferView, plan: Float64Array, count: number): void {

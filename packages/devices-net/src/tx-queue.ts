@@ -299,6 +299,7 @@ export class TxQueue implements QueueHandler {
     }
     // Check, append.
     let w = base;
+    let bytes = 0;
     for (let i = 0; i < n; i++) {
       if (bSlab[i] === SLAB_DROPPED) {
         this.drop(bHead[i]);
@@ -325,11 +326,12 @@ export class TxQueue implements QueueHandler {
       }
       batch.lengths[w] = VIRTIO_NET_HDR_V1_SIZE + frameLen;
       w++;
-      this.counters.txBytes += frameLen;
+      bytes += frameLen;
       // TX buffers are device-readable only; nothing written (virtio 1.2 §2.7.8.2: len = 0).
       q.pushUsed(bHead[i], 0);
     }
     batch.count = w;
+    this.counters.txBytes += bytes;
   }
 
   /** The queue faulted: report the device broken; fill() returns -1. */

@@ -10,6 +10,7 @@
  *   npm run bench:blk -- --from-json out.json          # re-render table + docs from a saved run (no measuring)
  *   npm run bench:blk -- --pin                         # taskset: load generator CPU 0, back-end CPU 1
  *   npm run bench:blk -- --poll-us 0                   # our peers without busy-polling (A/B)
+ *   npm run bench:blk -- --loadgen c                   # the C load generator (bench/c/blk-loadgen.c) instead of the TS one
  *
  * `--peers` takes families (vhost-ts, qsd, ceiling) or peer ids (vhost-ts-file, qsd-null, ...).
  * `BENCH_BLK_NODE_ARGS="--cpu-prof --cpu-prof-dir=DIR"` passes node flags to our back-ends only
@@ -42,6 +43,7 @@ const { values } = parseArgs({
     'qsd-aio': { type: 'string', default: 'threads' },
     'poll-us': { type: 'string' },
     pin: { type: 'boolean', default: false },
+    loadgen: { type: 'string', default: 'ts' },
     'no-docs': { type: 'boolean', default: false },
     json: { type: 'string' },
     'from-json': { type: 'string' },
@@ -52,6 +54,8 @@ const quick = values.quick;
 const durationS = Number(values.duration ?? (quick ? 1 : 5));
 const warmupS = Number(values.warmup ?? (quick ? 0.3 : 1));
 const reps = Number(values.reps ?? 1);
+if (values.loadgen !== 'ts' && values.loadgen !== 'c') throw new Error(`--loadgen ts|c, got ${values.loadgen}`);
+const loadgen: 'ts' | 'c' = values.loadgen;
 const families = values.peers.split(',').map((s) => s.trim()).filter(Boolean);
 const engines = values.engines.split(',').map((s) => s.trim()).filter(Boolean);
 const peers: PeerId[] = PEERS.filter((p) => families.includes(p.id) || (families.includes(p.family) && engines.includes(p.engine)))
@@ -77,7 +81,11 @@ if (usable.length === 0) {
   process.exit(1);
 }
 
-interface Saved { facts: MachineFacts; cells: Cell[]; command: string; durationS: number; warmupS: number; reps: number; pin: boolean; qsdAio: string }
+interface Saved {
+  facts: MachineFacts; cells: Cell[]; command: string; durationS: number; warmupS: number; reps: number; pin: boolean; qsdAio: string;
+  /** Absent in runs saved before the C load generator existed (those used the TS one). */
+  loadgen?: 'ts' | 'c';
+}
 let saved: Saved;
 if (values['from-json'] !== undefined) {
   saved = JSON.parse(readFileSync(values['from-json'], 'utf8')) as Saved;
@@ -96,6 +104,7 @@ if (values['from-json'] !== undefined) {
       peers: usable, workloads, durationS, warmupS, reps, pin,
       queueSize: Number(values['queue-size']), sizeBytes: Number(values.size), qsdAio: values['qsd-aio'], workDir,
       pollUs: values['poll-us'] === undefined ? null : Number(values['poll-us']),
+      loadgen,
       log: (l) => console.error(l),
     });
   } finally {
@@ -104,7 +113,7 @@ if (values['from-json'] !== undefined) {
   const argv = process.argv.slice(2);
   saved = {
     facts, cells, command: `npm run bench:blk${argv.length > 0 ? ` -- ${argv.join(' ')}` : ''}`,
-    durationS, warmupS, reps, pin, qsdAio: values['qsd-aio'],
+    durationS, warmupS, reps, pin, qsdAio: values['qsd-aio'], loadgen,
   };
 }
 const { cells } = saved;

@@ -13,6 +13,7 @@ import t from 'tap';
 import { runJsonLine, startListening, tsEntry } from '../src/common/child.js';
 import { which } from '../src/common/machine.js';
 import { makeImage, runOnce } from '../src/blk/matrix.js';
+import { cLoadgenPath } from '../src/blk/c-loadgen.js';
 import { findBlkCli, type PeerContext, type PeerId } from '../src/blk/peers.js';
 import type { LoadgenResult, WorkloadSpec } from '../src/blk/workload.js';
 
@@ -27,17 +28,17 @@ t.teardown(() => {
 const ctx: PeerContext = {
   socket: join(dir, 'blk.sock'), image, sizeBytes: 16 << 20, queues: 1, queueSize: 128, cpus: null, qsdAio: 'threads',
 };
-const run = { durationS: 0.6, warmupS: 0.1, pin: false, queueSize: 128 };
+const run = { durationS: 0.6, warmupS: 0.1, pin: false, queueSize: 128, loadgen: 'ts' as 'ts' | 'c' };
 const qsdMissing = which('qemu-storage-daemon') === null;
 
-function smoke(peer: PeerId, spec: WorkloadSpec, skip: string | null): void {
-  const name = `${peer}: ${spec.pattern} bs ${spec.blockSize} qd ${spec.queueDepth}`;
+function smoke(peer: PeerId, spec: WorkloadSpec, skip: string | null, loadgen: 'ts' | 'c' = 'ts'): void {
+  const name = `${peer}: ${spec.pattern} bs ${spec.blockSize} qd ${spec.queueDepth}, ${loadgen} load generator`;
   if (skip !== null && process.env.E2E === '1') {
     t.test(name, async (tt) => { tt.fail(`E2E=1 but ${skip}`); });
     return;
   }
   t.test(name, { skip: skip ?? false, timeout: 15_000 }, async (tt) => {
-    const r = await runOnce(peer, spec, ctx, run);
+    const r = await runOnce(peer, spec, ctx, { ...run, loadgen });
     tt.ok(r.ok, 'the run completed');
     tt.ok(r.iops > 0, `non-zero IOPS (${r.iops})`);
     tt.equal(r.errors, 0, 'no request failed (every status byte VIRTIO_BLK_S_OK)');
@@ -55,6 +56,14 @@ smoke('qsd-null', { pattern: 'read', blockSize: 65536, queueDepth: 4, queues: 1 
 smoke('vhost-ts-file', { pattern: 'randread', blockSize: 4096, queueDepth: 8, queues: 1 },
   findBlkCli() === null ? 'packages/devices-blk/src/cli.ts not written yet' : null);
 
+// The C load generator (bench/c/blk-loadgen.c, an independent front-end): the same checks, on
+// ours and on QSD, reads and writes, one and several data segments per request.
+const ccSkip = which(process.env.CC ?? 'cc') === null ? 'no C compiler (apt-get install build-essential)' : null;
+smoke('vhost-ts-file', { pattern: 'randwrite', blockSize: 4096, queueDepth: 16, queues: 1 }, ccSkip, 'c');
+smoke('vhost-ts-null', { pattern: 'read', blockSize: 1 << 20, queueDepth: 4, queues: 1 }, ccSkip, 'c');
+smoke('qsd-file', { pattern: 'randread', blockSize: 4096, queueDepth: 8, queues: 1 }, qsdSkip ?? ccSkip, 'c');
+smoke('qsd-null', { pattern: 'write', blockSize: 65536, queueDepth: 4, queues: 1 }, qsdSkip ?? ccSkip, 'c');
+
 // The bench must not ignore failures: writes to a read-only export complete with
 // VIRTIO_BLK_S_IOERR, and the load generator has to count every one of them.
 t.test('status bytes are checked: writes to a read-only export count as errors', { skip: qsdSkip ?? false, timeout: 15_000 }, async (tt) => {
@@ -70,6 +79,13 @@ t.test('status bytes are checked: writes to a read-only export count as errors',
     tt.ok(r.line!.requests > 0, 'requests completed');
     tt.ok(r.line!.errors >= r.line!.requests, `every write failed and was counted (${r.line!.errors} errors, ${r.line!.requests} requests)`);
     tt.equal(r.line!.mbps, 0, 'failed requests transfer nothing');
+    if (ccSkip === null) {
+      const c = await runJsonLine<LoadgenResult>(cLoadgenPath(), ['--socket', sock,
+        '--pattern', 'randwrite', '--qd', '4', '--duration', '0.4', '--warmup', '0'], { timeoutMs: 15_000 });
+      tt.ok(c.line !== null && c.line.requests > 0, 'C load generator: requests completed');
+      tt.ok(c.line!.errors >= c.line!.requests, `C load generator: every write failed and was counted (${c.line!.errors} errors)`);
+      tt.equal(c.line!.mbps, 0, 'C load generator: failed requests transfer nothing');
+    }
   } finally {
     await qsd.stop();
   }

@@ -5,6 +5,7 @@
  */
 import { closeSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { runJsonLine, tsEntry } from '../common/child.js';
+import { cLoadgenPath } from './c-loadgen.js';
 import { peerById, type PeerContext, type PeerId } from './peers.js';
 import type { LoadgenResult, WorkloadSpec } from './workload.js';
 
@@ -23,6 +24,8 @@ export interface MatrixOptions {
   qsdAio: string;
   /** Busy-poll bound of our peers (µs), or null for their default. */
   pollUs: number | null;
+  /** Load generator: the TypeScript one (`loadgen.ts`) or the C one (`bench/c/blk-loadgen.c`). */
+  loadgen: 'ts' | 'c';
   /** Directory of the socket; the image goes to /dev/shm. */
   workDir: string;
   /** Progress lines. */
@@ -69,17 +72,19 @@ export function processCpuSeconds(pid: number): number {
 
 /** Runs one cell once: back-end up, load generator, back-end down. */
 export async function runOnce(peerId: PeerId, spec: WorkloadSpec, ctx: PeerContext,
-  o: Pick<MatrixOptions, 'durationS' | 'warmupS' | 'pin' | 'queueSize'>): Promise<LoadgenResult> {
+  o: Pick<MatrixOptions, 'durationS' | 'warmupS' | 'pin' | 'queueSize' | 'loadgen'>): Promise<LoadgenResult> {
   const peer = peerById(peerId);
   const backend = await peer.start({ ...ctx, queues: spec.queues });
   try {
-    const args = [...tsEntry('bench/src/blk/loadgen.ts'), '--socket', ctx.socket, '--pattern', spec.pattern,
+    const flags = ['--socket', ctx.socket, '--pattern', spec.pattern,
       '--bs', String(spec.blockSize), '--qd', String(spec.queueDepth), '--queues', String(spec.queues),
       '--queue-size', String(o.queueSize), '--duration', String(o.durationS), '--warmup', String(o.warmupS)];
+    const cmd = o.loadgen === 'c' ? cLoadgenPath() : process.execPath;
+    const args = o.loadgen === 'c' ? flags : [...tsEntry('bench/src/blk/loadgen.ts'), ...flags];
     const pid = backend.child.pid ?? -1;
     const cpu0 = processCpuSeconds(pid);
     const t0 = performance.now();
-    const r = await runJsonLine<LoadgenResult>(process.execPath, args,
+    const r = await runJsonLine<LoadgenResult>(cmd, args,
       { cpus: o.pin ? '0' : null, timeoutMs: (o.durationS + o.warmupS) * 1000 + 30_000 });
     const cpu1 = processCpuSeconds(pid);
     const wall = (performance.now() - t0) / 1000;

@@ -111,6 +111,8 @@ export interface ReportInput {
   svgRel: string;
   /** Free-form findings (profile, bottlenecks) appended to the section. */
   notes: string;
+  /** Load generator of the run (runs saved before the C one existed used the TS one). */
+  loadgen?: 'ts' | 'c';
 }
 
 /** The "## virtio-blk" section (heading included). */
@@ -119,10 +121,20 @@ export function markdownSection(x: ReportInput): string {
   const L: string[] = [];
   L.push('## virtio-blk');
   L.push('');
-  L.push('What it measures: a TypeScript load generator (`bench/src/blk/loadgen.ts`, the guest side through');
-  L.push('`VhostUserFrontend` and `SplitQueueDriver`) keeps a fixed number of virtio-blk requests in flight');
-  L.push('against a back-end process over vhost-user, and reports IOPS, MB/s and submit→completion latency');
-  L.push('(p50/p99). Every status byte is checked. Peers, each a fresh process per run:');
+  if (x.loadgen === 'c') {
+    L.push('What it measures: a load generator in C (`bench/c/blk-loadgen.c`: a small vhost-user-blk front-end in one');
+    L.push('thread — the guest side as QEMU plays it, split ring, blocking on the call eventfd) keeps a fixed number of');
+    L.push('virtio-blk requests in flight against a back-end process over vhost-user, and reports IOPS, MB/s and');
+    L.push('submit→completion latency (p50/p99). Every status byte is checked. The TypeScript load generator');
+    L.push('(`bench/src/blk/loadgen.ts`, through `VhostUserFrontend`; `--loadgen ts`) does the same with the same flags and');
+    L.push('result line, but at QD32 it needed a whole CPU against qemu-storage-daemon — it was the bottleneck there, so');
+    L.push('this table uses the C one. Peers, each a fresh process per run:');
+  } else {
+    L.push('What it measures: a TypeScript load generator (`bench/src/blk/loadgen.ts`, the guest side through');
+    L.push('`VhostUserFrontend` and `SplitQueueDriver`) keeps a fixed number of virtio-blk requests in flight');
+    L.push('against a back-end process over vhost-user, and reports IOPS, MB/s and submit→completion latency');
+    L.push('(p50/p99). Every status byte is checked. Peers, each a fresh process per run:');
+  }
   L.push('');
   L.push('- `vhost-ts-file` — our `vhost-user-blk` CLI serving a raw image on tmpfs (io_uring engine);');
   L.push('  `qsd-file` — qemu-storage-daemon `driver=file` on the same image (`aio=' + x.qsdAio + '`, exported without a format node).');

@@ -40,7 +40,7 @@ export interface TxSettings {
  */
 const MAX_FRAMES_PER_RUN = 2048;
 /** Chains popped before their frames are copied (see TxQueue.fill). */
-const BURST = 32;
+const BURST = 128;
 /**
  * From this many single-piece frames of one slab, a burst's copies go through one native
  * `copyRanges` call (≈ 0.15 µs fixed, then memcpy) instead of a JS copy per frame.

@@ -445,6 +445,7 @@ export class PackedQueueDevice implements DeviceQueue {
 
   /** Asks the driver not to kick (flags DISABLE; a hint: drivers may still kick). */
   disableNotify(): void {
+    if (!this.notifyEnabled) return; // already off: no store into the driver's event structure
     this.notifyEnabled = false;
     this.writeDeviceEvent(Atomics.load(this.device16, EVENT_OFF_WRAP), RING_EVENT_FLAGS_DISABLE);
   }

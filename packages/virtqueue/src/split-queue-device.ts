@@ -403,6 +403,9 @@ export class SplitQueueDevice implements DeviceQueue {
 
   /** Asks the driver not to kick (a hint: drivers may still kick). */
   disableNotify(): void {
+    // Already off: no store. The flag shares a line with used.idx, which the driver polls —
+    // a data path that disables once per batch would otherwise write it (a seq-cst store) every time.
+    if (!this.notifyEnabled) return;
     this.notifyEnabled = false;
     if (!this.eventIdx) {
       Atomics.store(this.used16, USED_FLAGS, VIRTQ_USED_F_NO_NOTIFY);

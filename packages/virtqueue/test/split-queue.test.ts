@@ -2,7 +2,7 @@ import t from 'tap';
 import {
   DescriptorChain, GuestMemory, FAULT_AVAIL_IDX_JUMP, FAULT_BAD_QUEUE_SIZE, FAULT_RING_MISALIGNED, FAULT_RING_NOT_CONTIGUOUS,
   FAULT_UNMAPPED, QueueError, SplitQueueDevice, VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_USED_F_NO_NOTIFY,
-  vringNeedEvent,
+  USED_FLAGS, vringNeedEvent,
 } from '@vhost-ts/virtqueue';
 import { MockGuest } from '@vhost-ts/virtqueue/testing';
 
@@ -94,6 +94,20 @@ t.test('save/restore nextAvail (GET/SET_VRING_BASE) and the used index', async (
   d2.setUsedIdx(7);
   t.equal(d2.usedIdx, 7);
   t.equal(d2.syncUsedIdxFromRing(), 2);
+});
+
+t.test('disableNotify stores the flag only when it changes (no write per batch into the driver\'s line)', async (t) => {
+  const g = new MockGuest({ queueSize: 8 });
+  const used16 = g.device.ringViews.used16;
+  g.device.disableNotify();
+  t.equal(used16[USED_FLAGS] & VIRTQ_USED_F_NO_NOTIFY, VIRTQ_USED_F_NO_NOTIFY, 'first call sets NO_NOTIFY');
+  used16[USED_FLAGS] = 0x8000; // a marker: any store by the device would overwrite it
+  g.device.disableNotify();
+  t.equal(used16[USED_FLAGS], 0x8000, 'second call stores nothing');
+  g.device.enableNotify();
+  t.equal(used16[USED_FLAGS], 0, 'enableNotify clears the flag');
+  g.device.disableNotify();
+  t.equal(used16[USED_FLAGS], VIRTQ_USED_F_NO_NOTIFY, 'and the next disable sets it again');
 });
 
 t.test('flag-based notification suppression (virtio 1.2 §2.7.7, §2.7.10)', async (t) => {

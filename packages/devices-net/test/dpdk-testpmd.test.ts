@@ -10,6 +10,8 @@ import { spawn } from 'node:child_process';
 import { accessSync, constants, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { VIRTIO_F_IN_ORDER } from '@vhost-ts/virtqueue';
+import { bit } from '../src/constants.js';
 import { startNetServer, type NetServer } from '../src/net-server.js';
 
 const TESTPMD = ['/usr/bin/dpdk-testpmd', '/usr/local/bin/dpdk-testpmd'].find((p) => {
@@ -57,8 +59,13 @@ if (TESTPMD === undefined) {
     const sock = join(dir, 'tx.sock');
     const server = startNetServer({ socketPaths: [sock], backend: { kind: 'loopback' }, log: quiet });
     t.teardown(() => server.close());
+    // The session's acked features are cleared when it ends: sample them while testpmd runs.
+    let inOrder = false;
+    const probe = setInterval(() => { if ((server.devices[0].acked & bit(VIRTIO_F_IN_ORDER)) !== 0n) inOrder = true; }, 10);
     const r = await testpmd([sock], ['--forward-mode=txonly'], 2000);
+    clearInterval(probe);
     t.equal(r.code, 0, 'testpmd exited cleanly');
+    t.ok(inOrder, 'virtio-user acked VIRTIO_F_IN_ORDER (its in-order TX path ran against us)');
     await settle(server);
     const p = r.ports[0];
     t.ok(p, 'testpmd printed port statistics') || t.comment(r.out.slice(-2000));

@@ -46,7 +46,7 @@ const BURST = 128;
  * `copyRanges` call (≈ 0.15 µs fixed, then memcpy) instead of a JS copy per frame.
  */
 const NATIVE_COPY_MIN = 4;
-/** burstSlab values: the frame was copied in pass 1 / the chain is malformed and returned in pass 3. */
+/** burstSlab values: the frame was copied in pass 1 / the chain is malformed, returned in its place in pass 2. */
 const SLAB_COPIED = -1;
 const SLAB_DROPPED = -2;
 

@@ -212,6 +212,69 @@ static uint32_t xorshift32(void) {
   return x;
 }
 
+/* ---- the driver side of the ring ------------------------------------------------------ */
+
+/* One split ring as the driver sees it, and the request slots that feed it: slot s owns
+ * descriptors [s * chain, (s + 1) * chain), set up once; a submit rewrites only the header's
+ * sector and the status byte. */
+struct ring {
+  volatile uint16_t* avail;       /* flags, idx, ring[qs], used_event */
+  volatile uint16_t* used16;      /* flags, idx */
+  volatile uint16_t* avail_event; /* after used.ring[qs] */
+  int kickfd;
+  uint32_t qs, chain;
+  int event_idx, is_read, is_random;
+  uint64_t bs, blocks, seq_block;
+  uint32_t** slot_hdr;
+  volatile uint8_t** slot_status;
+  uint8_t* slot_busy;
+  double* submit_at;
+  uint16_t avail_idx, kicked_idx;
+  uint32_t inflight;
+  uint64_t kicks;
+};
+
+/* Puts slot s's request (next block of the pattern) in the avail ring; not yet published. */
+static void submit(struct ring* r, uint32_t s, double t) {
+  uint64_t block;
+  if (r->is_random) {
+    block = xorshift32() % r->blocks;
+  } else {
+    block = r->seq_block;
+    r->seq_block = block + 1 == r->blocks ? 0 : block + 1;
+  }
+  uint64_t sector = block * r->bs / 512;
+  uint32_t* h = r->slot_hdr[s];
+  h[0] = r->is_read ? BLK_T_IN : BLK_T_OUT;
+  h[1] = 0;
+  h[2] = (uint32_t)sector;
+  h[3] = (uint32_t)(sector >> 32);
+  *r->slot_status[s] = STATUS_SENTINEL;
+  r->avail[2 + (r->avail_idx & (r->qs - 1))] = (uint16_t)(s * r->chain);
+  r->avail_idx++;
+  r->submit_at[s] = t;
+  r->slot_busy[s] = 1;
+  r->inflight++;
+}
+
+/* Publishes avail.idx and kicks when the device asks (virtio 1.2 §2.7.13). */
+static void flush(struct ring* r) {
+  __atomic_store_n(&r->avail[1], r->avail_idx, __ATOMIC_SEQ_CST);
+  int need;
+  if (r->event_idx) {
+    uint16_t ev = __atomic_load_n(r->avail_event, __ATOMIC_ACQUIRE);
+    need = (uint16_t)(r->avail_idx - ev - 1) < (uint16_t)(r->avail_idx - r->kicked_idx);
+  } else {
+    need = !(__atomic_load_n(&r->used16[0], __ATOMIC_ACQUIRE) & USED_F_NO_NOTIFY);
+  }
+  if (need && r->avail_idx != r->kicked_idx) {
+    uint64_t one = 1;
+    if (write(r->kickfd, &one, 8) != 8) fail("kick: %s", strerror(errno));
+    r->kicks++;
+  }
+  r->kicked_idx = r->avail_idx;
+}
+
 static double arg_num(const char* name, const char* v, double min) {
   char* end;
   double n = strtod(v, &end);
@@ -354,46 +417,19 @@ int main(int argc, char** argv) {
   set_state(SET_VRING_ENABLE, 0, 1);
 
   const uint32_t expect_len = is_read ? (uint32_t)BS + 1 : 1;
-  uint16_t avail_idx = 0, kicked_idx = 0, last_used = 0;
-  uint64_t seq_block = 0, completed = 0, bytes = 0, errors = 0, len_mismatches = 0, kicks = 0, calls = 0, stalls = 0;
-  uint32_t inflight = 0;
+  struct ring rg = {
+    .avail = avail, .used16 = used16, .avail_event = avail_event, .kickfd = kickfd, .qs = QS, .chain = chain,
+    .event_idx = use_event_idx, .is_read = is_read, .is_random = is_random, .bs = BS, .blocks = blocks,
+    .slot_hdr = slot_hdr, .slot_status = slot_status, .slot_busy = calloc(QD, 1), .submit_at = submit_at,
+  };
+  if (rg.slot_busy == NULL) fail("out of memory");
+  uint16_t last_used = 0;
+  uint64_t completed = 0, bytes = 0, errors = 0, len_mismatches = 0, calls = 0, stalls = 0;
   int running = 1;
 
-#define SUBMIT(s, t) do {                                                              \
-    uint64_t block = is_random ? xorshift32() % blocks : seq_block;                      \
-    if (!is_random) seq_block = seq_block + 1 == blocks ? 0 : seq_block + 1;            \
-    uint64_t sector = block * BS / 512;                                                  \
-    uint32_t* h = slot_hdr[s];                                                           \
-    h[0] = is_read ? BLK_T_IN : BLK_T_OUT; h[1] = 0;                                    \
-    h[2] = (uint32_t)sector; h[3] = (uint32_t)(sector >> 32);                           \
-    *slot_status[s] = STATUS_SENTINEL;                                                   \
-    avail[2 + (avail_idx & (QS - 1))] = (uint16_t)((s) * chain);                         \
-    avail_idx++;                                                                          \
-    submit_at[s] = (t);                                                                   \
-    inflight++;                                                                           \
-  } while (0)
-
-  /* Publishes avail.idx and kicks when the device asks (virtio 1.2 §2.7.13). */
-#define FLUSH() do {                                                                   \
-    __atomic_store_n(&avail[1], avail_idx, __ATOMIC_SEQ_CST);                           \
-    int need;                                                                             \
-    if (use_event_idx) {                                                                  \
-      uint16_t ev = __atomic_load_n(avail_event, __ATOMIC_ACQUIRE);                      \
-      need = (uint16_t)(avail_idx - ev - 1) < (uint16_t)(avail_idx - kicked_idx);        \
-    } else {                                                                              \
-      need = !(__atomic_load_n(&used16[0], __ATOMIC_ACQUIRE) & USED_F_NO_NOTIFY);        \
-    }                                                                                     \
-    if (need && avail_idx != kicked_idx) {                                                \
-      uint64_t one = 1;                                                                   \
-      if (write(kickfd, &one, 8) != 8) fail("kick: %s", strerror(errno));               \
-      kicks++;                                                                            \
-    }                                                                                     \
-    kicked_idx = avail_idx;                                                               \
-  } while (0)
-
   double t = now_ns();
-  for (uint32_t s = 0; s < QD; s++) SUBMIT(s, t);
-  FLUSH();
+  for (uint32_t s = 0; s < QD; s++) submit(&rg, s, t);
+  flush(&rg);
 
   const double t_start = now_ns();
   const double t_measure = t_start + warmup * 1e9, t_end = t_measure + duration * 1e9;
@@ -407,21 +443,22 @@ int main(int argc, char** argv) {
     for (;;) {
       t = now_ns();
       uint16_t uidx = __atomic_load_n(&used16[1], __ATOMIC_ACQUIRE);
-      if ((uint16_t)(uidx - last_used) > inflight) fail("used.idx moved from %u to %u with %u in flight", last_used, uidx, inflight);
+      if ((uint16_t)(uidx - last_used) > rg.inflight) fail("used.idx moved from %u to %u with %u in flight", last_used, uidx, rg.inflight);
       while (last_used != uidx) {
         struct used_elem e = used[last_used & (QS - 1)];
         last_used++;
         uint32_t s = e.id / chain;
-        if (e.id % chain != 0 || s >= QD) fail("used id %u belongs to no request", e.id);
-        inflight--;
+        if (e.id % chain != 0 || s >= QD || !rg.slot_busy[s]) fail("used id %u belongs to no request in flight", e.id);
+        rg.slot_busy[s] = 0;
+        rg.inflight--;
         if (running) hist_record(t - submit_at[s]); /* the drain after the window is not measured */
         completed++;
         if (*slot_status[s] != BLK_S_OK) errors++;
         else bytes += BS;
         if (e.len != expect_len) len_mismatches++;
-        if (running) SUBMIT(s, t);
+        if (running) submit(&rg, s, t);
       }
-      FLUSH();
+      flush(&rg);
       /* Re-arm interrupts, then look again (a completion published meanwhile sends no call). */
       if (use_event_idx) __atomic_store_n(&avail[2 + QS], last_used, __ATOMIC_SEQ_CST);
       __atomic_thread_fence(__ATOMIC_SEQ_CST);
@@ -430,19 +467,19 @@ int main(int argc, char** argv) {
     if (!measuring && t >= t_measure) {
       measuring = 1;
       hist_reset();
-      completed = bytes = kicks = calls = stalls = len_mismatches = 0;
+      completed = bytes = rg.kicks = calls = stalls = len_mismatches = 0;
       cpu0 = cpu_seconds();
       t0 = t;
     }
     if (measuring && running && t >= t_end) {
       seconds = (t - t0) / 1e9;
       cpu = cpu_seconds() - cpu0;
-      snap_completed = completed; snap_bytes = bytes; snap_kicks = kicks; snap_calls = calls;
+      snap_completed = completed; snap_bytes = bytes; snap_kicks = rg.kicks; snap_calls = calls;
       snap_stalls = stalls; snap_len = len_mismatches;
       running = 0;
       drain_deadline = t + 3e9;
     }
-    if (!running && (inflight == 0 || t > drain_deadline)) break;
+    if (!running && (rg.inflight == 0 || t > drain_deadline)) break;
     /* Wait for a call; after 100 ms without one, look at the ring anyway (a lost call). */
     struct pollfd p = { callfd, POLLIN, 0 };
     int r = poll(&p, 1, 100);
@@ -450,12 +487,12 @@ int main(int argc, char** argv) {
     if (r > 0) {
       uint64_t v;
       if (read(callfd, &v, 8) == 8) calls++;
-    } else if (r == 0 && inflight > 0 && __atomic_load_n(&used16[1], __ATOMIC_ACQUIRE) != last_used) {
+    } else if (r == 0 && rg.inflight > 0 && __atomic_load_n(&used16[1], __ATOMIC_ACQUIRE) != last_used) {
       stalls++;
     }
   }
 
-  const int ok = inflight == 0 && snap_completed > 0;
+  const int ok = rg.inflight == 0 && snap_completed > 0;
   const double us = 1e-3;
   printf("{\"ok\":%s,", ok ? "true" : "false");
   if (!ok) printf("\"error\":\"%s\",", snap_completed == 0 ? "no request completed in the measured window" : "requests still in flight 3 s after stop");

@@ -13,7 +13,7 @@ import t from 'tap';
 import { runJsonLine, startListening, tsEntry } from '../src/common/child.js';
 import { which } from '../src/common/machine.js';
 import { makeImage, runOnce } from '../src/blk/matrix.js';
-import { cLoadgenPath } from '../src/blk/c-loadgen.js';
+import { cCompiler, cLoadgenPath } from '../src/blk/c-loadgen.js';
 import { findBlkCli, type PeerContext, type PeerId } from '../src/blk/peers.js';
 import type { LoadgenResult, WorkloadSpec } from '../src/blk/workload.js';
 
@@ -58,7 +58,7 @@ smoke('vhost-ts-file', { pattern: 'randread', blockSize: 4096, queueDepth: 8, qu
 
 // The C load generator (bench/c/blk-loadgen.c, an independent front-end): the same checks, on
 // ours and on QSD, reads and writes, one and several data segments per request.
-const ccSkip = which(process.env.CC ?? 'cc') === null ? 'no C compiler (apt-get install build-essential)' : null;
+const ccSkip = which(cCompiler()) === null ? 'no C compiler (apt-get install build-essential)' : null;
 smoke('vhost-ts-file', { pattern: 'randwrite', blockSize: 4096, queueDepth: 16, queues: 1 }, ccSkip, 'c');
 smoke('vhost-ts-null', { pattern: 'read', blockSize: 1 << 20, queueDepth: 4, queues: 1 }, ccSkip, 'c');
 smoke('qsd-file', { pattern: 'randread', blockSize: 4096, queueDepth: 8, queues: 1 }, qsdSkip ?? ccSkip, 'c');

@@ -13,11 +13,16 @@ import { REPO_ROOT } from '../common/child.js';
 const SOURCE = join(REPO_ROOT, 'bench/c/blk-loadgen.c');
 const BINARY = join(REPO_ROOT, 'bench/build/blk-loadgen');
 
+/** The C compiler used: `$CC`, else `cc`. */
+export function cCompiler(): string {
+  return process.env.CC ?? 'cc';
+}
+
 /** Path of the compiled load generator; compiles it when missing or stale (throws with the compiler's message). */
 export function cLoadgenPath(): string {
   if (existsSync(BINARY) && statSync(BINARY).mtimeMs >= statSync(SOURCE).mtimeMs) return BINARY;
   mkdirSync(join(REPO_ROOT, 'bench/build'), { recursive: true });
-  const cc = process.env.CC ?? 'cc';
+  const cc = cCompiler();
   try {
     execFileSync(cc, ['-O2', '-Wall', '-Wextra', '-o', BINARY, SOURCE], { stdio: ['ignore', 'pipe', 'pipe'] });
   } catch (e) {

@@ -42,8 +42,9 @@ export interface DeviceQueue {
    * chain object: chain k is `out[4k .. 4k+3]` = head, slab index, offset in the slab, length.
    * Stops before the first chain of another shape (left for `pop`), at the end of the available
    * entries, or — once it holds chains — at the end of the entries it last read (avail.idx is
-   * read again by the next call): a short count does not mean the ring is empty. A queue kind without this fast form returns 0. A fault found after some chains
-   * were taken is reported by the next call: the chains taken are always returned.
+   * read again by the next call): a short count does not mean the ring is empty. A queue kind
+   * without this fast form returns 0. A fault found after some chains were taken is reported by
+   * the next call: the chains taken are always returned.
    * @returns chains popped, or a FAULT_* (< 0: the queue is broken, nothing was popped)
    */
   popDirect(out: Float64Array, max: number, writable: boolean): number;

@@ -2,7 +2,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import type { Cell } from '../src/blk/matrix.js';
+import { cellP99, type Cell } from '../src/blk/matrix.js';
 import { chart, ratios } from '../src/blk/report.js';
 import { replaceSection } from '../src/common/doc-section.js';
 import type { LoadgenResult } from '../src/blk/workload.js';
@@ -27,6 +27,19 @@ t.test('ratios: ours/QSD per storage; the target needs IOPS ≥ and p99 ≤ and 
   const withErrors = ratios([cell('vhost-ts-file', result(200, 50, 3)), cell('qsd-file', result(100, 100))]);
   tt.equal(withErrors[0].meets, false, 'errors never meet the target');
   tt.same(ratios([cell('vhost-ts-file', null), cell('qsd-file', result(1, 1))]), [], 'a failed cell has no ratio');
+});
+
+t.test('ratios: the p99 of a cell is the median of its reps\' p99s, not the median-IOPS rep\'s', async (tt) => {
+  // Ours has the lower p99 in every rep, but its median-IOPS rep happens to be its slowest.
+  const ours: Cell = { ...cell('vhost-ts-file', result(110, 43)), repIops: [100, 110, 120], repP99: [40, 43, 37] };
+  const qsd: Cell = { ...cell('qsd-file', result(100, 41)), repIops: [90, 100, 95], repP99: [45, 41, 44] };
+  tt.equal(cellP99(ours), 40);
+  tt.equal(cellP99(qsd), 44);
+  const [r] = ratios([ours, qsd]);
+  tt.equal(r.p99Ratio, 40 / 44);
+  tt.equal(r.meets, true);
+  tt.equal(cellP99({ ...ours, repP99: [40, 43, 37, 50] }), 41.5, 'even count: the mean of the middle two');
+  tt.equal(cellP99(cell('qsd-file', result(100, 41))), 41, 'JSON without per-rep p99s: the median rep\'s');
 });
 
 t.test('replaceSection replaces only the named section', async (tt) => {

@@ -41,8 +41,23 @@ export interface Cell {
   result: LoadgenResult | null;
   /** IOPS of each rep, for the spread. */
   repIops: number[];
+  /**
+   * p99 latency of each rep, µs (absent in JSON written before it was recorded). The cell's
+   * p99 is their median: taking the median-IOPS rep's own p99 compared different reps of the
+   * two peers and let one slow rep decide.
+   */
+  repP99?: number[];
   /** Failure messages of failed reps. */
   failures: string[];
+}
+
+/** The cell's p99 in µs: the median of its reps' p99s (see Cell.repP99), else its median rep's. */
+export function cellP99(c: Cell): number {
+  const ps = c.repP99;
+  if (ps === undefined || ps.length === 0) return c.result === null ? 0 : c.result.latUs.p99;
+  const sorted = [...ps].sort((a, b) => a - b);
+  const m = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? sorted[m] : (sorted[m - 1] + sorted[m]) / 2;
 }
 
 /** Creates a fully written (not sparse) image on tmpfs, so reads and writes hit real pages. */
@@ -132,7 +147,7 @@ export async function runMatrix(o: MatrixOptions): Promise<Cell[]> {
         cells.push({
           peer: p, workload: w.name, spec: w.spec,
           result: sorted.length === 0 ? null : sorted[Math.floor((sorted.length - 1) / 2)],
-          repIops: results.map((r) => r.iops), failures,
+          repIops: results.map((r) => r.iops), repP99: results.map((r) => r.latUs.p99), failures,
         });
       }
     }

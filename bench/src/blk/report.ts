@@ -6,7 +6,7 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import type { MachineFacts } from '../common/machine.js';
 import { renderBarChart } from '../common/svg-bars.js';
-import type { Cell } from './matrix.js';
+import { cellP99, type Cell } from './matrix.js';
 import type { PeerId } from './peers.js';
 
 /** Pairs compared: ours vs the reference on the same storage. */
@@ -35,11 +35,13 @@ export function ratios(cells: readonly Cell[]): Ratio[] {
   const workloads = [...new Set(cells.map((c) => c.workload))];
   for (const w of workloads) {
     for (const p of PAIRS) {
-      const a = cell(cells, w, p.ours)?.result;
-      const b = cell(cells, w, p.ref)?.result;
-      if (!a || !b || b.iops === 0 || b.latUs.p99 === 0) continue;
+      const ca = cell(cells, w, p.ours), cb = cell(cells, w, p.ref);
+      const a = ca?.result, b = cb?.result;
+      if (!a || !b || b.iops === 0) continue;
+      const pb = cellP99(cb!);
+      if (pb === 0) continue;
       const iopsRatio = a.iops / b.iops;
-      const p99Ratio = a.latUs.p99 / b.latUs.p99;
+      const p99Ratio = cellP99(ca!) / pb;
       out.push({ workload: w, engine: p.engine, iopsRatio, p99Ratio, meets: iopsRatio >= 1 && p99Ratio <= 1 && a.errors === 0 });
     }
   }
@@ -84,7 +86,7 @@ export function consoleTable(cells: readonly Cell[]): string {
     }
     const hb = harnessBound(cells, c);
     lines.push(`${pad(c.workload, 18)} ${pad(c.peer, 14)} ${pad(String(r.iops), 9, true)} ${pad(r.mbps.toFixed(1), 8, true)} ` +
-      `${pad(r.latUs.p50.toFixed(1), 8, true)} ${pad(r.latUs.p99.toFixed(1), 8, true)} ${pad(String(r.errors), 6, true)} ` +
+      `${pad(r.latUs.p50.toFixed(1), 8, true)} ${pad(cellP99(c).toFixed(1), 8, true)} ${pad(String(r.errors), 6, true)} ` +
       `${pad(`${Math.round((r.cpuSeconds / r.seconds) * 100)}%`, 6, true)} ${pad(backendCpu(r), 6, true)}  ${hb ?? ''}`);
   }
   const rs = ratios(cells);
@@ -152,7 +154,7 @@ export function markdownSection(x: ReportInput): string {
   L.push(`Machine: ${f.nproc} vCPUs (${f.cpuModel}), ${f.memGiB} GiB, kernel ${f.kernel}, Node ${f.node}, ${f.qsdVersion};`);
   L.push(`commit ${f.gitCommit}${f.gitDirty ? ' (+ uncommitted changes under packages/)' : ''}, ${f.date}; load average at start ${f.loadAvg1}`);
   L.push(`(the machine is shared with other jobs: expect ±15 % between runs). ${x.pin ? 'Load generator pinned to CPU 0, back-end to CPU 1' : 'No CPU pinning'};`);
-  L.push(`${x.warmupS} s warm-up + ${x.durationS} s measured per run, ${x.reps === 1 ? 'one run per cell' : `median of ${x.reps} runs per cell`}.`);
+  L.push(`${x.warmupS} s warm-up + ${x.durationS} s measured per run, ${x.reps === 1 ? 'one run per cell' : `${x.reps} runs per cell: the median run's IOPS, MB/s and p50 (the IOPS range in brackets), and the median of the runs' p99s (their range in brackets)`}.`);
   L.push('');
   L.push('```');
   L.push(x.command);
@@ -167,7 +169,9 @@ export function markdownSection(x: ReportInput): string {
       continue;
     }
     const spread = c.repIops.length > 1 ? ` (${Math.min(...c.repIops)}–${Math.max(...c.repIops)})` : '';
-    L.push(`| ${c.workload} | ${c.peer} | ${r.iops}${spread} | ${r.mbps.toFixed(1)} | ${r.latUs.p50.toFixed(1)} | ${r.latUs.p99.toFixed(1)} | ` +
+    const ps = c.repP99 ?? [];
+    const p99Spread = ps.length > 1 ? ` (${Math.min(...ps).toFixed(1)}–${Math.max(...ps).toFixed(1)})` : '';
+    L.push(`| ${c.workload} | ${c.peer} | ${r.iops}${spread} | ${r.mbps.toFixed(1)} | ${r.latUs.p50.toFixed(1)} | ${cellP99(c).toFixed(1)}${p99Spread} | ` +
       `${r.errors} | ${Math.round((r.cpuSeconds / r.seconds) * 100)} % | ${backendCpu(r).replace('%', ' %')} | ${harnessBound(x.cells, c) ?? ''} |`);
   }
   const rs = ratios(x.cells);

@@ -81,7 +81,9 @@ class SyncEngine implements BlockEngine {
       this.sink.complete(req);
       // Large requests take tens of µs each here (1 MiB of zeros ≈ 20 µs): publish as we go so
       // the driver refills those buffers in parallel instead of waiting for the whole batch.
-      bytes += req.length;
+      // Only bytes actually moved count: a null write moves none, so a batch of them is
+      // published once, like a batch of small requests.
+      if (req.op === BLK_OP_READ || (req.op === BLK_OP_WRITE && this.bytes !== null)) bytes += req.length;
       if (bytes >= PROGRESS_BYTES && i + 1 < count) {
         this.sink.progress();
         bytes = 0;

@@ -6,6 +6,7 @@
  * (`process.cpuUsage`), so other jobs on the machine inflate it far less than wall-clock rates.
  *
  *   node --conditions=vhost-ts-source --import tsx bench/src/net/datapath.ts [--frames 64,1518] [--seconds 1] [--samples 5]
+ *     [--in-order on|off]   (VIRTIO_F_IN_ORDER on the mock rings, as DPDK negotiates it; default on)
  *
  * Prints one line per (path, frame size): device-only ns/frame (the driver's refill timed
  * apart) and the implied Mpps of one core, median of the samples.
@@ -14,6 +15,7 @@
 import { parseArgs } from 'node:util';
 import { VIRTIO_NET_HDR_V1_SIZE, VirtioNetDevice } from '@vhost-ts/devices-net';
 import type { QueueContext, QueueHandler } from '@vhost-ts/vhost-user';
+import { VIRTIO_F_IN_ORDER } from '@vhost-ts/virtqueue';
 import { MockGuest } from '@vhost-ts/virtqueue/testing';
 import { SinkBackend } from './sink-backend.js';
 import { SourceBackend } from './source-backend.js';
@@ -24,9 +26,12 @@ const { values } = parseArgs({
     seconds: { type: 'string', default: '1' },
     samples: { type: 'string', default: '5' },
     queue: { type: 'string', default: '1024' },
+    'in-order': { type: 'string', default: 'on' },
   },
 });
 const QSIZE = Number(values.queue);
+if (values['in-order'] !== 'on' && values['in-order'] !== 'off') throw new Error(`--in-order on|off, got ${values['in-order']}`);
+const IN_ORDER = values['in-order'] === 'on';
 
 function cpuNs(): number {
   const u = process.cpuUsage();
@@ -36,10 +41,10 @@ function cpuNs(): number {
 interface Q { guest: MockGuest; handler: QueueHandler }
 
 function startQueues(device: VirtioNetDevice): Q[] {
-  device.setFeatures(device.features);
+  device.setFeatures(IN_ORDER ? device.features : device.features & ~(1n << BigInt(VIRTIO_F_IN_ORDER)));
   const qs: Q[] = [];
   for (let i = 0; i < device.numQueues; i++) {
-    const guest = new MockGuest({ queueSize: QSIZE, eventIdx: true, heapBytes: QSIZE * 2048 + 0x10000 });
+    const guest = new MockGuest({ queueSize: QSIZE, eventIdx: true, heapBytes: QSIZE * 2048 + 0x10000, inOrder: IN_ORDER });
     const ctx: QueueContext = {
       index: i, queue: guest.device, memory: guest.memory, inflight: null, notify: () => {}, broken: (r) => { throw new Error(r); },
     };

@@ -23,7 +23,7 @@ import {
   LoopbackBackend, VIRTIO_F_VERSION_1, VIRTIO_NET_F_MRG_RXBUF, VirtioNetDevice,
 } from '@vhost-ts/devices-net';
 import type { QueueContext, QueueHandler } from '@vhost-ts/vhost-user';
-import { VIRTIO_RING_F_EVENT_IDX } from '@vhost-ts/virtqueue';
+import { VIRTIO_F_IN_ORDER, VIRTIO_RING_F_EVENT_IDX } from '@vhost-ts/virtqueue';
 import { MockGuest, MockPackedGuest } from '@vhost-ts/virtqueue/testing';
 import type { FuzzTarget } from './target.js';
 
@@ -54,6 +54,8 @@ export const netArb = fc.record({
   eventIdx: fc.boolean(),
   /** Packed rings (virtio 1.2 §2.8) instead of split. */
   packed: fc.boolean(),
+  /** VIRTIO_F_IN_ORDER acked (split rings: TX returns bursts as one used element). */
+  inOrder: fc.boolean(),
   ops: fc.array(fc.oneof(txArb, rxArb), { minLength: 1, maxLength: 40 }),
 });
 type Scenario = typeof netArb extends fc.Arbitrary<infer T> ? T : never;
@@ -74,7 +76,7 @@ interface Started { guest: MockGuest | MockPackedGuest; handler: QueueHandler; b
 
 function start(device: VirtioNetDevice, index: number, s: Scenario): Started {
   const opts = { queueSize: s.queueSize, eventIdx: s.eventIdx, heapBytes: 0x80000, indirectEntries: 8 };
-  const guest = s.packed ? new MockPackedGuest(opts) : new MockGuest(opts);
+  const guest = s.packed ? new MockPackedGuest(opts) : new MockGuest({ ...opts, inOrder: s.inOrder });
   const broken: string[] = [];
   const ctx: QueueContext = {
     index, queue: guest.device, memory: guest.memory, inflight: null,
@@ -90,6 +92,7 @@ export function runNetPath(s: Scenario): void {
   if (!s.version1) drop(VIRTIO_F_VERSION_1);
   if (!s.mergeable) drop(VIRTIO_NET_F_MRG_RXBUF);
   if (!s.eventIdx) drop(VIRTIO_RING_F_EVENT_IDX);
+  if (!s.inOrder) drop(VIRTIO_F_IN_ORDER);
   device.setFeatures(acked);
   const hdrLen = s.version1 || s.mergeable ? 12 : 10;
   const rx = start(device, 0, s);

@@ -297,12 +297,14 @@ export class TxQueue implements QueueHandler {
       }
       i = j;
     }
-    // Check, append.
+    // Check, append. With IN_ORDER the burst's chains (dropped ones included: TX writes no
+    // length) are returned as one used element after the loop.
+    const perChain = !q.inOrder;
     let w = base;
     let bytes = 0;
     for (let i = 0; i < n; i++) {
       if (bSlab[i] === SLAB_DROPPED) {
-        this.drop(bHead[i]);
+        this.drop(bHead[i], perChain);
         continue;
       }
       const slot = base + i;
@@ -310,7 +312,7 @@ export class TxQueue implements QueueHandler {
       const readable = bLen[i];
       const frameLen = readable - hdrLen;
       if (checkTxHeader(data, off, frameLen, s.policy) !== TX_HDR_OK) {
-        this.drop(bHead[i]);
+        this.drop(bHead[i], perChain);
         continue;
       }
       const wOff = w * stride;
@@ -328,8 +330,9 @@ export class TxQueue implements QueueHandler {
       w++;
       bytes += frameLen;
       // TX buffers are device-readable only; nothing written (virtio 1.2 §2.7.8.2: len = 0).
-      q.pushUsed(bHead[i], 0);
+      if (perChain) q.pushUsed(bHead[i], 0);
     }
+    if (!perChain) q.pushUsedInOrder(n, bHead[n - 1], 0);
     batch.count = w;
     this.counters.txBytes += bytes;
   }
@@ -342,9 +345,9 @@ export class TxQueue implements QueueHandler {
     return -1;
   }
 
-  private drop(head: number): void {
+  private drop(head: number, push: boolean): void {
     this.counters.txMalformed++;
     this.counters.txDropped++;
-    this.queue.pushUsed(head, 0);
+    if (push) this.queue.pushUsed(head, 0);
   }
 }

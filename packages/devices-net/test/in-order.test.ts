@@ -102,3 +102,30 @@ t.test('property: used order = avail order on TX and RX, whatever the guest post
     },
   ), { numRuns: 300 }), '300 runs');
 });
+
+t.test('TX with IN_ORDER negotiated returns a burst as one used element; without it, one per chain', async (t) => {
+  for (const inOrder of [true, false]) {
+    const backend = new LoopbackBackend();
+    const probe = new NetRig({ backend, ctrlQueue: false });
+    const acked = inOrder ? probe.device.features : probe.device.features & ~bit(VIRTIO_F_IN_ORDER);
+    const rig = new NetRig({ backend, ctrlQueue: false }, acked);
+    const q = rig.q(1);
+    t.equal(q.guest.device.inOrder, inOrder);
+    const frame = makeFrame(B, A, 60);
+    // Four good frames and a runt between them: five chains, one burst.
+    const heads = [frame, frame, new Uint8Array(5), frame, frame].map((f) => rig.send(f, { kick: false }));
+    const used32 = q.guest.device.ringViews.used32;
+    for (let i = 0; i < 8; i++) used32[1 + i * 2] = 0xdead;
+    q.handler.onKick();
+    t.equal(q.guest.device.usedIdx, 5, 'used.idx covers all five');
+    if (inOrder) {
+      t.same([used32[1], used32[2]], [heads[4], 0], 'one element: the last head, at the first position');
+      for (let i = 1; i < 5; i++) t.equal(used32[1 + i * 2], 0xdead, `position ${i} not written`);
+    } else {
+      for (let i = 0; i < 5; i++) t.equal(used32[1 + i * 2], heads[i], `position ${i}: its own head`);
+    }
+    t.same(usedHeads(rig, 1), heads, 'the driver reads all five back in avail order');
+    t.equal(rig.device.counters.txFrames, 4);
+    t.equal(rig.device.counters.txMalformed, 1);
+  }
+});

@@ -21,6 +21,11 @@ export interface DeviceQueue {
   readonly size: number;
   readonly eventIdx: boolean;
   readonly indirect: boolean;
+  /**
+   * `pushUsedInOrder` is available: VIRTIO_F_IN_ORDER was negotiated on a split ring (packed
+   * rings push one element per chain; always false there).
+   */
+  readonly inOrder: boolean;
   /** Memory generation the queue's views were built for. */
   readonly generation: number;
   isBroken: boolean;
@@ -55,6 +60,11 @@ export interface DeviceQueue {
    */
   unpop(count: number): void;
   pushUsed(head: number, len: number): void;
+  /**
+   * With `inOrder`: the next `count` chains, in the order they were made available, were used;
+   * one used element for the batch (virtio 1.2 §2.7.9). Throws when `inOrder` is false.
+   */
+  pushUsedInOrder(count: number, lastHead: number, len: number): void;
   publishUsed(): void;
   shouldNotify(): boolean;
   enableNotify(): boolean;

@@ -68,6 +68,8 @@ export class PackedQueueDevice implements DeviceQueue {
   readonly size: number;
   readonly eventIdx: boolean;
   readonly indirect: boolean;
+  /** Packed rings push one used descriptor per chain (DeviceQueue.inOrder). */
+  readonly inOrder = false as const;
   /** Memory generation the views were built for. */
   readonly generation: number;
   /** True once a guest fault was seen; every later pop returns `fault`. */
@@ -368,6 +370,11 @@ export class PackedQueueDevice implements DeviceQueue {
    * is set in the used flags when len > 0, since the driver ignores len without it (§2.8.4).
    * @throws RangeError if `head` is not below the queue size (a device bug, not a guest fault).
    */
+  /** See DeviceQueue.pushUsedInOrder: not on packed rings (`inOrder` is false). */
+  pushUsedInOrder(_count: number, _lastHead: number, _len: number): void {
+    throw new RangeError('pushUsedInOrder: not available on packed rings');
+  }
+
   pushUsed(head: number, len: number): void {
     if (!(head >= 0 && head < this.size)) throw new RangeError(`pushUsed: buffer id ${head} out of range`);
     const slot = this.usedSlot;

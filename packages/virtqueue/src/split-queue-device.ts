@@ -38,6 +38,8 @@ export interface SplitQueueDeviceOptions {
   maxIndirect?: number;
   /** Initial next-available index (SET_VRING_BASE); default 0. */
   nextAvail?: number;
+  /** VIRTIO_F_IN_ORDER negotiated: `pushUsedInOrder` may be used (default false). */
+  inOrder?: boolean;
 }
 
 /** The device side of one split virtqueue. */
@@ -49,6 +51,8 @@ export class SplitQueueDevice implements DeviceQueue {
   readonly size: number;
   readonly eventIdx: boolean;
   readonly indirect: boolean;
+  /** VIRTIO_F_IN_ORDER negotiated (see pushUsedInOrder). */
+  readonly inOrder: boolean;
   /** Memory generation the views were built for. */
   readonly generation: number;
   /** True once a guest fault was seen; every later pop returns `fault`. */
@@ -94,6 +98,7 @@ export class SplitQueueDevice implements DeviceQueue {
     this.size = views.size;
     this.eventIdx = opts.eventIdx;
     this.indirect = opts.indirect;
+    this.inOrder = opts.inOrder ?? false;
     this.generation = memory.generation;
     this.isBroken = false;
     this.fault = 0;
@@ -345,6 +350,23 @@ export class SplitQueueDevice implements DeviceQueue {
   }
 
   /**
+   * VIRTIO_F_IN_ORDER (virtio 1.2 §2.7.9): the next `count` chains in avail order were used,
+   * the last of them `lastHead`, with `len` bytes written into the last one. One used element
+   * {lastHead, len} goes at the batch's first position and used.idx moves by `count`.
+   * @throws RangeError without IN_ORDER, or for a count outside 1..size
+   */
+  pushUsedInOrder(count: number, lastHead: number, len: number): void {
+    if (!this.inOrder) throw new RangeError('pushUsedInOrder: VIRTIO_F_IN_ORDER not negotiated');
+    if (!(count >= 1 && count <= this.size)) throw new RangeError(`pushUsedInOrder: count ${count} out of range`);
+    if (!(lastHead >= 0 && lastHead < this.size)) throw new RangeError(`pushUsedInOrder: head ${lastHead} out of range`);
+    const p = (this.usedShadow & this.mask) << 1;
+    // Heads are below 2^15: the high half says how many positions publishUsed skips after it.
+    this.pendingUsed[p] = lastHead | ((count - 1) << 16);
+    this.pendingUsed[p + 1] = len;
+    this.usedShadow = (this.usedShadow + count) & 0xffff;
+  }
+
+  /**
    * Makes every pushed element visible: the elements, then one seq-cst store of used.idx
    * (virtio 1.2 §2.7.8.2: the device MUST set len prior to updating the used idx).
    */
@@ -353,11 +375,13 @@ export class SplitQueueDevice implements DeviceQueue {
     if (end === this.usedPublished) return;
     const used32 = this.used32, pending = this.pendingUsed, mask = this.mask;
     const logged = this.memory.dirtyLog !== null;
-    for (let k = this.usedPublished; k !== end; k = (k + 1) & 0xffff) {
+    for (let k = this.usedPublished; k !== end;) {
       const i = k & mask;
-      used32[1 + (i << 1)] = pending[i << 1];
+      const id = pending[i << 1];
+      used32[1 + (i << 1)] = id & 0xffff;
       used32[2 + (i << 1)] = pending[(i << 1) + 1];
       if (logged) this.memory.markDirty(this.usedGpa + 4 + i * 8, 8);
+      k = (k + 1 + (id >>> 16)) & 0xffff;
     }
     Atomics.store(this.used16, USED_IDX, end);
     this.usedPublished = end;

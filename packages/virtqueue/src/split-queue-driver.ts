@@ -37,6 +37,12 @@ export interface SplitQueueDriverOptions {
   startIndex?: number;
   /** Initialise the ring headers (flags, indices, events). Default true. */
   initRings?: boolean;
+  /**
+   * VIRTIO_F_IN_ORDER negotiated (virtio 1.2 §2.7.9): descriptors are taken in ring order, and
+   * a used element may stand for a batch — every chain made available up to the one it names.
+   * Default false.
+   */
+  inOrder?: boolean;
 }
 
 /** Thrown when the device returns something a correct device never would. */
@@ -56,6 +62,7 @@ export class SplitQueueDriver {
   readonly memory: GuestMemory;
   readonly size: number;
   readonly eventIdx: boolean;
+  readonly inOrder: boolean;
   /** Length reported by the device for the element last returned by `popUsed`. */
   lastLen: number;
   /** Whether the driver currently wants used-buffer notifications. */
@@ -73,7 +80,14 @@ export class SplitQueueDriver {
   /** Free list: next free descriptor after i. */
   private readonly freeNext: Uint16Array;
   private freeHead: number;
+  /** Last free descriptor (in-order mode appends freed chains here, keeping ring order). */
+  private freeTail: number;
   private free: number;
+  /** Heads in the order they were made available, by ring position (private: the device can write the avail ring). */
+  private readonly availOrder: Uint16Array;
+  /** In-order batch being returned: chains still to hand out, and the length of its last one. */
+  private batchLeft: number;
+  private batchLen: number;
   /** Per head: descriptors the chain uses in the table (1 with indirect), 0 = not in flight. */
   private readonly chainDescs: Uint16Array;
   /** Per head: the descriptor indices of its chain, in order (driver's private copy). */
@@ -90,6 +104,7 @@ export class SplitQueueDriver {
     this.memory = memory;
     this.size = v.size;
     this.eventIdx = opts.eventIdx;
+    this.inOrder = opts.inOrder ?? false;
     this.lastLen = 0;
     this.interruptsEnabled = true;
     this.mask = v.mask;
@@ -104,7 +119,11 @@ export class SplitQueueDriver {
     this.freeNext = new Uint16Array(this.size);
     for (let i = 0; i < this.size; i++) this.freeNext[i] = (i + 1) & 0xffff;
     this.freeHead = 0;
+    this.freeTail = this.size - 1;
     this.free = this.size;
+    this.availOrder = new Uint16Array(this.size);
+    this.batchLeft = 0;
+    this.batchLen = 0;
     this.chainDescs = new Uint16Array(this.size);
     this.chainNext = new Uint16Array(this.size);
     const start = (opts.startIndex ?? 0) & 0xffff;
@@ -250,6 +269,7 @@ export class SplitQueueDriver {
   }
 
   private enqueue(head: number): number {
+    this.availOrder[this.availShadow & this.mask] = head;
     this.avail[AVAIL_RING + (this.availShadow & this.mask)] = head;
     this.availShadow = (this.availShadow + 1) & 0xffff;
     this.inFlightCount++;
@@ -282,11 +302,23 @@ export class SplitQueueDriver {
   }
 
   /**
-   * Collects the next used element and frees its descriptors.
+   * Collects the next used element and frees its descriptors. With `inOrder`, an element naming
+   * a later chain than the oldest in flight stands for the batch up to that chain: the chains
+   * before it come back one call at a time with length 0, the named one with the element's.
    * @returns the head (its length in `lastLen`), or -1 when none is pending.
    * @throws DriverError when the device returned an unknown id or moved used.idx too far.
    */
   popUsed(): number {
+    let id: number;
+    let len: number;
+    if (this.batchLeft > 0) {
+      // Inside an in-order batch: the next chain in avail order (used.idx already covers it).
+      id = this.availOrder[this.lastUsed & this.mask];
+      this.batchLeft--;
+      len = this.batchLeft === 0 ? this.batchLen : 0;
+      this.lastUsed = (this.lastUsed + 1) & 0xffff;
+      return this.release(id, len);
+    }
     if (this.lastUsed === this.usedSeen) {
       const idx = Atomics.load(this.used16, USED_IDX);
       if (idx === this.lastUsed) {
@@ -301,17 +333,42 @@ export class SplitQueueDriver {
       this.usedSeen = idx;
     }
     const w = 1 + ((this.lastUsed & this.mask) << 1);
-    const id = this.used32[w];
-    const len = this.used32[w + 1];
+    id = this.used32[w];
+    len = this.used32[w + 1];
+    if (this.inOrder) {
+      const expected = this.availOrder[this.lastUsed & this.mask];
+      if (id !== expected) {
+        // virtio 1.2 §2.7.9: one element for a batch; it must name a chain among those used.
+        const used = (this.usedSeen - this.lastUsed) & 0xffff;
+        let n = 1;
+        while (n < used && this.availOrder[(this.lastUsed + n) & this.mask] !== id) n++;
+        if (n === used) throw new DriverError('bad-used-id', `device returned id ${id}, which is not among the ${used} chains used in order`);
+        this.batchLeft = n;
+        this.batchLen = len;
+        id = expected;
+        len = 0;
+      }
+    }
     this.lastUsed = (this.lastUsed + 1) & 0xffff;
+    return this.release(id, len);
+  }
+
+  /** Returns chain `id`'s descriptors to the free list (through the private copy of its links). */
+  private release(id: number, len: number): number {
     if (id >= this.size || this.chainDescs[id] === 0) {
       throw new DriverError('bad-used-id', `device returned id ${id}, which is not in flight`);
     }
-    // Return the chain's descriptors to the free list (using the private copy of the links).
     let d = id;
     for (let k = this.chainDescs[id]; k > 1; k--) d = this.chainNext[d];
-    this.freeNext[d] = this.freeHead;
-    this.freeHead = id;
+    if (this.inOrder) {
+      // Appended, so descriptors keep being taken in ring order (§2.7.5 with IN_ORDER).
+      if (this.free === 0) this.freeHead = id;
+      else this.freeNext[this.freeTail] = id;
+      this.freeTail = d;
+    } else {
+      this.freeNext[d] = this.freeHead;
+      this.freeHead = id;
+    }
     this.free += this.chainDescs[id];
     this.chainDescs[id] = 0;
     this.inFlightCount--;

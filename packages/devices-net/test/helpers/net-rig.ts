@@ -1,5 +1,6 @@
 // Test rig: a VirtioNetDevice whose queues each run over their own MockGuest, with helpers
 // to transmit frames, post RX buffers and collect what the device wrote.
+import { VIRTIO_F_IN_ORDER } from '@vhost-ts/virtqueue';
 import { MockGuest } from '@vhost-ts/virtqueue/testing';
 import type { QueueContext, QueueHandler } from '@vhost-ts/vhost-user';
 import { VirtioNetDevice, type VirtioNetDeviceOptions } from '../../src/virtio-net-device.js';
@@ -24,7 +25,9 @@ export class NetRig {
   }
 
   start(index: number, queueSize = 64, eventIdx = false): RigQueue {
-    const guest = new MockGuest({ queueSize, eventIdx, heapBytes: 0x100000 });
+    // The rings follow the negotiation, as the vhost-user session builds them.
+    const inOrder = (this.device.acked & (1n << BigInt(VIRTIO_F_IN_ORDER))) !== 0n;
+    const guest = new MockGuest({ queueSize, eventIdx, heapBytes: 0x100000, inOrder });
     const rq: RigQueue = { guest, handler: null as unknown as QueueHandler, notifies: 0, broken: [] };
     const ctx: QueueContext = {
       index, queue: guest.device, memory: guest.memory, inflight: null,

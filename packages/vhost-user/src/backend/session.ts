@@ -697,7 +697,7 @@ export class BackendSession {
           availGpa: mem.uvaToGpa(a.availUserAddr, 4 + 2 * r.size),
           usedGpa: mem.uvaToGpa(a.usedUserAddr, 4 + 8 * r.size),
         };
-        queue = new SplitQueueDevice(mem, layout, { eventIdx, indirect, nextAvail: r.base });
+        queue = new SplitQueueDevice(mem, layout, { eventIdx, indirect, nextAvail: r.base, inOrder: this.has(C.VIRTIO_F_IN_ORDER) });
       }
     } catch (e) {
       throw new ProtocolError('INVALID_ARGUMENT', `ring ${r.index}: ${(e as Error).message}`);

@@ -301,8 +301,9 @@ export class VhostUserFrontend extends EventEmitter {
     const avail = this.mem.alloc(6 + 2 * size, 2, opts.regionIndex);
     const used = this.mem.alloc(6 + 8 * size, 4, opts.regionIndex);
     const base = opts.base ?? 0;
+    const inOrder = (this.features & bit(C.VIRTIO_F_IN_ORDER)) !== 0n;
     const driver = new SplitQueueDriver(this.mem.memory, { size, descGpa: desc, availGpa: avail, usedGpa: used },
-      { eventIdx, startIndex: base });
+      { eventIdx, startIndex: base, inOrder });
     const kick = eventfd(0), call = eventfd(0), err = eventfd(0);
     const q = new FrontendQueue(index, driver, kick, call, err, { desc, avail, used });
     this.queues.get(index)?.close();

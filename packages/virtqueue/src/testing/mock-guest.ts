@@ -12,6 +12,8 @@ import { MockGuestMemory, type MockMemoryOptions } from './mock-memory.js';
 export interface MockGuestOptions extends MockMemoryOptions {
   /** Extra device options. */
   device?: Partial<SplitQueueDeviceOptions>;
+  /** VIRTIO_F_IN_ORDER on both sides (driver and device). Default false. */
+  inOrder?: boolean;
 }
 
 /** A guest with memory, one split queue laid out in it, a driver and a device. */
@@ -24,6 +26,7 @@ export class MockGuest extends MockGuestMemory {
     super(opts);
     this.deviceOpts = {
       eventIdx: this.eventIdx, indirect: this.indirect, nextAvail: this.startIndex, maxIndirect: this.indirectEntries,
+      inOrder: opts.inOrder ?? false,
       ...opts.device,
     };
     this.driver = this.newDriver();
@@ -36,6 +39,7 @@ export class MockGuest extends MockGuestMemory {
       eventIdx: this.eventIdx,
       indirectArea: { gpa: this.indirectGpa, entriesPerHead: this.indirectEntries },
       startIndex: this.startIndex,
+      inOrder: this.deviceOpts.inOrder,
     });
     return this.driver;
   }

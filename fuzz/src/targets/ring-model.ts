@@ -46,6 +46,8 @@ export const scenarioArb = fc.record({
   queueSize: fc.constantFrom(1, 2, 4, 8, 16, 256),
   startIndex: fc.oneof(fc.integer({ min: 65500, max: 65535 }), fc.nat({ max: 0xffff })),
   eventIdx: fc.boolean(),
+  /** VIRTIO_F_IN_ORDER: completion in avail order, batches as one used element, ring-order descriptors. */
+  inOrder: fc.boolean(),
   ops: fc.array(opArb, { minLength: 1, maxLength: 120 }),
 });
 
@@ -56,8 +58,9 @@ function fail(msg: string): never {
 }
 
 /** Runs one scenario; throws on any disagreement with the model. */
-export function runRingModel(s: { queueSize: number; startIndex: number; eventIdx: boolean; ops: Op[] }): void {
-  const g = new MockGuest({ queueSize: s.queueSize, startIndex: s.startIndex, eventIdx: s.eventIdx, indirectEntries: 8 });
+export function runRingModel(s: { queueSize: number; startIndex: number; eventIdx: boolean; inOrder?: boolean; ops: Op[] }): void {
+  const inOrder = s.inOrder ?? false;
+  const g = new MockGuest({ queueSize: s.queueSize, startIndex: s.startIndex, eventIdx: s.eventIdx, indirectEntries: 8, inOrder });
   const boundary = g.regions[1].guestPhysAddr;
   const pool = POOL.map(([r, len]) => ({ gpa: r === 'span' ? g.spanningBuffer(len) : g.alloc(len, { region: r }), len }));
   const expectedSegs = (gpa: number, len: number): Array<[number, number]> =>
@@ -70,6 +73,7 @@ export function runRingModel(s: { queueSize: number; startIndex: number; eventId
   const usedPublished: Array<[number, number]> = []; // visible to the driver, in order
   const inFlight = new Set<number>();
   const chain = new DescriptorChain(64);
+  let nextDesc = 0; // in order: where the driver's next chain must start in the table
 
   for (const op of s.ops) {
     switch (op.op) {
@@ -80,6 +84,10 @@ export function runRingModel(s: { queueSize: number; startIndex: number; eventId
         const head = g.driver.add(bufs.slice(0, wf), bufs.slice(wf), { indirect });
         if (head < 0) break; // ring full: fine
         if (inFlight.has(head)) fail(`driver reused head ${head} while in flight`);
+        if (inOrder) {
+          if (head !== nextDesc) fail(`in order: chain at descriptor ${head}, expected ${nextDesc}`);
+          nextDesc = (nextDesc + (indirect ? 1 : bufs.length)) % s.queueSize;
+        }
         inFlight.add(head);
         const segs = bufs.flatMap((b) => expectedSegs(b.gpa, b.len));
         const readable = bufs.slice(0, wf).flatMap((b) => expectedSegs(b.gpa, b.len)).length;
@@ -112,6 +120,16 @@ export function runRingModel(s: { queueSize: number; startIndex: number; eventId
         }
         break;
       case 'use':
+        if (inOrder) {
+          // Completion in avail order; a batch as one used element (virtio 1.2 §2.7.9) or one each.
+          const heads = popped.splice(0, Math.min(op.n, popped.length));
+          if (heads.length === 0) break;
+          const last = heads.length - 1;
+          if (heads.length > 1 && op.pick % 2 === 0) g.device.pushUsedInOrder(heads.length, heads[last], op.len);
+          else for (let i = 0; i <= last; i++) g.device.pushUsed(heads[i], i === last ? op.len : 0);
+          for (let i = 0; i <= last; i++) pushed.push([heads[i], i === last ? op.len : 0]);
+          break;
+        }
         for (let i = 0; i < op.n && popped.length > 0; i++) {
           const [head] = popped.splice((op.pick + i) % popped.length, 1); // out-of-order completion
           g.device.pushUsed(head, op.len);

@@ -357,7 +357,12 @@ export class SplitQueueDevice implements DeviceQueue {
    */
   pushUsedInOrder(count: number, lastHead: number, len: number): void {
     if (!this.inOrder) throw new RangeError('pushUsedInOrder: VIRTIO_F_IN_ORDER not negotiated');
-    if (!(count >= 1 && count <= this.size)) throw new RangeError(`pushUsedInOrder: count ${count} out of range`);
+    // Never more positions waiting than the ring has: a later batch would overwrite an earlier
+    // one's slot and publishUsed would follow its stale skip count.
+    const waiting = (this.usedShadow - this.usedPublished) & 0xffff;
+    if (!(Number.isInteger(count) && count >= 1 && waiting + count <= this.size)) {
+      throw new RangeError(`pushUsedInOrder: count ${count} with ${waiting} waiting, ring of ${this.size}`);
+    }
     if (!(lastHead >= 0 && lastHead < this.size)) throw new RangeError(`pushUsedInOrder: head ${lastHead} out of range`);
     const p = (this.usedShadow & this.mask) << 1;
     // Heads are below 2^15: the high half says how many positions publishUsed skips after it.
@@ -375,13 +380,17 @@ export class SplitQueueDevice implements DeviceQueue {
     if (end === this.usedPublished) return;
     const used32 = this.used32, pending = this.pendingUsed, mask = this.mask;
     const logged = this.memory.dirtyLog !== null;
-    for (let k = this.usedPublished; k !== end;) {
+    // Bounded by the distance, not by reaching `end`: a skip count can never carry it past.
+    let k = this.usedPublished;
+    for (let left = (end - k) & 0xffff; left > 0;) {
       const i = k & mask;
       const id = pending[i << 1];
       used32[1 + (i << 1)] = id & 0xffff;
       used32[2 + (i << 1)] = pending[(i << 1) + 1];
       if (logged) this.memory.markDirty(this.usedGpa + 4 + i * 8, 8);
-      k = (k + 1 + (id >>> 16)) & 0xffff;
+      const step = 1 + (id >>> 16);
+      k = (k + step) & 0xffff;
+      left -= step;
     }
     Atomics.store(this.used16, USED_IDX, end);
     this.usedPublished = end;

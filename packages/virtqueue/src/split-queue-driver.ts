@@ -252,6 +252,7 @@ export class SplitQueueDriver {
 
   /** Places `head` in the next avail ring slot without any bookkeeping (raw; tests). */
   pushAvailRaw(head: number): void {
+    this.availOrder[this.availShadow & this.mask] = head;
     this.avail[AVAIL_RING + (this.availShadow & this.mask)] = head;
     this.availShadow = (this.availShadow + 1) & 0xffff;
   }

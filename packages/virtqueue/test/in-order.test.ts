@@ -38,6 +38,23 @@ t.test('pushUsedInOrder: one element at the batch start, used.idx moves by the b
   t.equal(g.driver.inFlight, 0);
 });
 
+t.test('pushUsedInOrder: never more positions waiting for a publish than the ring has', async (t) => {
+  // A later batch would overwrite an earlier one's slot, and publishUsed would follow its stale
+  // skip count (it looped forever on such a sequence before the check).
+  const g = new MockGuest({ queueSize: 16, inOrder: true });
+  g.device.pushUsedInOrder(13, 0, 0);
+  g.device.pushUsedInOrder(3, 1, 0);
+  t.throws(() => g.device.pushUsedInOrder(1, 2, 0), RangeError, '16 waiting: full');
+  t.throws(() => g.device.pushUsedInOrder(1.5, 2, 0), RangeError, 'not an integer');
+  g.device.publishUsed();
+  t.equal(g.device.publishedUsedIdx, 16);
+  g.device.pushUsedInOrder(10, 3, 0);
+  t.throws(() => g.device.pushUsedInOrder(7, 4, 0), RangeError);
+  g.device.pushUsedInOrder(6, 4, 0);
+  g.device.publishUsed();
+  t.equal(g.device.publishedUsedIdx, 32, 'published and ended');
+});
+
 t.test('pushUsedInOrder refuses use without IN_ORDER and bad arguments', async (t) => {
   const plain = new MockGuest({ queueSize: 8 });
   t.equal(plain.device.inOrder, false);
@@ -92,9 +109,10 @@ t.test('property: any mix of batches and single elements comes back in avail ord
   await fc.assert(fc.property(
     fc.array(fc.record({ descs: fc.integer({ min: 1, max: 3 }), len: fc.integer({ min: 0, max: 4096 }) }), { minLength: 1, maxLength: 60 }),
     fc.array(fc.integer({ min: 1, max: 6 }), { minLength: 1, maxLength: 60 }),
-    (reqs, cuts) => {
+    fc.constantFrom(0, 65530, 65535),
+    (reqs, cuts, startIndex) => {
       const size = 16;
-      const g = new MockGuest({ queueSize: size, inOrder: true, heapBytes: 1 << 20 });
+      const g = new MockGuest({ queueSize: size, inOrder: true, heapBytes: 1 << 20, startIndex });
       const chain = new DescriptorChain(size);
       const expected: [number, number][] = [];
       const got: [number, number][] = [];

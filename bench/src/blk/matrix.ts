@@ -5,6 +5,7 @@
  */
 import { closeSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { runJsonLine, tsEntry } from '../common/child.js';
+import { median, medianValue } from '../common/median.js';
 import { cLoadgenPath } from './c-loadgen.js';
 import { peerById, type PeerContext, type PeerId } from './peers.js';
 import type { LoadgenResult, WorkloadSpec } from './workload.js';
@@ -55,9 +56,7 @@ export interface Cell {
 export function cellP99(c: Cell): number {
   const ps = c.repP99;
   if (ps === undefined || ps.length === 0) return c.result === null ? 0 : c.result.latUs.p99;
-  const sorted = [...ps].sort((a, b) => a - b);
-  const m = sorted.length >> 1;
-  return sorted.length % 2 === 1 ? sorted[m] : (sorted[m - 1] + sorted[m]) / 2;
+  return medianValue(ps);
 }
 
 /** Creates a fully written (not sparse) image on tmpfs, so reads and writes hit real pages. */
@@ -143,10 +142,9 @@ export async function runMatrix(o: MatrixOptions): Promise<Cell[]> {
       }
       for (const p of o.peers) {
         const { results, failures } = runs.get(p)!;
-        const sorted = [...results].sort((a, b) => a.iops - b.iops);
         cells.push({
           peer: p, workload: w.name, spec: w.spec,
-          result: sorted.length === 0 ? null : sorted[Math.floor((sorted.length - 1) / 2)],
+          result: median(results, (r) => r.iops),
           repIops: results.map((r) => r.iops), repP99: results.map((r) => r.latUs.p99), failures,
         });
       }

@@ -4,6 +4,7 @@
  * @module
  */
 import { runOnce, type Direction, type NetPeer, type RunResult } from './run-once.js';
+import { median } from '../common/median.js';
 
 /** Options of {@link runMatrix}. */
 export interface MatrixOptions {
@@ -33,12 +34,6 @@ export interface NetCell {
   failures: string[];
 }
 
-/** Median element by `key` (lower median for even counts). */
-export function median<T>(xs: readonly T[], key: (x: T) => number): T | null {
-  if (xs.length === 0) return null;
-  const s = [...xs].sort((a, b) => key(a) - key(b));
-  return s[Math.floor((s.length - 1) / 2)];
-}
 
 /** Runs every cell. */
 export async function runMatrix(o: MatrixOptions): Promise<NetCell[]> {

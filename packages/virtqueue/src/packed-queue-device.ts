@@ -370,11 +370,6 @@ export class PackedQueueDevice implements DeviceQueue {
    * is set in the used flags when len > 0, since the driver ignores len without it (§2.8.4).
    * @throws RangeError if `head` is not below the queue size (a device bug, not a guest fault).
    */
-  /** See DeviceQueue.pushUsedInOrder: not on packed rings (`inOrder` is false). */
-  pushUsedInOrder(_count: number, _lastHead: number, _len: number): void {
-    throw new RangeError('pushUsedInOrder: not available on packed rings');
-  }
-
   pushUsed(head: number, len: number): void {
     if (!(head >= 0 && head < this.size)) throw new RangeError(`pushUsed: buffer id ${head} out of range`);
     const slot = this.usedSlot;
@@ -398,6 +393,11 @@ export class PackedQueueDevice implements DeviceQueue {
     let next = slot + n;
     if (next >= this.size) { next -= this.size; this.usedWrap ^= 1; }
     this.usedSlot = next;
+  }
+
+  /** See DeviceQueue.pushUsedInOrder: not on packed rings (`inOrder` is false). */
+  pushUsedInOrder(_count: number, _lastHead: number, _len: number): void {
+    throw new RangeError('pushUsedInOrder: not available on packed rings');
   }
 
   /**

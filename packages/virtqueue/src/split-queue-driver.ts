@@ -270,9 +270,7 @@ export class SplitQueueDriver {
   }
 
   private enqueue(head: number): number {
-    this.availOrder[this.availShadow & this.mask] = head;
-    this.avail[AVAIL_RING + (this.availShadow & this.mask)] = head;
-    this.availShadow = (this.availShadow + 1) & 0xffff;
+    this.pushAvailRaw(head);
     this.inFlightCount++;
     return head;
   }

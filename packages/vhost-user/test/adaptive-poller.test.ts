@@ -41,13 +41,36 @@ t.test('spin: a hit returns at once; a miss lasts the window and no longer', asy
   t.equal(p.spin(() => ++n === 3), true, 'hit on the third look');
   t.equal(n, 3);
   t.equal(p.counters.hits, 1);
-  // Each clock read advances 10 µs: a 50 µs window allows about five looks.
+  // Each clock read advances 10 µs: a 50 µs window allows about five reads, and with reads
+  // that far apart the looks between two reads stay at their first count (4).
   clock.step = 0.01;
   n = 0;
+  const reads0 = clock.reads;
   t.equal(p.spin(() => { n++; return false; }), false, 'miss');
-  t.ok(n >= 4 && n <= 6, `looked ${n} times within 50 µs`);
+  const reads = clock.reads - reads0 - 1; // after the first
+  t.ok(reads >= 4 && reads <= 6, `${reads} clock reads within 50 µs`);
+  t.equal(n, 4 * reads, `looked ${n} times, four per read`);
   t.equal(p.counters.misses, 1);
   t.ok(p.counters.spinUs >= 49.9 && p.counters.spinUs <= 70, `spent ${p.counters.spinUs} µs`);
+});
+
+t.test('spin: cheap looks read the clock about once per µs, and the window still ends on time', async (t) => {
+  // Time passes with the looks (10 ns each), not with the clock reads.
+  const clock = new FakeClock();
+  const p = new AdaptivePoller({ maxUs: 100, startUs: 50, now: clock.now });
+  let n = 0;
+  const reads0 = clock.reads;
+  t.equal(p.spin(() => { n++; clock.t += 0.00001; return false; }), false, 'miss');
+  const reads = clock.reads - reads0;
+  t.ok(n >= 5000 && n <= 5100, `looked ${n} times in 50 µs`);
+  t.ok(reads >= 50 && reads <= 110, `${reads} clock reads (one per ≈ 0.5–1 µs, not one per look)`);
+  t.ok(p.counters.spinUs >= 50 && p.counters.spinUs <= 51, `window overshot by < 1 µs: ${p.counters.spinUs} µs`);
+  // A hit after many looks: counted, and no clock read for it.
+  let left = 3000;
+  const before = clock.reads;
+  t.equal(p.spin(() => { clock.t += 0.00001; return --left === 0; }), true, 'hit');
+  t.ok(clock.reads - before < 60, `${clock.reads - before} reads for a 30 µs hit`);
+  t.ok(p.counters.spinUs - 50 >= 29 && p.counters.spinUs - 50 <= 30, `hit's spin time ${p.counters.spinUs - 50} µs (to the last read)`);
 });
 
 t.test('window grows when the next request comes soon after a miss, up to maxUs', async (t) => {

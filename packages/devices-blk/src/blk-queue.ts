@@ -54,6 +54,8 @@ const brokenChannel = channel(BLK_BROKEN_CHANNEL);
 
 /** Rings' worth of chains one process() call pops before yielding to the event loop. */
 const RINGS_PER_CALL = 4;
+/** Available requests whose headers one pass touches before popping (see touchAvailable). */
+const TOUCH_MAX = 64;
 
 /** Optional capability of a queue to re-walk a head listed by the inflight area. */
 interface ChainAtCapable {
@@ -218,6 +220,8 @@ export class BlkQueue implements QueueHandler, BlockCompletionSink {
         q.disableNotify();
         let count = 0;
         let popped = 0;
+        // The driver wrote each header just before publishing it: fetch them all at once.
+        q.touchAvailable(Math.min(this.freeCount, TOUCH_MAX));
         while (this.freeCount > 0 && popped < size) {
           const r = q.pop(this.chain);
           if (r === 0) break;

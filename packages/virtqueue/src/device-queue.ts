@@ -59,6 +59,14 @@ export interface DeviceQueue {
    * notification state is kept. Packed rings (whose `popDirect` takes nothing) accept only 0.
    */
   unpop(count: number): void;
+  /**
+   * A cache hint, no state change: reads one byte at the first buffer of up to `max` available
+   * chains without taking them. A driver writes each request's header just before making it
+   * available, so `pop` after `pop` then meets one cache miss per request, one at a time; loads
+   * issued together here overlap. Entries it cannot resolve cheaply are skipped, and `pop`
+   * checks everything again. Packed rings do nothing.
+   */
+  touchAvailable(max: number): void;
   pushUsed(head: number, len: number): void;
   /**
    * With `inOrder`: the next `count` chains, in the order they were made available, were used;

@@ -82,6 +82,8 @@ export class SplitQueueDevice implements DeviceQueue {
   private nextAvailIdx: number;
   /** avail.idx as last read; entries in [nextAvailIdx, availShadow) are known published. */
   private availShadow: number;
+  /** Last touchAvailable result (see there). */
+  private touched = 0;
   /** used.idx the next pushUsed writes at. */
   private usedShadow: number;
   /** used.idx as last stored in the ring. */
@@ -233,6 +235,34 @@ export class SplitQueueDevice implements DeviceQueue {
     if (!(Number.isInteger(count) && count >= 0 && count <= this.size)) throw new RangeError(`unpop(${count}): 0..${this.size}`);
     this.nextAvailIdx = (this.nextAvailIdx - count) & 0xffff;
     this.popped -= count;
+  }
+
+  /**
+   * See DeviceQueue.touchAvailable. Only heads in range and first buffers inside the memory's
+   * most recently used slab are read (what `popDirect` assumes too); avail.idx is read plainly
+   * and a distance beyond the ring size touches nothing — `pop` judges it.
+   */
+  touchAvailable(max: number): void {
+    if (this.isBroken) return;
+    const mem = this.memory;
+    const h = mem.hint;
+    if (h >= mem.slabCount) return;
+    const avail = this.avail, desc = this.desc, mask = this.mask, size = this.size;
+    const next = this.nextAvailIdx;
+    let n = (avail[AVAIL_IDX] - next) & 0xffff;
+    if (n > size) return;
+    if (n > max) n = max;
+    const slab = mem.slabs[h], slabGpa = mem.slabGpa[h], slabEnd = mem.slabEnd[h];
+    let sink = 0;
+    for (let k = 0; k < n; k++) {
+      const head = avail[AVAIL_RING + ((next + k) & mask)];
+      if (head >= size) break;
+      const w = head << 2;
+      const addr = desc[w + 1] * 4294967296 + desc[w];
+      if (addr >= slabGpa && addr < slabEnd) sink ^= slab[addr - slabGpa];
+    }
+    // Kept so the compiler cannot drop the loads as unused.
+    this.touched = sink;
   }
 
   /**

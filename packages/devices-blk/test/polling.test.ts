@@ -61,6 +61,59 @@ class DeferredImage implements BlockImage {
   close(): void {}
 }
 
+/** An engine that completes each batch at once, then runs `onSubmit` (a driver reacting). */
+class InstantImage implements BlockImage {
+  readonly kind = 'instant-test';
+  readonly sizeBytes = 1 << 20;
+  readonly readOnly = false;
+  readonly description = 'instant test image';
+  onSubmit: (() => void) | null = null;
+  createEngine(opts: EngineOptions): BlockEngine {
+    const sink = opts.sink;
+    const image = this;
+    return {
+      inflight: 0,
+      submit(batch: readonly BlkRequest[], count: number): void {
+        for (let i = 0; i < count; i++) { batch[i].status = VIRTIO_BLK_S_OK; sink.complete(batch[i]); }
+        if (count > 0) sink.completionsDone();
+        image.onSubmit?.();
+      },
+      setWriteback(): void {},
+      close(): void {},
+    };
+  }
+  close(): void {}
+}
+
+for (const eventIdx of [true, false]) {
+  t.test(`requests added while the engine runs are taken without asking for a kick (EVENT_IDX ${eventIdx ? 'on' : 'off'})`, async (t) => {
+    // The driver adds a request each time the engine runs, as a guest answering completions
+    // does. The queue finds them after the pass; it must not re-enable notifications to do so,
+    // or the driver kicks for requests that are about to be taken anyway.
+    const image = new InstantImage();
+    const rig = new BlkRig({ image, pollUs: 0 }, { eventIdx });
+    let added = 0, kicksAsked = 0;
+    image.onSubmit = () => {
+      if (added === 20) return;
+      added++;
+      rig.add({ type: VIRTIO_BLK_T_FLUSH });
+      rig.guest.driver.publish();
+      if (rig.guest.driver.kickNeeded()) kicksAsked++;
+    };
+    rig.add({ type: VIRTIO_BLK_T_FLUSH });
+    rig.guest.driver.publish();
+    t.equal(rig.guest.driver.kickNeeded(), true, 'the first request asks for its kick');
+    rig.handler.onKick();
+    t.equal(rig.collect().size, 21, 'the kicked request and the 20 added meanwhile completed');
+    t.equal(kicksAsked, 0, 'no kick asked for while the queue was taking requests');
+    t.equal(rig.device.counters[0].kicks, 1);
+    // Idle again: notifications are on, the next request asks for its kick.
+    rig.add({ type: VIRTIO_BLK_T_FLUSH });
+    rig.guest.driver.publish();
+    t.equal(rig.guest.driver.kickNeeded(), true, 'an idle queue asks for kicks');
+  });
+}
+
 t.test('requests added while the queue spins are served without a kick', async (t) => {
   const image = new DeferredImage();
   const rig = new BlkRig({ image, pollUs: 2000 });
@@ -159,6 +212,15 @@ t.test('a never-ending stream still yields to the event loop', async (t) => {
   t.ok(added < 50_000, 'stopped on its own, not at the safety net');
   // Budget 1 ms + one spin window (5 ms) + slack for a loaded machine.
   t.ok(ms < 200, `onKick returned after ${ms.toFixed(1)} ms`);
+  // A yielding run goes on after the event loop's turn, notifications still off: the stream
+  // keeps being served without a kick.
+  const before = added;
+  for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+  t.ok(added > before, `served ${added - before} more after yielding, with no kick`);
+  // End the stream; the queue then spins one window and sleeps (the next test measures idle CPU).
+  limit = 0;
+  await new Promise((r) => setTimeout(r, 20));
+  rig.collect();
 });
 
 t.test('over a real socket: polled I/O is correct and an idle back-end burns no CPU', async (t) => {

@@ -31,6 +31,12 @@ class InstantQueue implements QueueHandler {
     this.ready = () => q.availableCount() !== 0;
   }
 
+  private resumeQueued = false;
+  private readonly resume = (): void => {
+    this.resumeQueued = false;
+    this.onKick();
+  };
+
   onKick(): void {
     if (this.stopped) return;
     const q = this.ctx.queue;
@@ -55,9 +61,18 @@ class InstantQueue implements QueueHandler {
       if (n > 0) {
         q.publishUsed();
         if (q.shouldNotify()) this.ctx.notify();
-        // Same policy as the real device: the driver refills while we spin, so it need not
-        // kick and we need not wake up.
-        if (poller !== null && poller.mayContinue()) {
+        // Same policy as the real device (BlkQueue.process): a run that used its budget gives
+        // the event loop a turn and goes on; requests already waiting are taken without
+        // re-enabling notifications; otherwise spin, so the driver need not kick.
+        if (poller !== null) {
+          if (!poller.mayContinue()) {
+            if (!this.resumeQueued) {
+              this.resumeQueued = true;
+              setImmediate(this.resume);
+            }
+            return;
+          }
+          if (q.availableCount() !== 0) continue;
           if (poller.spin(this.ready)) continue;
           missed = true;
         }

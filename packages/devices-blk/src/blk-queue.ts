@@ -257,9 +257,9 @@ export class BlkQueue implements QueueHandler, BlockCompletionSink {
         // A polling run that used its budget gives the event loop a turn and goes on after it,
         // notifications still off.
         if (polling && !poller.mayContinue()) { yielded = true; break; }
-        if (q.availableCount() !== 0) {
+        if (popped > 0 && q.availableCount() !== 0) {
           // Requests came in while the engine ran this pass (a synchronous engine runs inside
-          // submit): take them now. Re-enabling notifications first, as before, found them too
+          // submit): take them now (a pass that popped nothing goes the old way). Re-enabling notifications first, as before, found them too
           // but asked the driver to kick for each — 1m-read-qd4 null: ~18 k kicks in 4 s.
           this.again = true;
           continue;

@@ -222,13 +222,13 @@ export class PackedQueueDevice implements DeviceQueue {
     return n;
   }
 
+  /** See DeviceQueue.touchAvailable: nothing here yet (measured on split rings only). */
+  touchAvailable(_max: number): void {}
+
   /**
    * See DeviceQueue.unpop. `popDirect` never takes chains here, so there is nothing to give
    * back; packed chains are given back by position (`nextAvail`).
    */
-  /** See DeviceQueue.touchAvailable: nothing here yet (measured on split rings only). */
-  touchAvailable(_max: number): void {}
-
   unpop(count: number): void {
     if (count !== 0) throw new RangeError(`unpop(${count}): a packed ring gives chains back by position (nextAvail)`);
   }

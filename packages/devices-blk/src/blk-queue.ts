@@ -90,11 +90,18 @@ export class BlkQueue implements QueueHandler, BlockCompletionSink {
   private worked: boolean;
   /** Spin condition (built once: no closure per batch). */
   private readonly ready: () => boolean;
-  /** A process() that used up its budget is due on a later turn of the event loop. */
+  /** A setImmediate for `resume` is pending. */
   private resumeQueued = false;
+  /**
+   * The last process() yielded and is due on a later turn. Cleared by any process() run, so a
+   * resume that finds the queue already handled (e.g. gone to sleep after an engine's
+   * completions) does nothing — a second wake-up right after a sleep would count, for the
+   * poller, as a request that arrived at once.
+   */
+  private resumeWanted = false;
   private readonly resume = (): void => {
     this.resumeQueued = false;
-    if (!this.stopped && !this.broken) this.process();
+    if (this.resumeWanted && !this.stopped && !this.broken) this.process();
   };
 
   constructor(ctx: QueueContext, opts: BlkQueueOptions) {
@@ -193,13 +200,16 @@ export class BlkQueue implements QueueHandler, BlockCompletionSink {
   /**
    * Pops what is available (at most a ring's worth per pass and RINGS_PER_CALL rings per call,
    * then it resumes on a later turn), submits each pass as one batch, publishes immediate
-   * answers. With a
-   * poller, a pass that did work spins on the ring (and the engine's completions) before
-   * re-enabling notifications, so a busy driver need not kick and we need not wake up.
+   * answers. Notifications stay off while there is work: after a pass that popped requests,
+   * requests already waiting are taken at once. With a poller, a pass that did work spins on the
+   * ring (and the engine's completions) before re-enabling notifications, so a busy driver need
+   * not kick and we need not wake up; a busy run that used its budget (AdaptivePoller.yieldMs)
+   * gives the event loop a turn and goes on after it, still without notifications.
    */
   private process(): void {
     if (this.processing) { this.again = true; return; }
     this.processing = true;
+    this.resumeWanted = false;
     const q = this.ctx.queue;
     const tracker = this.ctx.inflight;
     const poller = this.poller;
@@ -254,17 +264,17 @@ export class BlkQueue implements QueueHandler, BlockCompletionSink {
         }
         if (popped === size) { this.again = true; continue; } // a full pass: more may wait
         const polling = poller !== null && this.worked && !((this.engine.offloaded ?? 0) > 0);
-        // A polling run that used its budget gives the event loop a turn and goes on after it,
-        // notifications still off.
-        if (polling && !poller.mayContinue()) { yielded = true; break; }
-        if (popped > 0 && q.availableCount() !== 0) {
-          // Requests came in while the engine ran this pass (a synchronous engine runs inside
-          // submit): take them now (a pass that popped nothing goes the old way). Re-enabling notifications first, as before, found them too
-          // but asked the driver to kick for each — 1m-read-qd4 null: ~18 k kicks in 4 s.
-          this.again = true;
-          continue;
+        const budget = polling && poller.mayContinue();
+        if (popped > 0) {
+          // A busy run that used its budget: the event loop's turn, then on, notifications off.
+          // (Only after a pass that popped: an idle pass past its budget goes to sleep.)
+          if (polling && !budget) { yielded = true; break; }
+          // Requests that came in while the engine ran this pass (a synchronous engine runs
+          // inside submit): take them now. Re-enabling notifications first also found them,
+          // but asked the driver to kick for each (1m-read-qd4 null: ~18 k kicks in 4 s).
+          if (q.availableCount() !== 0) { this.again = true; continue; }
         }
-        if (polling) {
+        if (budget) {
           // Notifications stay off while we spin: the driver sees no need to kick.
           this.worked = false;
           const spun = poller.counters.spinUs;
@@ -281,9 +291,12 @@ export class BlkQueue implements QueueHandler, BlockCompletionSink {
     } finally {
       this.processing = false;
     }
-    if (yielded && !this.resumeQueued) {
-      this.resumeQueued = true;
-      setImmediate(this.resume);
+    if (yielded) {
+      this.resumeWanted = true;
+      if (!this.resumeQueued) {
+        this.resumeQueued = true;
+        setImmediate(this.resume);
+      }
     }
     if (poller !== null && sleeping) {
       this.worked = false;

@@ -68,9 +68,29 @@ t.test('spin: cheap looks read the clock about once per µs, and the window stil
   // A hit after many looks: counted, and no clock read for it.
   let left = 3000;
   const before = clock.reads;
+  const spent = p.counters.spinUs;
   t.equal(p.spin(() => { clock.t += 0.00001; return --left === 0; }), true, 'hit');
   t.ok(clock.reads - before < 60, `${clock.reads - before} reads for a 30 µs hit`);
-  t.ok(p.counters.spinUs - 50 >= 29 && p.counters.spinUs - 50 <= 30, `hit's spin time ${p.counters.spinUs - 50} µs (to the last read)`);
+  const hitUs = p.counters.spinUs - spent;
+  t.ok(hitUs >= 29 && hitUs <= 30, `hit's spin time ${hitUs} µs (to the last read, under by < 1 µs)`);
+});
+
+t.test('spin: looks between clock reads stop growing at their maximum', async (t) => {
+  // Looks so cheap (0.1 ns) that no number of them would take 0.5 µs: the cap (1024) decides
+  // how often the clock is read — without it the spin would read the clock ~20 times.
+  const clock = new FakeClock();
+  const p = new AdaptivePoller({ maxUs: 100, startUs: 50, now: clock.now });
+  const reads0 = clock.reads;
+  t.equal(p.spin(() => { clock.t += 1e-7; return false; }), false);
+  const reads = clock.reads - reads0;
+  t.ok(reads > 400 && reads < 520, `${reads} clock reads for 500 000 looks`);
+});
+
+t.test('yieldMs must be a positive number', async (t) => {
+  for (const y of [0, -1, Number.NaN, Number.POSITIVE_INFINITY]) {
+    t.throws(() => new AdaptivePoller({ maxUs: 10, yieldMs: y }), RangeError, `yieldMs ${y}`);
+  }
+  t.equal(new AdaptivePoller({ maxUs: 10, yieldMs: 0.5 }).yieldMs, 0.5);
 });
 
 t.test('window grows when the next request comes soon after a miss, up to maxUs', async (t) => {

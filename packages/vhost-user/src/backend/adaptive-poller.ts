@@ -55,7 +55,10 @@ export class PollCounters {
   hits = 0;
   /** Spins that ran out their window. */
   misses = 0;
-  /** Microseconds spent spinning (hits and misses). */
+  /**
+   * Microseconds spent spinning (hits and misses). A hit counts to the spin's last clock read
+   * (the clock is read about once per µs, not on the hit): under by less than a µs per hit.
+   */
   spinUs = 0;
   /** Window grown / shrunk. */
   grows = 0;
@@ -87,6 +90,7 @@ export class AdaptivePoller {
     this.startUs = Math.min(opts.startUs ?? 4, maxUs);
     if (!(this.startUs > 0) && maxUs > 0) throw new RangeError(`poll startUs must be > 0, got ${opts.startUs}`);
     this.yieldMs = opts.yieldMs ?? 1;
+    if (!(Number.isFinite(this.yieldMs) && this.yieldMs > 0)) throw new RangeError(`poll yieldMs must be > 0, got ${opts.yieldMs}`);
     this.now = opts.now ?? performance.now.bind(performance);
     // Start polling at once: a queue is started because a driver is about to use it.
     this.windowUs = this.startUs;
@@ -164,8 +168,9 @@ export class AdaptivePoller {
    */
   sleeping(missed: boolean): void {
     if (!missed) {
-      // Woken with work, went to sleep without spinning (window 0 or yield): the next wake-up
-      // still measures the gap, as a zero-length miss, so a busy queue regrows its window.
+      // Woken with work, went to sleep without spinning (window 0, or a handler that sleeps at
+      // the end of its budget): the next wake-up still measures the gap, as a zero-length miss,
+      // so a busy queue regrows its window.
       this.missedUs = 0;
     }
     if (this.maxUs > 0) this.sleptAt = this.now();

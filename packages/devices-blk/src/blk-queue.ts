@@ -133,6 +133,7 @@ export class BlkQueue implements QueueHandler, BlockCompletionSink {
     this.worked = false;
     this.engine = opts.image.createEngine({
       queueIndex: ctx.index, slots: n, segCapacity: opts.segCapacity, rangeCapacity: opts.rangeCapacity, sink: this,
+      eventIdx: ctx.queue.eventIdx,
     });
     this.engine.setWriteback(opts.writeback);
     const queue = ctx.queue, engine = this.engine;

@@ -67,6 +67,12 @@ export interface EngineOptions {
   rangeCapacity: number;
   /** Completion target. */
   sink: BlockCompletionSink;
+  /**
+   * The driver negotiated VIRTIO_RING_F_EVENT_IDX: it names the completion it wants to be
+   * signalled for, so an extra publish inside a batch costs no extra interrupt (without it,
+   * every publish may raise one).
+   */
+  eventIdx: boolean;
 }
 
 /** The backing store of a device; creates one engine per queue. */

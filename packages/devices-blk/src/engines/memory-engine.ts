@@ -36,7 +36,7 @@ export class MemoryImage implements BlockImage {
   }
 
   createEngine(opts: EngineOptions): BlockEngine {
-    return new SyncEngine(opts.sink, this.bytes);
+    return new SyncEngine(opts.sink, this.bytes, opts.eventIdx);
   }
 
   close(): void {}
@@ -56,7 +56,7 @@ export class NullImage implements BlockImage {
   }
 
   createEngine(opts: EngineOptions): BlockEngine {
-    return new SyncEngine(opts.sink, null);
+    return new SyncEngine(opts.sink, null, opts.eventIdx);
   }
 
   close(): void {}
@@ -67,10 +67,20 @@ class SyncEngine implements BlockEngine {
   readonly inflight = 0;
   private readonly sink: BlockCompletionSink;
   private readonly bytes: Uint8Array | null;
+  /**
+   * Publish a batch's first completion at once (EVENT_IDX only: see EngineOptions.eventIdx).
+   * A driver waiting for it starts waking up — a few µs on a VM — while the rest are done,
+   * instead of after. C load generator, interleaved pairs: 64k-write-qd8 null 1.08, 0.99, 1.12,
+   * 1.20, 1.17, 1.18 → 1.15, 1.08, 1.11, 1.27, 1.28, 1.21 M IOPS; 4k-randwrite-qd32 null
+   * 2.44, 2.37, 2.51 → 2.67, 2.47, 2.69 M. Calls per request unchanged: the driver re-arms only
+   * once it has run.
+   */
+  private readonly publishFirst: boolean;
 
-  constructor(sink: BlockCompletionSink, bytes: Uint8Array | null) {
+  constructor(sink: BlockCompletionSink, bytes: Uint8Array | null, publishFirst: boolean) {
     this.sink = sink;
     this.bytes = bytes;
+    this.publishFirst = publishFirst;
   }
 
   submit(batch: readonly BlkRequest[], count: number): void {
@@ -84,7 +94,7 @@ class SyncEngine implements BlockEngine {
       // Only bytes actually moved count: a null write moves none, so a batch of them is
       // published once, like a batch of small requests.
       if (req.op === BLK_OP_READ || (req.op === BLK_OP_WRITE && this.bytes !== null)) bytes += req.length;
-      if (bytes >= PROGRESS_BYTES && i + 1 < count) {
+      if ((bytes >= PROGRESS_BYTES || (i === 0 && this.publishFirst)) && i + 1 < count) {
         this.sink.progress();
         bytes = 0;
       }

@@ -7,6 +7,7 @@
  *
  *   node --conditions=vhost-ts-source --import tsx bench/src/net/datapath.ts [--frames 64,1518] [--seconds 1] [--samples 5]
  *     [--in-order on|off]   (VIRTIO_F_IN_ORDER on the mock rings, as DPDK negotiates it; default on)
+ *     [--paths tx,rx]       (which paths to measure; one alone keeps a profile of it clean)
  *
  * Prints one line per (path, frame size): device-only ns/frame (the driver's refill timed
  * apart) and the implied Mpps of one core, median of the samples.
@@ -27,6 +28,7 @@ const { values } = parseArgs({
     samples: { type: 'string', default: '5' },
     queue: { type: 'string', default: '1024' },
     'in-order': { type: 'string', default: 'on' },
+    paths: { type: 'string', default: 'tx,rx' },
   },
 });
 const QSIZE = Number(values.queue);
@@ -102,10 +104,13 @@ function rxSample(size: number, seconds: number): { ns: number; frames: number }
   return { ns: deviceNs, frames: device.counters.rxFrames };
 }
 
+const paths = values.paths.split(',');
+for (const p of paths) if (p !== 'tx' && p !== 'rx') throw new Error(`--paths takes tx and/or rx, got ${p}`);
 const seconds = Number(values.seconds);
 const samples = Number(values.samples);
 for (const size of values.frames.split(',').map(Number)) {
-  for (const [name, fn] of [['tx (g→h)', txSample], ['rx (h→g)', rxSample]] as const) {
+  for (const [path, name, fn] of [['tx', 'tx (g→h)', txSample], ['rx', 'rx (h→g)', rxSample]] as const) {
+    if (!paths.includes(path)) continue;
     fn(size, 0.2); // warm-up: JIT
     const per: number[] = [];
     for (let s = 0; s < samples; s++) {

@@ -167,7 +167,8 @@ export function template(plan: Plan): WireMsg[] {
   let proto = bit(C.VHOST_USER_PROTOCOL_F_MQ);
   if (plan.replyAck) proto |= bit(C.VHOST_USER_PROTOCOL_F_REPLY_ACK);
   if (plan.status) proto |= bit(C.VHOST_USER_PROTOCOL_F_STATUS);
-  if (plan.config) proto |= bit(C.VHOST_USER_PROTOCOL_F_CONFIG);
+  // With config also the net requests (the fuzz device implements them).
+  if (plan.config) proto |= bit(C.VHOST_USER_PROTOCOL_F_CONFIG) | bit(C.VHOST_USER_PROTOCOL_F_RARP) | bit(C.VHOST_USER_PROTOCOL_F_MTU);
   if (plan.inflight) proto |= bit(C.VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD);
   if (plan.log) proto |= bit(C.VHOST_USER_PROTOCOL_F_LOG_SHMFD);
   if (plan.slots) proto |= bit(C.VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS);
@@ -218,6 +219,8 @@ export function template(plan: Plan): WireMsg[] {
   if (plan.config) {
     add(C.VHOST_USER_GET_CONFIG, { kind: 'config', offset: 0, size: 16, flags: 0, data: new Uint8Array(16) }, [], 0);
     add(C.VHOST_USER_SET_CONFIG, { kind: 'config', offset: 4, size: 4, flags: 0, data: Uint8Array.of(9, 8, 7, 6) });
+    add(C.VHOST_USER_SEND_RARP, { kind: 'u64', value: 0x5634_1200_5452n });
+    add(C.VHOST_USER_NET_SET_MTU, { kind: 'u64', value: 1500n });
   }
   add(C.VHOST_USER_SET_VRING_ENABLE, { kind: 'vring-state', index: q, num: 1 });
   if (plan.status) {
@@ -477,12 +480,22 @@ export async function runVuSession(device: EchoDevice, c: { plan: Plan; mutation
   if (memfdMappings() !== maps0) fail('mapping leak after the valid session');
 }
 
+/**
+ * The device the session templates are written for: an echo device asking for its default
+ * protocol bits plus the net requests (SEND_RARP, NET_SET_MTU), which it implements.
+ */
+export function fuzzDevice(features = 0n): EchoDevice {
+  const protocolFeatures = bit(C.VHOST_USER_PROTOCOL_F_CONFIG) | bit(C.VHOST_USER_PROTOCOL_F_MQ)
+    | bit(C.VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD) | bit(C.VHOST_USER_PROTOCOL_F_RARP) | bit(C.VHOST_USER_PROTOCOL_F_MTU);
+  return new EchoDevice({ numQueues: 2, maxQueueSize: 256, features, protocolFeatures, netRequests: {} });
+}
+
 export const vuSession: FuzzTarget = {
   name: 'vu-session',
   description: 'BackendSession on mutated valid sessions with real fds: typed errors only, replies per spec, no fd/mapping leak, fresh session works',
   testRuns: 150,
   property: () => {
-    const device = new EchoDevice({ numQueues: 2, maxQueueSize: 256 });
+    const device = fuzzDevice();
     return fc.asyncProperty(sessionArb, (c) => runVuSession(device, c));
   },
 };
@@ -493,7 +506,7 @@ export const vuPacked: FuzzTarget = {
   description: 'vu-session with VIRTIO_F_RING_PACKED negotiated: PackedQueueDevice behind the same oracles',
   testRuns: 100,
   property: () => {
-    const device = new EchoDevice({ numQueues: 2, maxQueueSize: 256, features: 1n << BigInt(VIRTIO_F_RING_PACKED) });
+    const device = fuzzDevice(1n << BigInt(VIRTIO_F_RING_PACKED));
     return fc.asyncProperty(sessionArb.map((c) => ({ ...c, plan: { ...c.plan, packed: true } })), (c) => runVuSession(device, c));
   },
 };

@@ -19,10 +19,10 @@ import {
   BackendSession, MessageConnection, MessageFramer, ProtocolError, decodeReply, encodeMessage,
 } from '@vhost-ts/vhost-user';
 import * as C from '@vhost-ts/vhost-user';
-import { EchoDevice } from '@vhost-ts/vhost-user/testing';
+import type { EchoDevice } from '@vhost-ts/vhost-user/testing';
 import type { FuzzTarget } from './target.js';
 import {
-  checkEcho, fdDiff, fdTable, makeFd, memfdMappings, settleFdCount, mutate, mutationArb, planArb, prepareGuest, template, type Plan, type WireMsg,
+  checkEcho, fdDiff, fuzzDevice, fdTable, makeFd, memfdMappings, settleFdCount, mutate, mutationArb, planArb, prepareGuest, template, type Plan, type WireMsg,
 } from './vu-session.js';
 
 export const socketArb = fc.record({
@@ -160,7 +160,7 @@ export const vuSocket: FuzzTarget = {
   description: 'mutated sessions over a real socketpair into MessageConnection + BackendSession: typed close, replies decode, no leaks, valid session works',
   testRuns: 60,
   property: () => {
-    const device = new EchoDevice({ numQueues: 2, maxQueueSize: 256 });
+    const device = fuzzDevice();
     return fc.asyncProperty(socketArb, (c) => runVuSocket(device, c));
   },
 };

@@ -107,8 +107,10 @@ export const TUN_F_UFO = 0x10;
 // --- Ethernet ---------------------------------------------------------------------------------
 /** Destination MAC + source MAC + ethertype. */
 export const ETH_HLEN = 14;
+/** Ethernet header with one 802.1Q tag: what a frame carries beyond its MTU. */
+export const ETH_VLAN_HLEN = ETH_HLEN + 4;
 /** Largest frame we move, header excluded: a 64 KiB GSO super-frame plus its Ethernet/VLAN header. */
-export const MAX_FRAME_SIZE = 65535 + ETH_HLEN + 4;
+export const MAX_FRAME_SIZE = 65535 + ETH_VLAN_HLEN;
 
 /** `1n << BigInt(bit)` for feature masks (control plane only). */
 export function bit(n: number): bigint {

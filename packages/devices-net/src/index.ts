@@ -19,6 +19,7 @@ export { TxQueue, type TxSettings } from './tx-queue.js';
 export { CtrlQueue, type CtrlTarget } from './ctrl-queue.js';
 export { copyToChain, copyFromChain } from './chain-copy.js';
 export { VirtioNetDevice, type VirtioNetDeviceOptions } from './virtio-net-device.js';
+export { buildRarpFrame, ETH_P_RARP, RARP_FRAME_SIZE, RARP_OP_REQUEST_REVERSE } from './rarp-frame.js';
 export { TapBackend, type TapBackendOptions } from './tap-backend.js';
 export { startNetServer, createBackend, type NetServer, type NetServerOptions } from './net-server.js';
 export { parseCliArgs, USAGE, LOG_LEVELS, type CliOptions, type LogLevel } from './cli-args.js';

@@ -3,7 +3,7 @@
  * For tests and benchmarks. No offloads (see the switch for why).
  * @module
  */
-import { MAX_FRAME_SIZE, VIRTIO_NET_HDR_V1_SIZE } from './constants.js';
+import { ETH_VLAN_HLEN, MAX_FRAME_SIZE, VIRTIO_NET_HDR_V1_SIZE } from './constants.js';
 import type { FrameBatch } from './frame-batch.js';
 import type { NetBackend, NetBackendPort, NetPortSink } from './net-backend.js';
 
@@ -16,7 +16,7 @@ export class LoopbackBackend implements NetBackend {
   private readonly ports = new Set<LoopbackPort>();
 
   constructor(opts: { mtu?: number } = {}) {
-    this.slotSize = Math.min(VIRTIO_NET_HDR_V1_SIZE + MAX_FRAME_SIZE, VIRTIO_NET_HDR_V1_SIZE + 18 + (opts.mtu ?? 1500));
+    this.slotSize = Math.min(VIRTIO_NET_HDR_V1_SIZE + MAX_FRAME_SIZE, VIRTIO_NET_HDR_V1_SIZE + ETH_VLAN_HLEN + (opts.mtu ?? 1500));
   }
 
   connect(sink: NetPortSink): NetBackendPort {

@@ -99,6 +99,16 @@ export class NetConfig {
     return changed;
   }
 
+  /** The MTU field. */
+  get mtu(): number {
+    return this.view.getUint16(CFG_MTU, true);
+  }
+
+  /** Sets the MTU field (VHOST_USER_NET_SET_MTU: the front-end's value wins). */
+  setMtu(mtu: number): void {
+    this.view.setUint16(CFG_MTU, mtu, true);
+  }
+
   /** Replaces the MAC (VIRTIO_NET_CTRL_MAC_ADDR_SET updates config space too, §5.1.6.5.2). */
   setMac(mac: Uint8Array): void {
     this.bytes.set(mac.subarray(0, 6), CFG_MAC);

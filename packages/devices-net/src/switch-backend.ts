@@ -12,7 +12,7 @@
  * delivered zeroed.
  * @module
  */
-import { MAX_FRAME_SIZE, VIRTIO_NET_HDR_V1_SIZE } from './constants.js';
+import { ETH_VLAN_HLEN, MAX_FRAME_SIZE, VIRTIO_NET_HDR_V1_SIZE } from './constants.js';
 import type { FrameBatch } from './frame-batch.js';
 import { isGroupMac, macKey } from './mac-address.js';
 import { DEFAULT_MAC_AGE_MS, MacTable } from './mac-table.js';
@@ -58,7 +58,7 @@ export class SwitchBackend implements NetBackend {
   constructor(opts: SwitchOptions = {}) {
     const mtu = opts.mtu ?? 1500;
     // header + Ethernet header + 802.1Q tag + payload
-    this.slotSize = Math.min(VIRTIO_NET_HDR_V1_SIZE + MAX_FRAME_SIZE, VIRTIO_NET_HDR_V1_SIZE + 18 + mtu);
+    this.slotSize = Math.min(VIRTIO_NET_HDR_V1_SIZE + MAX_FRAME_SIZE, VIRTIO_NET_HDR_V1_SIZE + ETH_VLAN_HLEN + mtu);
     this.table = new MacTable(opts.macAgeMs ?? DEFAULT_MAC_AGE_MS);
     this.now = opts.now ?? (() => performance.now());
     this.batchCapacity = opts.batchCapacity ?? 256;

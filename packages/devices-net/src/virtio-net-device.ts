@@ -11,7 +11,9 @@
  * @module
  */
 import type { QueueContext, QueueHandler, VirtioDevice } from '@vhost-ts/vhost-user';
-import { VHOST_USER_PROTOCOL_F_CONFIG, VHOST_USER_PROTOCOL_F_MQ } from '@vhost-ts/vhost-user';
+import {
+  VHOST_USER_PROTOCOL_F_CONFIG, VHOST_USER_PROTOCOL_F_MQ, VHOST_USER_PROTOCOL_F_MTU, VHOST_USER_PROTOCOL_F_RARP,
+} from '@vhost-ts/vhost-user';
 import { VIRTIO_F_IN_ORDER, VIRTIO_F_RING_PACKED, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC } from '@vhost-ts/virtqueue';
 import {
   bit, VIRTIO_F_VERSION_1, VIRTIO_ID_NET, VIRTIO_NET_CTRL_ANNOUNCE, VIRTIO_NET_CTRL_ANNOUNCE_ACK,
@@ -25,14 +27,15 @@ import {
   VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_GUEST_UFO, VIRTIO_NET_F_HOST_ECN,
   VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_HOST_UFO, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MQ,
   VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS, VIRTIO_NET_HDR_LEGACY_SIZE,
-  VIRTIO_NET_HDR_V1_SIZE, VIRTIO_NET_OK,
+  VIRTIO_NET_HDR_V1_SIZE, VIRTIO_NET_OK, ETH_VLAN_HLEN,
 } from './constants.js';
 import { CtrlQueue, type CtrlTarget } from './ctrl-queue.js';
 import { NetError } from './errors.js';
-import type { FrameBatch } from './frame-batch.js';
+import { FrameBatch } from './frame-batch.js';
 import { macKey, randomMac } from './mac-address.js';
 import type { NetBackend, NetBackendPort, NetPortSink } from './net-backend.js';
 import { NetConfig } from './net-config.js';
+import { buildRarpFrame } from './rarp-frame.js';
 import type { TxOffloadPolicy } from './net-header.js';
 import { PortCounters } from './port-counters.js';
 import { MAC_TABLE_ENTRIES, RxFilter } from './rx-filter.js';
@@ -103,6 +106,7 @@ export class VirtioNetDevice implements VirtioDevice, NetPortSink, CtrlTarget {
   /** VLAN ids the driver registered (acknowledged; VLAN filtering itself is not done). */
   readonly vlans = new Set<number>();
   private readonly initialMac: Uint8Array;
+  private readonly initialMtu: number;
   private readonly backend: NetBackend;
   private readonly port: NetBackendPort;
   private readonly rx: (RxQueue | null)[];
@@ -146,6 +150,7 @@ export class VirtioNetDevice implements VirtioDevice, NetPortSink, CtrlTarget {
     this.maxQueueSize = qsize;
     this.name = opts.name ?? 'net0';
     this.initialMac = (opts.mac ?? randomMac()).slice(0, 6);
+    this.initialMtu = mtu;
     this.config = new NetConfig(this.initialMac, pairs, mtu);
     this.filter.reset(this.initialMac);
 
@@ -163,7 +168,8 @@ export class VirtioNetDevice implements VirtioDevice, NetPortSink, CtrlTarget {
     }
     f |= backend.offloadFeatures & (GUEST_OFFLOAD_BITS | HOST_OFFLOAD_BITS);
     this.features = f;
-    this.protocolFeatures = bit(VHOST_USER_PROTOCOL_F_CONFIG) | (pairs > 1 ? bit(VHOST_USER_PROTOCOL_F_MQ) : 0n);
+    this.protocolFeatures = bit(VHOST_USER_PROTOCOL_F_CONFIG) | bit(VHOST_USER_PROTOCOL_F_RARP) | bit(VHOST_USER_PROTOCOL_F_MTU)
+      | (pairs > 1 ? bit(VHOST_USER_PROTOCOL_F_MQ) : 0n);
 
     const txBatch = opts.txBatchFrames ?? 128;
     // At most 256: the switch routes one batch through index lists of that size.
@@ -258,6 +264,7 @@ export class VirtioNetDevice implements VirtioDevice, NetPortSink, CtrlTarget {
     this.acked = 0n;
     this.vlans.clear();
     this.config.setMac(this.initialMac);
+    this.config.setMtu(this.initialMtu);
     this.config.setAnnounce(false);
     this.filter.reset(this.initialMac);
     this.updatePairs();
@@ -302,6 +309,32 @@ export class VirtioNetDevice implements VirtioDevice, NetPortSink, CtrlTarget {
   announce(): boolean {
     if ((this.acked & bit(VIRTIO_NET_F_GUEST_ANNOUNCE)) === 0n) return false;
     if (this.config.setAnnounce(true)) this.onConfigChanged?.();
+    return true;
+  }
+
+  /**
+   * VHOST_USER_SEND_RARP: hands the backend a RARP broadcast from `mac` on queue pair 0 as if
+   * the guest had sent it — a TAP puts it on the host's network, the switch floods it and
+   * learns `mac` at this port. Control path: the one-frame batch is built per call.
+   */
+  sendRarp(mac: Uint8Array): void {
+    const frame = buildRarpFrame(mac);
+    const slot = new Uint8Array(VIRTIO_NET_HDR_V1_SIZE + frame.length); // header all zero: no offloads
+    slot.set(frame, VIRTIO_NET_HDR_V1_SIZE);
+    const batch = new FrameBatch(1, slot.length);
+    batch.push(slot);
+    this.counters.rarpSent++;
+    this.port.transmit(0, batch);
+  }
+
+  /**
+   * VHOST_USER_NET_SET_MTU: accepted when the backend's slots hold a frame of that MTU with its
+   * Ethernet and VLAN headers; config space then reports it (until a device reset).
+   */
+  setMtu(mtu: number): boolean {
+    if (!Number.isInteger(mtu) || mtu < 68 || mtu > 65535) return false;
+    if (VIRTIO_NET_HDR_V1_SIZE + ETH_VLAN_HLEN + mtu > this.backend.slotSize) return false;
+    this.config.setMtu(mtu);
     return true;
   }
 

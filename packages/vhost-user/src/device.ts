@@ -38,6 +38,19 @@ export interface VirtioDevice {
   startQueue(index: number, ctx: QueueContext): QueueHandler;
   /** Back to the initial state (all queues have been stopped before this is called). */
   reset(): void;
+  /**
+   * Optional (net devices), VHOST_USER_SEND_RARP: after a migration the front-end asks the
+   * back-end to broadcast a RARP from `mac` (the guest's address) on the device's network, for
+   * guests that cannot announce themselves (no VIRTIO_NET_F_GUEST_ANNOUNCE). PROTOCOL_F_RARP is
+   * offered when the device has this method and asks for the bit in `protocolFeatures`.
+   */
+  sendRarp?(mac: Uint8Array): void;
+  /**
+   * Optional (net devices), VHOST_USER_NET_SET_MTU: the MTU (68..65535) the front-end exposes
+   * to the guest. Returns false when the device cannot carry it (the front-end gets a failure
+   * ack). PROTOCOL_F_MTU is offered as for `sendRarp`.
+   */
+  setMtu?(mtu: number): boolean;
   /** The back-end sets this; the device calls it to raise CONFIG_CHANGE_MSG. */
   onConfigChanged?: (() => void) | null;
 }

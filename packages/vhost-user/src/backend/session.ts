@@ -36,9 +36,16 @@ export const TRANSPORT_PROTOCOL_FEATURES = bit(C.VHOST_USER_PROTOCOL_F_MQ) | bit
   | bit(C.VHOST_USER_PROTOCOL_F_REPLY_ACK) | bit(C.VHOST_USER_PROTOCOL_F_BACKEND_REQ)
   | bit(C.VHOST_USER_PROTOCOL_F_RESET_DEVICE) | bit(C.VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS)
   | bit(C.VHOST_USER_PROTOCOL_F_STATUS);
-/** Protocol features offered only when the device asks for them in `protocolFeatures`. */
+/**
+ * Protocol features offered only when the device asks for them in `protocolFeatures` (RARP and
+ * MTU also need the device's `sendRarp` / `setMtu`).
+ */
 export const DEVICE_OPTIONAL_PROTOCOL_FEATURES = bit(C.VHOST_USER_PROTOCOL_F_CONFIG)
-  | bit(C.VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD) | bit(C.VHOST_USER_PROTOCOL_F_INBAND_NOTIFICATIONS);
+  | bit(C.VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD) | bit(C.VHOST_USER_PROTOCOL_F_INBAND_NOTIFICATIONS)
+  | bit(C.VHOST_USER_PROTOCOL_F_RARP) | bit(C.VHOST_USER_PROTOCOL_F_MTU);
+/** The MTU range of VHOST_USER_NET_SET_MTU (virtio 1.2 §5.1.4.1: at least 68; a u16 field). */
+const MIN_MTU = 68;
+const MAX_MTU = 65535;
 /** Virtio feature bits the transport adds to the device's. */
 export const TRANSPORT_FEATURES = bit(C.VHOST_USER_F_PROTOCOL_FEATURES) | bit(C.VHOST_F_LOG_ALL);
 /**
@@ -167,8 +174,10 @@ export class BackendSession {
     this.opts = opts;
     this.device = opts.device;
     this.offeredFeatures = (this.device.features & ~UNSUPPORTED_FEATURES) | TRANSPORT_FEATURES;
-    this.offeredProtocol = TRANSPORT_PROTOCOL_FEATURES
-      | ((this.device.protocolFeatures ?? 0n) & DEVICE_OPTIONAL_PROTOCOL_FEATURES);
+    let optional = (this.device.protocolFeatures ?? 0n) & DEVICE_OPTIONAL_PROTOCOL_FEATURES;
+    if (this.device.sendRarp === undefined) optional &= ~bit(C.VHOST_USER_PROTOCOL_F_RARP);
+    if (this.device.setMtu === undefined) optional &= ~bit(C.VHOST_USER_PROTOCOL_F_MTU);
+    this.offeredProtocol = TRANSPORT_PROTOCOL_FEATURES | optional;
     this.maxQueueSize = Math.min(this.device.maxQueueSize, C.VIRTQ_MAX_SIZE);
     this.rings = Array.from({ length: this.device.numQueues }, (_, i) => new Vring(i));
     this.device.onConfigChanged = () => this.sendConfigChange();
@@ -374,12 +383,54 @@ export class BackendSession {
       case C.VHOST_USER_GET_SHMEM_CONFIG:
         // No VIRTIO shared memory regions: nregions 0, all sizes 0.
         return this.reply(msg.request, { kind: 'raw', bytes: new Uint8Array(8 + 256 * 8) });
+      case C.VHOST_USER_SEND_RARP:
+        return this.sendRarp((p as { value: bigint }).value);
+      case C.VHOST_USER_NET_SET_MTU:
+        return this.setMtu((p as { value: bigint }).value);
       default:
-        // SEND_RARP, NET_SET_MTU, SET_VRING_ENDIAN, crypto sessions, POSTCOPY_ADVISE/LISTEN,
-        // GPU_SET_SOCKET: their protocol features are never offered.
+        // SET_VRING_ENDIAN, crypto sessions, POSTCOPY_ADVISE/LISTEN, GPU_SET_SOCKET: their
+        // protocol features are never offered.
         throw new ProtocolError('NOT_NEGOTIATED', `${frontendRequestName(msg.request)} is not supported`,
           { fatal: msg.request === C.VHOST_USER_POSTCOPY_ADVISE || msg.request === C.VHOST_USER_CREATE_CRYPTO_SESSION });
     }
+  }
+
+  // --- net-specific requests (the device implements them) --------------------------------------
+
+  /**
+   * SEND_RARP: the first 6 payload bytes (in memory order) are the guest's MAC; the device
+   * broadcasts a RARP from it. A group or all-zero address cannot be a NIC's: refused.
+   */
+  private sendRarp(value: bigint): number {
+    this.requireProtocol(C.VHOST_USER_PROTOCOL_F_RARP, 'VHOST_USER_SEND_RARP');
+    const mac = new Uint8Array(6);
+    for (let i = 0; i < 6; i++) mac[i] = Number((value >> BigInt(8 * i)) & 0xffn);
+    const text = [...mac].map((b) => b.toString(16).padStart(2, '0')).join(':');
+    if ((mac[0] & 1) !== 0 || mac.every((b) => b === 0)) {
+      throw new ProtocolError('INVALID_ARGUMENT', `VHOST_USER_SEND_RARP: ${text} is not a unicast MAC`);
+    }
+    this.opts.log(`vhost-user: SEND_RARP: announcing ${text}`);
+    this.device.sendRarp!(mac);
+    return 0;
+  }
+
+  /**
+   * NET_SET_MTU: the MTU the front-end exposes to the guest. Out of range is an invalid
+   * request; an MTU the device cannot carry is its refusal (failure ack, connection kept, as
+   * for SET_CONFIG).
+   */
+  private setMtu(value: bigint): number {
+    this.requireProtocol(C.VHOST_USER_PROTOCOL_F_MTU, 'VHOST_USER_NET_SET_MTU');
+    if (value < BigInt(MIN_MTU) || value > BigInt(MAX_MTU)) {
+      throw new ProtocolError('INVALID_ARGUMENT', `VHOST_USER_NET_SET_MTU: ${value} outside ${MIN_MTU}..${MAX_MTU}`);
+    }
+    const mtu = Number(value);
+    if (!this.device.setMtu!(mtu)) {
+      this.opts.log(`vhost-user: NET_SET_MTU ${mtu} refused by the device`);
+      return 1;
+    }
+    this.opts.log(`vhost-user: NET_SET_MTU ${mtu}`);
+    return 0;
   }
 
   // --- negotiation -----------------------------------------------------------------------------

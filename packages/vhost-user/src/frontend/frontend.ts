@@ -351,6 +351,19 @@ export class VhostUserFrontend extends EventEmitter {
     return this.send(C.VHOST_USER_SET_CONFIG, { kind: 'config', offset, size: data.length, flags, data });
   }
 
+  /** SEND_RARP: asks the back-end to announce `mac` (6 bytes) on its network. */
+  sendRarp(mac: Uint8Array): Promise<void> {
+    if (mac.length !== 6) throw new RangeError(`sendRarp: a MAC is 6 bytes, got ${mac.length}`);
+    let v = 0n;
+    for (let i = 5; i >= 0; i--) v = (v << 8n) | BigInt(mac[i]);
+    return this.send(C.VHOST_USER_SEND_RARP, u64(v));
+  }
+
+  /** NET_SET_MTU: tells the back-end the MTU the guest sees. */
+  setMtu(mtu: number): Promise<void> {
+    return this.send(C.VHOST_USER_NET_SET_MTU, u64(mtu));
+  }
+
   /** SET_LOG_BASE with a fresh memfd log of `size` bytes; returns the mapped bitmap. */
   async setLogBase(size: number): Promise<{ log: Uint8Array; unmap(): void }> {
     const fd = memfdCreate('vhost-user-log');

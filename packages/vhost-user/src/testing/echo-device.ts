@@ -26,7 +26,16 @@ export interface EchoDeviceOptions {
   delayMs?: number;
   /** Keep popped requests until {@link EchoDevice.releaseAll}; stop() then abandons them (a crash). */
   hold?: boolean;
+  /**
+   * Implement the optional `sendRarp` / `setMtu` (recorded in `rarps` / `mtus`, the last 16 of
+   * each); `setMtu` accepts up to `maxMtu` (default 9000). Their protocol bits still have to be
+   * asked for in `protocolFeatures`.
+   */
+  netRequests?: { maxMtu?: number };
 }
+
+/** Records kept of sendRarp / setMtu calls. */
+const NET_RECORDS = 16;
 
 const SCRATCH = 64 * 1024;
 
@@ -166,6 +175,12 @@ export class EchoDevice implements VirtioDevice {
   resets = 0;
   stopped = 0;
   writeConfig?: (offset: number, data: Uint8Array) => void;
+  sendRarp?: (mac: Uint8Array) => void;
+  setMtu?: (mtu: number) => boolean;
+  /** MACs given to sendRarp (with `netRequests`), oldest first. */
+  readonly rarps: Uint8Array[] = [];
+  /** MTUs given to setMtu (with `netRequests`), oldest first. */
+  readonly mtus: number[] = [];
 
   constructor(opts: EchoDeviceOptions = {}) {
     this.opts = opts;
@@ -175,6 +190,17 @@ export class EchoDevice implements VirtioDevice {
     this.protocolFeatures = opts.protocolFeatures
       ?? (bit(VHOST_USER_PROTOCOL_F_CONFIG) | bit(VHOST_USER_PROTOCOL_F_MQ) | bit(VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD));
     this.config = opts.config ?? Uint8Array.from({ length: 16 }, (_, i) => i);
+    if (opts.netRequests !== undefined) {
+      const maxMtu = opts.netRequests.maxMtu ?? 9000;
+      const keep = <T>(list: T[], v: T) => {
+        if (list.push(v) > NET_RECORDS) list.shift();
+      };
+      this.sendRarp = (mac) => keep(this.rarps, mac.slice());
+      this.setMtu = (mtu) => {
+        keep(this.mtus, mtu);
+        return mtu <= maxMtu;
+      };
+    }
     if (!opts.readOnlyConfig) {
       this.writeConfig = (offset, data) => {
         if (offset + data.length > this.config.length) throw new RangeError('write beyond config space');

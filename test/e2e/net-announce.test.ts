@@ -65,7 +65,7 @@ t.test('QEMU announce-self → SEND_RARP → RARP broadcast on the switch; host_
     const SWITCH = ['vhost_net_switch_unicast_total', 'vhost_net_switch_flooded_total'];
     const switchCounts = async () => {
       const m = await cli.metrics({ also: SWITCH });
-      return { unicast: m.get(SWITCH[0]) ?? 0, flooded: m.get(SWITCH[1]) ?? 0, rarp: m.get(portMetric('vhost_net_rarp_sent_total', sockA)) ?? 0 };
+      return { unicast: m.get(SWITCH[0]) ?? 0, flooded: m.get(SWITCH[1]) ?? 0, rarp: m.get(portMetric('vhost_net_rarp_requests_total', sockA)) ?? 0 };
     };
     // A frame to the guest's MAC, from the observer (local experimental ethertype: ignored).
     const toGuest = new Uint8Array(12 + 60);

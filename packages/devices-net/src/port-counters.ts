@@ -23,8 +23,11 @@ export class PortCounters {
   rxHeld = 0;
   /** Frames larger than the guest's buffers (dropped, subset of rxDropped). */
   rxTooBig = 0;
-  /** RARP announcements sent for the guest (VHOST_USER_SEND_RARP), as if it had sent them. */
-  rarpSent = 0;
+  /**
+   * SEND_RARP requests handled: a RARP handed to the backend as if the guest had sent it (it
+   * takes the port's TX path, so a backend that drops it counts it in txDropped).
+   */
+  rarpRequests = 0;
   /** Control-queue commands handled / rejected. */
   ctrlCommands = 0;
   ctrlErrors = 0;
@@ -55,7 +58,7 @@ const HELP: Record<string, [string, string]> = {
   rxDropped: ['vhost_net_rx_dropped_total', 'Frames for the guest that were dropped'],
   rxHeld: ['vhost_net_rx_held_total', 'Frames that waited for guest RX buffers'],
   rxTooBig: ['vhost_net_rx_too_big_total', 'Frames larger than the guest RX buffers'],
-  rarpSent: ['vhost_net_rarp_sent_total', 'RARP announcements sent for the guest (VHOST_USER_SEND_RARP)'],
+  rarpRequests: ['vhost_net_rarp_requests_total', 'VHOST_USER_SEND_RARP requests: RARP broadcasts handed to the backend for the guest'],
   ctrlCommands: ['vhost_net_ctrl_commands_total', 'Control virtqueue commands'],
   ctrlErrors: ['vhost_net_ctrl_errors_total', 'Control virtqueue commands answered VIRTIO_NET_ERR'],
   txKicks: ['vhost_net_tx_kicks_total', 'Guest kicks on TX queues'],

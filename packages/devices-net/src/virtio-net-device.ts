@@ -323,7 +323,7 @@ export class VirtioNetDevice implements VirtioDevice, NetPortSink, CtrlTarget {
     slot.set(frame, VIRTIO_NET_HDR_V1_SIZE);
     const batch = new FrameBatch(1, slot.length);
     batch.push(slot);
-    this.counters.rarpSent++;
+    this.counters.rarpRequests++;
     this.port.transmit(0, batch);
   }
 

@@ -55,7 +55,12 @@ t.test('SEND_RARP: the MAC in payload order reaches the device; group and zero M
   await t.rejects(fe.sendRarp(Uint8Array.of(0x01, 0, 0x5e, 0, 0, 1)), { code: 'DEVICE_FAILED' }, 'multicast source refused');
   await t.rejects(fe.sendRarp(new Uint8Array(6)), { code: 'DEVICE_FAILED' }, 'zero MAC refused');
   t.equal(device.rarps.length, 2, 'refused requests never reach the device');
+  t.ok(logs.some((l) => l.includes('01:00:5e:00:00:01 refused')), 'refusal logged');
   t.equal(await fe.getQueueNum(), 1n, 'connection kept');
+  // As QEMU sends it: no NEED_REPLY. A refusal changes no state: still no close.
+  await fe.request(VHOST_USER_SEND_RARP, u64(0x0100_0000_0001n));
+  t.equal(await fe.getQueueNum(), 1n, 'connection kept without an ack asked');
+  t.equal(device.rarps.length, 2);
   fe.close();
   await backend.close();
 });

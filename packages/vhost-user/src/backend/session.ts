@@ -399,7 +399,8 @@ export class BackendSession {
 
   /**
    * SEND_RARP: the first 6 payload bytes (in memory order) are the guest's MAC; the device
-   * broadcasts a RARP from it. A group or all-zero address cannot be a NIC's: refused.
+   * broadcasts a RARP from it. A group or all-zero address cannot be a NIC's: refused, but the
+   * request changes no state, so the connection stays (QEMU never asks for an ack here).
    */
   private sendRarp(value: bigint): number {
     this.requireProtocol(C.VHOST_USER_PROTOCOL_F_RARP, 'VHOST_USER_SEND_RARP');
@@ -407,7 +408,8 @@ export class BackendSession {
     for (let i = 0; i < 6; i++) mac[i] = Number((value >> BigInt(8 * i)) & 0xffn);
     const text = [...mac].map((b) => b.toString(16).padStart(2, '0')).join(':');
     if ((mac[0] & 1) !== 0 || mac.every((b) => b === 0)) {
-      throw new ProtocolError('INVALID_ARGUMENT', `VHOST_USER_SEND_RARP: ${text} is not a unicast MAC`);
+      this.opts.log(`vhost-user: SEND_RARP for ${text} refused: not a unicast MAC`);
+      return 1;
     }
     this.opts.log(`vhost-user: SEND_RARP: announcing ${text}`);
     this.device.sendRarp!(mac);

@@ -9,6 +9,7 @@
  *   npm run bench:net -- --directions g2h --sizes 64 --peers vhost-ts --reps 1
  *   npm run bench:net -- --json out.json --no-docs
  *   npm run bench:net -- --from-json out.json           # re-render from a saved run
+ *   npm run bench:net -- --packed --json out.json       # packed virtqueues (packed_vq=1); never writes the docs
  *
  * Guest on CPU 0, back-end on CPU 1 (`--guest-cpu`, `--host-cpu`). Peers: vhost-ts (kick-driven),
  * vhost-ts-poll (adaptive busy-polling, window up to `--poll-us`, default 1000 µs), dpdk-vhost.
@@ -43,6 +44,7 @@ const { values } = parseArgs({
     'no-docs': { type: 'boolean', default: false },
     json: { type: 'string' },
     'from-json': { type: 'string' },
+    packed: { type: 'boolean', default: false },
   },
 });
 
@@ -88,12 +90,12 @@ if (values['from-json'] !== undefined) {
   const pollUs = Number(values['poll-us']);
   const facts = machineFacts(REPO_ROOT);
   console.error(`virtio-net bench: ${peers.join(', ')} × ${directions.join(', ')} × ${sizes.join(', ')} B, ${warmupS}+${windowS} s, ` +
-    `reps ${reps}, ${facts.nproc} CPUs, load ${facts.loadAvg1}`);
+    `reps ${reps}, ${facts.nproc} CPUs, load ${facts.loadAvg1}${values.packed ? ', packed virtqueues' : ''}`);
   const workDir = mkdtempSync(join(tmpdir(), 'bench-net-'));
   let cells: NetCell[];
   try {
     cells = await runMatrix({
-      peers, directions, frameSizes: sizes, reps, warmupS, windowS, ringSize, guestCpu, hostCpu, pollUs, workDir,
+      peers, directions, frameSizes: sizes, reps, warmupS, windowS, ringSize, guestCpu, hostCpu, pollUs, workDir, packed: values.packed,
       log: (l) => console.error(l),
     });
   } finally {
@@ -109,7 +111,8 @@ if (values['from-json'] !== undefined) {
 console.log(consoleTable(saved.cells));
 if (values.json !== undefined) writeFileSync(values.json, `${JSON.stringify(saved, null, 2)}\n`);
 const failed = saved.cells.filter((c) => c.result === null).length;
-if (!quick && !values['no-docs']) {
+// The docs' table is the split-ring one: a packed run only prints (and saves with --json).
+if (!quick && !values['no-docs'] && !values.packed) {
   const svgRel = 'img/bench-net.svg';
   writeFileSync(join(REPO_ROOT, 'docs', svgRel), chart(saved.cells));
   const notesPath = join(REPO_ROOT, 'bench/src/net/findings.md');

@@ -19,6 +19,8 @@ export interface MatrixOptions {
   hostCpu: number;
   /** Budget of the vhost-ts-poll peer, µs. */
   pollUs: number;
+  /** Packed virtqueues (RunOptions.packed). */
+  packed?: boolean;
   workDir: string;
   log(line: string): void;
 }
@@ -51,7 +53,7 @@ export async function runMatrix(o: MatrixOptions): Promise<NetCell[]> {
           try {
             const r = await runOnce({
               peer, direction, frameSize, warmupS: o.warmupS, windowS: o.windowS, ringSize: o.ringSize,
-              guestCpu: o.guestCpu, hostCpu: o.hostCpu, workDir: o.workDir, tag: `${process.pid}-${n++}`, pollUs: o.pollUs,
+              guestCpu: o.guestCpu, hostCpu: o.hostCpu, workDir: o.workDir, tag: `${process.pid}-${n++}`, pollUs: o.pollUs, packed: o.packed,
             });
             slot.results.push(r);
             const cpu = r.hostNsPerFrame === null ? '' : `, back-end ${r.hostNsPerFrame.toFixed(0)} ns CPU/frame`;

@@ -50,6 +50,8 @@ export interface RunOptions {
   tag: string;
   /** Longest adaptive busy-poll window in µs of the `vhost-ts-poll` peer (default 1000). */
   pollUs?: number;
+  /** virtio-user asks for packed virtqueues (`packed_vq=1`; every back-end here offers them). */
+  packed?: boolean;
 }
 
 /** Result of one run. */
@@ -161,7 +163,7 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
   let guest: Testpmd | null = null;
   try {
     guest = new Testpmd(bin, {
-      cpu: o.guestCpu, filePrefix: `bn-g-${o.tag}`, vdev: `net_virtio_user0,path=${socket},queues=1`,
+      cpu: o.guestCpu, filePrefix: `bn-g-${o.tag}`, vdev: `net_virtio_user0,path=${socket},queues=1${o.packed === true ? ',packed_vq=1' : ''}`,
       forwardMode: o.direction === 'g2h' ? 'txonly' : 'rxonly', frameSize: o.frameSize, ringSize: o.ringSize, interactive: true,
     });
     await guest.ready();

@@ -12,13 +12,13 @@ import { vuSocket } from './vu-socket.js';
 import { blkQueue } from './blk-queue.js';
 import { netPath } from './net-path.js';
 import { netCtrl } from './net-ctrl.js';
-import { packedCorrupt } from './packed-corrupt.js';
+import { packedCorrupt, packedDirect } from './packed-corrupt.js';
 import { packedModel } from './packed-model.js';
 import { configSpace } from './config-space.js';
 
 export type { FuzzTarget } from './target.js';
 
-export const TARGETS: readonly FuzzTarget[] = [ringModel, ringCorrupt, ringDirect, ringNotify, vuCodec, vuSession, vuPacked, vuSocket, blkQueue, netPath, netCtrl, configSpace, packedModel, packedCorrupt];
+export const TARGETS: readonly FuzzTarget[] = [ringModel, ringCorrupt, ringDirect, ringNotify, vuCodec, vuSession, vuPacked, vuSocket, blkQueue, netPath, netCtrl, configSpace, packedModel, packedCorrupt, packedDirect];
 
 /** Targets matching a name, a prefix group (`ring` → ring-model, ring-corrupt, ring-notify), or `all`. */
 export function selectTargets(name: string): FuzzTarget[] {

@@ -19,8 +19,8 @@ type Mutation =
   | { m: 'indirect'; offset: number; value: number }
   | { m: 'event'; driver: boolean; value: number };
 
-type Step = { s: 'mutate'; mut: Mutation } | { s: 'pop'; n: number } | { s: 'add'; n: number; indirect: boolean; chain: number }
-  | { s: 'collect'; n: number } | { s: 'notify'; which: number };
+type Step = { s: 'mutate'; mut: Mutation } | { s: 'pop'; n: number; direct?: boolean; writable?: boolean }
+  | { s: 'add'; n: number; indirect: boolean; chain: number } | { s: 'collect'; n: number } | { s: 'notify'; which: number };
 
 const mutationArb: fc.Arbitrary<Mutation> = fc.oneof(
   fc.record({ m: fc.constant('descWord' as const), index: fc.nat({ max: 300 }), word: fc.nat({ max: 3 }), value: fc.nat({ max: 0xffffffff }) }),
@@ -30,22 +30,37 @@ const mutationArb: fc.Arbitrary<Mutation> = fc.oneof(
   fc.record({ m: fc.constant('event' as const), driver: fc.boolean(), value: fc.nat({ max: 0xffffffff }) }),
 );
 
-const stepArb: fc.Arbitrary<Step> = fc.oneof(
-  { weight: 3, arbitrary: fc.record({ s: fc.constant('mutate' as const), mut: mutationArb }) },
-  { weight: 2, arbitrary: fc.record({ s: fc.constant('pop' as const), n: fc.integer({ min: 1, max: 20 }) }) },
-  { weight: 2, arbitrary: fc.record({ s: fc.constant('add' as const), n: fc.integer({ min: 1, max: 6 }), indirect: fc.boolean(), chain: fc.integer({ min: 1, max: 3 }) }) },
-  { weight: 1, arbitrary: fc.record({ s: fc.constant('collect' as const), n: fc.integer({ min: 1, max: 6 }) }) },
-  { weight: 1, arbitrary: fc.record({ s: fc.constant('notify' as const), which: fc.nat({ max: 3 }) }) },
-);
+/** Steps of a scenario; `direct` adds `popDirect` pops (either direction) to the pop step. */
+function stepArb(direct: boolean): fc.Arbitrary<Step> {
+  const pop = direct
+    ? fc.record({ s: fc.constant('pop' as const), n: fc.integer({ min: 1, max: 20 }), direct: fc.boolean(), writable: fc.boolean() })
+    : fc.record({ s: fc.constant('pop' as const), n: fc.integer({ min: 1, max: 20 }) });
+  return fc.oneof(
+    { weight: 3, arbitrary: fc.record({ s: fc.constant('mutate' as const), mut: mutationArb }) },
+    { weight: 2, arbitrary: pop },
+    // With popDirect, mostly runs of single descriptors (what it takes; others end its runs).
+    { weight: 2, arbitrary: fc.record({ s: fc.constant('add' as const), n: fc.integer({ min: 1, max: direct ? 12 : 6 }), indirect: fc.boolean(), chain: direct
+      ? fc.oneof({ weight: 4, arbitrary: fc.constant(1) }, { weight: 1, arbitrary: fc.integer({ min: 1, max: 3 }) })
+      : fc.integer({ min: 1, max: 3 }) }) },
+    { weight: 1, arbitrary: fc.record({ s: fc.constant('collect' as const), n: fc.integer({ min: 1, max: 6 }) }) },
+    { weight: 1, arbitrary: fc.record({ s: fc.constant('notify' as const), which: fc.nat({ max: 3 }) }) },
+  );
+}
 
-export const packedCorruptArb = fc.record({
-  queueSize: fc.constantFrom(1, 3, 4, 8, 64, 256),
-  startSlot: fc.nat({ max: 255 }),
-  startWrap: fc.constantFrom(0 as const, 1 as const),
-  eventIdx: fc.boolean(),
-  indirect: fc.boolean(),
-  steps: fc.array(stepArb, { minLength: 1, maxLength: 60 }),
-});
+function scenarioArb(direct: boolean) {
+  return fc.record({
+    queueSize: fc.constantFrom(1, 3, 4, 8, 64, 256),
+    startSlot: fc.nat({ max: 255 }),
+    startWrap: fc.constantFrom(0 as const, 1 as const),
+    eventIdx: fc.boolean(),
+    indirect: fc.boolean(),
+    steps: fc.array(stepArb(direct), { minLength: 1, maxLength: 60 }),
+  });
+}
+
+export const packedCorruptArb = scenarioArb(false);
+/** The same scenarios with pops done by `popDirect` (either direction) as well as `pop`. */
+export const packedDirectArb = scenarioArb(true);
 
 const KNOWN = new Set<number>([0, 1, ...ALL_FAULTS]);
 
@@ -117,17 +132,79 @@ export function runPackedCorrupt(sc: { queueSize: number; startSlot: number; sta
     }
   };
 
+  // popDirect: the run form of pop's one-descriptor fast path, under the same hostile ring.
+  const direct = new Float64Array(4 * 20);
+  const direct2 = new Float64Array(4 * 20);
+  const popDirect = (n: number, writable: boolean): void => {
+    let r: number;
+    try {
+      r = g.device.popDirect(direct, n, writable);
+    } catch (e) {
+      fail(`popDirect threw ${String(e)}`);
+    }
+    if (r < 0) {
+      if (!ALL_FAULTS.includes(r)) fail(`popDirect returned unknown fault ${r}`);
+      faulted = true;
+      if (!g.device.isBroken) fail('popDirect fault without a broken queue');
+      return;
+    }
+    if (faulted && r > 0) fail('a broken queue popped (popDirect)');
+    if (!(Number.isInteger(r) && r <= n)) fail(`popDirect returned ${r} for max ${n}`);
+    // Give the end of the run back (as RX does when a frame needs the general path): the next
+    // call must hand out exactly the same chains, and the pop count must not drift.
+    const back = r > 1 ? n % r : 0;
+    if (back > 0) {
+      const popped = g.device.popped;
+      const at = g.device.nextAvail;
+      try {
+        g.device.unpop(back);
+      } catch (e) {
+        fail(`unpop(${back}) after a run of ${r} threw ${String(e)}`);
+      }
+      if (g.device.popped !== popped - back) fail(`unpop(${back}): popped ${popped} → ${g.device.popped}`);
+      const again = g.device.popDirect(direct2, back, writable);
+      if (again !== back) fail(`after unpop(${back}) popDirect returned ${again}`);
+      if (g.device.nextAvail !== at) fail('after unpop and the same pops, another position');
+      for (let k = 0; k < back * 4; k++) {
+        if (direct2[k] !== direct[4 * (r - back) + k]) fail(`after unpop(${back}): entry ${k >> 2} differs`);
+      }
+    }
+    for (let k = 0; k < r; k++) {
+      const id = direct[4 * k], sl = direct[4 * k + 1], off = direct[4 * k + 2], len = direct[4 * k + 3];
+      if (!(id >= 0 && id < size)) fail(`popDirect: buffer id ${id} out of range`);
+      if (!(sl >= 0 && sl < mem.slabCount)) fail(`popDirect: slab ${sl}`);
+      if (!(off >= 0 && len > 0 && off + len <= mem.slabs[sl].length)) fail(`popDirect: ${off}+${len} outside slab ${sl}`);
+      if (writable) mem.slabs[sl].fill(0x3c, off, off + Math.min(len, 1 << 16));
+      try {
+        g.device.pushUsed(id, writable ? Math.min(len, 1 << 16) : 0);
+      } catch (e) {
+        fail(`used path threw ${String(e)}`);
+      }
+    }
+    try {
+      g.device.publishUsed();
+      g.device.shouldNotify();
+    } catch (e) {
+      fail(`used path threw ${String(e)}`);
+    }
+  };
+
   for (const step of sc.steps) {
     switch (step.s) {
-      case 'pop': pop(step.n); continue;
+      case 'pop':
+        if (step.direct === true) popDirect(step.n, step.writable === true);
+        else pop(step.n);
+        continue;
       case 'add':
         for (let i = 0; i < step.n; i++) {
           let id: number;
           if (sc.indirect && step.indirect) {
             id = g.driver.add([{ gpa: bufs[0], len: 16 }], [{ gpa: bufs[i % 4], len: 64 }], { indirect: true });
           } else {
-            for (let k = 0; k < step.chain; k++) { gpas[k] = bufs[(i + k) % 4]; blens[k] = 16 + k; }
-            id = g.driver.addChain(gpas, blens, step.chain, 1);
+            // Single descriptors mostly in one place (popDirect's runs stay in one slab).
+            for (let k = 0; k < step.chain; k++) { gpas[k] = step.chain === 1 && i % 4 !== 3 ? bufs[0] : bufs[(i + k) % 4]; blens[k] = 16 + k; }
+            // Single descriptors come in runs of readable or writable ones (TX, RX buffers).
+            id = g.driver.addChain(gpas, blens, step.chain, step.chain === 1 && step.n % 2 === 1 ? 0 : 1);
           }
           if (id < 0) break;
         }
@@ -179,4 +256,11 @@ export const packedCorrupt: FuzzTarget = {
   description: 'packed ring: random corruption of descriptors, ownership bits, ids, indirect tables and event areas',
   testRuns: 300,
   property: () => fc.property(packedCorruptArb, (s) => { runPackedCorrupt(s); }),
+};
+
+export const packedDirect: FuzzTarget = {
+  name: 'packed-direct',
+  description: 'packed-corrupt with popDirect runs (writable or readable), unpop and pop mixed',
+  testRuns: 1000,
+  property: () => fc.property(packedDirectArb, (s) => { runPackedCorrupt(s); }),
 };

@@ -459,7 +459,7 @@ export class RxQueue implements QueueHandler {
         i++;
       }
       if (b < n) {
-        // Give back the chains not used (split rings only reach here: packed pops none).
+        // Give back the chains not used (on packed rings too: they came from this popDirect).
         q.unpop(n - b);
         break;
       }

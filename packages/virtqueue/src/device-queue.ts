@@ -56,7 +56,8 @@ export interface DeviceQueue {
   /**
    * Gives back the last `count` chains `popDirect` returned and that were not pushed (a caller
    * that could not use the end of a run): the next pops return them again, in order. The
-   * notification state is kept. Packed rings (whose `popDirect` takes nothing) accept only 0.
+   * notification state is kept. Packed rings give back only chains of their last `popDirect`
+   * (a RangeError beyond); chains from `pop` go back by position there (`nextAvail`).
    */
   unpop(count: number): void;
   /**

@@ -89,6 +89,8 @@ export class PackedQueueDevice implements DeviceQueue {
    */
   lastPopSlot: number;
   lastPopSlots: number;
+  /** Chains the last `popDirect` took that `unpop` may still give back. */
+  private directTaken: number;
 
   private readonly views: PackedRingViews;
   private readonly walker: PackedChainWalker;
@@ -134,6 +136,7 @@ export class PackedQueueDevice implements DeviceQueue {
     this.notifyEnabled = true;
     this.lastPopSlot = 0;
     this.lastPopSlots = 0;
+    this.directTaken = 0;
     this.savedWalker = null;
     this.maxSegments = opts.maxSegments;
     this.maxIndirect = opts.maxIndirect;
@@ -167,6 +170,7 @@ export class PackedQueueDevice implements DeviceQueue {
     this.availSlot = (value & 0x7fff) % this.size;
     this.availWrap = (value & 0x8000) !== 0 ? W_AVAIL : 0;
     this.signalledValid = false;
+    this.directTaken = 0;
   }
 
   /** Next used position, slot | wrap << 15 (pushed, maybe not yet published). */
@@ -226,16 +230,80 @@ export class PackedQueueDevice implements DeviceQueue {
   touchAvailable(_max: number): void {}
 
   /**
-   * See DeviceQueue.unpop. `popDirect` never takes chains here, so there is nothing to give
-   * back; packed chains are given back by position (`nextAvail`).
+   * See DeviceQueue.unpop: here only chains the last `popDirect` took (one slot each), not yet
+   * given back; chains from `pop` are given back by position (`nextAvail`).
    */
   unpop(count: number): void {
-    if (count !== 0) throw new RangeError(`unpop(${count}): a packed ring gives chains back by position (nextAvail)`);
+    if (!(Number.isInteger(count) && count >= 0 && count <= this.directTaken)) {
+      throw new RangeError(`unpop(${count}): the last popDirect left ${this.directTaken} to give back`);
+    }
+    let slot = this.availSlot - count;
+    if (slot < 0) {
+      slot += this.size;
+      this.availWrap ^= W_AVAIL;
+    }
+    this.availSlot = slot;
+    this.directTaken -= count;
+    this.popped -= count;
   }
 
-  /** See DeviceQueue.popDirect: packed rings take the general `pop` path. */
-  popDirect(_out: Float64Array, _max: number, _writable: boolean): number {
-    return this.isBroken ? this.fault : 0;
+  /**
+   * See DeviceQueue.popDirect: pop's fast path (one direct descriptor, in the slab hit last)
+   * for a run of chains, output head = buffer id. Each chain takes one ring slot; its flags are
+   * read with a seq-cst load before its other words, as `pop` does. A descriptor of another
+   * shape, a buffer id out of range (`pop` then faults on it) or the end of the available ones
+   * ends the run untouched. `lastPopSlot` describes the run's last chain only: not for a queue
+   * with inflight tracking, which `pop` serves.
+   */
+  popDirect(out: Float64Array, max: number, writable: boolean): number {
+    if (this.isBroken) return this.fault;
+    this.directTaken = 0;
+    if (this.walker.maxSegments === 0) return 0;
+    if (max > out.length >>> 2) max = out.length >>> 2;
+    const mem = this.memory;
+    const h = mem.hint;
+    if (h >= mem.slabCount) return 0;
+    const want = writable ? W_WRITE : 0;
+    const desc = this.desc, size = this.size, idSlots = this.idSlots;
+    const slabGpa = mem.slabGpa[h], slabEnd = mem.slabEnd[h];
+    let slot = this.availSlot, wrap = this.availWrap;
+    let n = 0;
+    while (n < max) {
+      const w = slot << 2;
+      let fw = Atomics.load(desc, w + 3);
+      if ((fw & W_AVAIL) !== wrap || ((fw & W_USED) !== 0) === (wrap !== 0)) {
+        // Empty: as in pop, with EVENT_IDX ask for a kick at this slot and look once more.
+        if (n > 0 || !(this.eventIdx && this.notifyEnabled)) break;
+        this.writeDeviceEvent(encodePackedIndex(slot, wrap !== 0 ? 1 : 0), RING_EVENT_FLAGS_DESC);
+        fw = Atomics.load(desc, w + 3);
+        if ((fw & W_AVAIL) !== wrap || ((fw & W_USED) !== 0) === (wrap !== 0)) break;
+      }
+      if ((fw & (W_NEXT | W_INDIRECT | W_WRITE)) !== want) break;
+      const id = fw & 0xffff;
+      const lo = desc[w], hi = desc[w + 1], len = desc[w + 2];
+      const addr = hi * 4294967296 + lo;
+      if (!(id < size && len !== 0 && hi < 0x200000 && addr >= slabGpa && addr + len <= slabEnd)) break;
+      idSlots[id] = 1;
+      const o = n << 2;
+      out[o] = id;
+      out[o + 1] = h;
+      out[o + 2] = addr - slabGpa;
+      out[o + 3] = len;
+      this.lastPopSlot = slot;
+      n++;
+      if (++slot === size) {
+        slot = 0;
+        wrap ^= W_AVAIL;
+      }
+    }
+    if (n > 0) {
+      this.lastPopSlots = 1;
+      this.availSlot = slot;
+      this.availWrap = wrap;
+      this.popped += n;
+      this.directTaken = n;
+    }
+    return n;
   }
 
   /** True when the descriptor at the device's position is available (one Atomics load). */
@@ -253,6 +321,7 @@ export class PackedQueueDevice implements DeviceQueue {
    */
   pop(chain: DescriptorChain): number {
     if (this.isBroken) return this.fault;
+    this.directTaken = 0;
     const slot = this.availSlot;
     const wrap = this.availWrap;
     const desc = this.desc;

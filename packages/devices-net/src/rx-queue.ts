@@ -234,7 +234,8 @@ export class RxQueue implements QueueHandler {
     const src = this.planSrc!, dst = this.planDst!, plan = this.plan;
     const dst32 = this.planDst32!;
     if (n >= NATIVE_COPY_MIN) {
-      copyRanges(dst, src, plan, n);
+      // The guest's buffers: prefetched for writing a frame ahead (see copyRanges).
+      copyRanges(dst, src, plan, n, true);
     } else {
       const src32 = this.planSrc32!;
       for (let k = 0; k < n * 3; k += 3) copyFast(dst, dst32, plan[k + 1], src, src32, plan[k], plan[k + 2]);

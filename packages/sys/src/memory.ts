@@ -59,9 +59,11 @@ export function munmap(buffer: ArrayBuffer): void {
  * ranges may overlap (memmove). For data paths that move a burst of frames: one call per burst
  * instead of a `subarray` + `set` per frame. The check pass also prefetches the first and last
  * source line of every range, so the cache misses of a burst whose bytes another CPU just wrote
- * overlap instead of being taken one memmove at a time. Arguments are checked natively only — this sits on
- * the hot path.
+ * overlap instead of being taken one memmove at a time. With `prefetchDst`, every line of the
+ * next range's destination is prefetched for writing (PREFETCHW on x86-64) while a range is
+ * copied: for destinations another CPU last touched, such as a guest's receive buffers.
+ * Arguments are checked natively only — this sits on the hot path.
  */
-export function copyRanges(dst: ArrayBufferView, src: ArrayBufferView, plan: Float64Array, count: number): void {
-  addon.copyRanges(dst, src, plan, count);
+export function copyRanges(dst: ArrayBufferView, src: ArrayBufferView, plan: Float64Array, count: number, prefetchDst = false): void {
+  addon.copyRanges(dst, src, plan, count, prefetchDst);
 }

@@ -24,6 +24,26 @@ t.test('copies every range of the plan, offsets relative to the views', (t) => {
   t.end();
 });
 
+t.test('prefetchDst: the same copies (a hint only), ranges of every size, zero-length ones too', (t) => {
+  const src = pattern(8192, 11);
+  const plain = new Uint8Array(8192);
+  const hinted = new Uint8Array(8192);
+  // Lengths around line sizes, a zero-length range between, the last range's successor absent.
+  const plan = new Float64Array([0, 0, 1, 10, 100, 63, 0, 200, 0, 300, 300, 64, 500, 1000, 65, 2000, 3000, 1518, 4000, 6000, 2000]);
+  copyRanges(plain, src, plan, 7);
+  copyRanges(hinted, src, plan, 7, true);
+  t.same(Array.from(hinted), Array.from(plain));
+  copyRanges(hinted, src, plan, 7, false);
+  t.same(Array.from(hinted), Array.from(plain), 'false: no hint');
+  const b = pattern(256, 5);
+  const want = b.slice();
+  want.copyWithin(16, 0, 100);
+  copyRanges(b, b, new Float64Array([0, 16, 100]), 1, true);
+  t.same(Array.from(b), Array.from(want), 'still memmove');
+  throwsSys(t, () => copyRanges(plain, src, plan, 1, 1 as unknown as boolean), 'EINVAL', 'copyRanges', 'prefetchDst not a boolean');
+  t.end();
+});
+
 t.test('only `count` triples are used', (t) => {
   const src = pattern(256, 1);
   const dst = new Uint8Array(256);

@@ -11,6 +11,7 @@
  *   npm run bench:blk -- --pin                         # taskset: load generator CPU 0, back-end CPU 1
  *   npm run bench:blk -- --poll-us 0                   # our peers without busy-polling (A/B)
  *   npm run bench:blk -- --loadgen c                   # the C load generator (bench/c/blk-loadgen.c) instead of the TS one
+ *   npm run bench:blk -- --null-read-zeroes off        # null peers leave read buffers as they are (null-co's default)
  *
  * `--peers` takes families (vhost-ts, qsd, ceiling) or peer ids (vhost-ts-file, qsd-null, ...).
  * `BENCH_BLK_NODE_ARGS="--cpu-prof --cpu-prof-dir=DIR"` passes node flags to our back-ends only
@@ -44,6 +45,7 @@ const { values } = parseArgs({
     'poll-us': { type: 'string' },
     pin: { type: 'boolean', default: false },
     loadgen: { type: 'string', default: 'ts' },
+    'null-read-zeroes': { type: 'string', default: 'on' },
     'no-docs': { type: 'boolean', default: false },
     json: { type: 'string' },
     'from-json': { type: 'string' },
@@ -56,6 +58,7 @@ const warmupS = Number(values.warmup ?? (quick ? 0.3 : 1));
 const reps = Number(values.reps ?? 1);
 if (values.loadgen !== 'ts' && values.loadgen !== 'c') throw new Error(`--loadgen ts|c, got ${values.loadgen}`);
 const loadgen: 'ts' | 'c' = values.loadgen;
+if (values['null-read-zeroes'] !== 'on' && values['null-read-zeroes'] !== 'off') throw new Error(`--null-read-zeroes on|off, got ${values['null-read-zeroes']}`);
 const families = values.peers.split(',').map((s) => s.trim()).filter(Boolean);
 const engines = values.engines.split(',').map((s) => s.trim()).filter(Boolean);
 const peers: PeerId[] = PEERS.filter((p) => families.includes(p.id) || (families.includes(p.family) && engines.includes(p.engine)))
@@ -104,7 +107,7 @@ if (values['from-json'] !== undefined) {
       peers: usable, workloads, durationS, warmupS, reps, pin,
       queueSize: Number(values['queue-size']), sizeBytes: Number(values.size), qsdAio: values['qsd-aio'], workDir,
       pollUs: values['poll-us'] === undefined ? null : Number(values['poll-us']),
-      loadgen,
+      loadgen, nullReadZeroes: values['null-read-zeroes'] === 'on',
       log: (l) => console.error(l),
     });
   } finally {

@@ -25,6 +25,8 @@ export interface MatrixOptions {
   qsdAio: string;
   /** Busy-poll bound of our peers (µs), or null for their default. */
   pollUs: number | null;
+  /** Null peers' read-zeroes (PeerContext.nullReadZeroes; default true). */
+  nullReadZeroes?: boolean;
   /** Load generator: the TypeScript one (`loadgen.ts`) or the C one (`bench/c/blk-loadgen.c`). */
   loadgen: 'ts' | 'c';
   /** Directory of the socket; the image goes to /dev/shm. */
@@ -118,7 +120,7 @@ export async function runMatrix(o: MatrixOptions): Promise<Cell[]> {
   if (needsImage) makeImage(image, o.sizeBytes);
   const ctx: PeerContext = {
     socket: `${o.workDir}/blk.sock`, image, sizeBytes: o.sizeBytes, queues: 1, queueSize: o.queueSize,
-    cpus: o.pin ? '1' : null, qsdAio: o.qsdAio, pollUs: o.pollUs,
+    cpus: o.pin ? '1' : null, qsdAio: o.qsdAio, pollUs: o.pollUs, nullReadZeroes: o.nullReadZeroes,
   };
   const cells: Cell[] = [];
   try {

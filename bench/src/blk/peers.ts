@@ -6,8 +6,8 @@
  * |----------------|-------------------------------------------|-----------------------------------------|
  * | vhost-ts-file  | `vhost-user-blk` CLI (devices-blk)         | image file on tmpfs, io_uring engine    |
  * | qsd-file       | qemu-storage-daemon, `driver=file`         | the same image file                     |
- * | vhost-ts-null  | bench ts-server: BlkDevice + NullImage     | none; reads zero the data               |
- * | qsd-null       | qemu-storage-daemon, `driver=null-co`      | none; `read-zeroes=on`                  |
+ * | vhost-ts-null  | bench ts-server: BlkDevice + NullImage     | none; reads zero the data (or not)      |
+ * | qsd-null       | qemu-storage-daemon, `driver=null-co`      | none; `read-zeroes=on` (or `off`)       |
  * | ts-instant     | bench ts-server: InstantBlkDevice          | none; completes unread — TS back-end ceiling|
  *
  * Our three peers run with the device's default adaptive busy-poll bound unless the bench is
@@ -40,6 +40,13 @@ export interface PeerContext {
   qsdAio: string;
   /** Busy-poll bound for our peers (µs); null or absent for their default. */
   pollUs?: number | null;
+  /** Null peers: reads fill the buffers with zeros (default) or leave them (QSD's own default). */
+  nullReadZeroes?: boolean;
+}
+
+/** `on` / `off` for the null peers' read-zeroes setting. */
+function readZeroes(ctx: PeerContext): string {
+  return ctx.nullReadZeroes === false ? 'off' : 'on';
 }
 
 /** `--poll-us N` when the bench overrides our peers' polling. */
@@ -113,13 +120,13 @@ export const PEERS: readonly Peer[] = [
     unavailable: () => null,
     start: (ctx) => startListening(process.execPath, [...ourNodeArgs(), ...tsEntry('bench/src/blk/ts-server.ts'), '--socket', ctx.socket,
       '--engine', 'null', '--size', String(ctx.sizeBytes), '--num-queues', String(ctx.queues),
-      '--queue-size', String(ctx.queueSize), ...pollArgs(ctx)], ctx.socket, { cpus: ctx.cpus }),
+      '--queue-size', String(ctx.queueSize), '--read-zeroes', readZeroes(ctx), ...pollArgs(ctx)], ctx.socket, { cpus: ctx.cpus }),
   },
   {
     id: 'qsd-null', family: 'qsd', engine: 'null',
     unavailable: () => (qsdPath() === null ? QSD_MISSING : null),
     start: (ctx) => startListening(qsdPath()!, [
-      '--blockdev', `driver=null-co,node-name=null0,size=${ctx.sizeBytes},read-zeroes=on`,
+      '--blockdev', `driver=null-co,node-name=null0,size=${ctx.sizeBytes},read-zeroes=${readZeroes(ctx)}`,
       '--export', qsdExport('null0', ctx),
     ], ctx.socket, { cpus: ctx.cpus }),
   },

@@ -1,11 +1,13 @@
 /**
  * A bench-only vhost-user-blk server for the engines the `vhost-user-blk` CLI does not expose
  * (it serves files only): `null` is the real {@link BlkDevice} over the library's NullImage
- * (reads zero the data, writes are dropped — the counterpart of qemu-storage-daemon's
- * `null-co,read-zeroes=on`); `instant` is {@link InstantBlkDevice}, the harness ceiling.
+ * (writes are dropped; reads zero the data with `--read-zeroes on`, the default, or leave it —
+ * the counterparts of qemu-storage-daemon's `null-co,read-zeroes=on|off`); `instant` is
+ * {@link InstantBlkDevice}, the harness ceiling.
  *
  *   node --conditions=vhost-ts-source --import tsx bench/src/blk/ts-server.ts \
  *     --socket S --engine null|instant [--size BYTES] [--num-queues N] [--queue-size N] [--poll-us N]
+ *     [--read-zeroes on|off]
  *
  * `--poll-us` bounds the adaptive busy-poll window after each batch (both engines; default the
  * device default, 0 = off), like the CLI's flag.
@@ -26,8 +28,13 @@ const { values } = parseArgs({
     'num-queues': { type: 'string', default: '1' },
     'queue-size': { type: 'string', default: '256' },
     'poll-us': { type: 'string', default: String(DEFAULT_POLL_US) },
+    'read-zeroes': { type: 'string', default: 'on' },
   },
 });
+if (values['read-zeroes'] !== 'on' && values['read-zeroes'] !== 'off') {
+  process.stderr.write(`ts-server: --read-zeroes on|off, got ${values['read-zeroes']}\n`);
+  process.exit(2);
+}
 if (values.socket === undefined) {
   process.stderr.write('ts-server: --socket is required\n');
   process.exit(2);
@@ -39,7 +46,7 @@ const pollUs = Number(values['poll-us']);
 let device: VirtioDevice;
 switch (values.engine) {
   case 'null':
-    device = new BlkDevice({ image: new NullImage(size), numQueues, queueSize, pollUs });
+    device = new BlkDevice({ image: new NullImage(size, { readZeroes: values['read-zeroes'] === 'on' }), numQueues, queueSize, pollUs });
     break;
   case 'instant':
     device = new InstantBlkDevice(numQueues, size, pollUs);

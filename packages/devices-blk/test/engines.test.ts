@@ -29,6 +29,24 @@ t.test('null engine reads zeros and drops writes', async (t) => {
   t.ok(r.readIn(rd).every((b) => b === 0), 'zeros (the buffer was 0xee)');
 });
 
+t.test('null engine with readZeroes off: reads complete whole and leave the buffers untouched', async (t) => {
+  const r = new BlkRig({ image: new NullImage(8 << 20, { readZeroes: false }) }, { heapBytes: 2 << 20 });
+  const reads = [0, 1, 2, 3].map((i) => r.add({ type: VIRTIO_BLK_T_IN, sector: i * 128, inLen: 64 * 1024 }));
+  r.kick();
+  const used = r.collect();
+  for (const rd of reads) {
+    t.equal(r.status(rd), VIRTIO_BLK_S_OK);
+    t.equal(used.get(rd.head), 64 * 1024 + 1, 'the whole length reported, as null-co does');
+    t.ok(r.readIn(rd).every((b) => b === 0xee), 'the guest keeps its own bytes');
+  }
+  t.equal(r.notifies, 1, 'no bytes moved: published once, like null writes');
+  const past = r.add({ type: VIRTIO_BLK_T_IN, sector: (8 << 20) / 512, inLen: 512 });
+  r.kick();
+  r.collect();
+  t.equal(r.status(past), VIRTIO_BLK_S_IOERR, 'still checked against the capacity');
+  t.match(new NullImage(1 << 20, { readZeroes: false }).description, /unchanged/);
+});
+
 t.test('null engine publishes large reads as it goes, small batches once', async (t) => {
   // Four 512 KiB reads in one kick: the driver sees the first ones before the batch ends
   // (a publish + notify after every 32 KiB), so it can refill while the rest are zeroed.

@@ -1,6 +1,6 @@
 /**
  * Memory and null images: synchronous engines for tests and benchmarks.
- * `memory` keeps the disk in an ArrayBuffer; `null` reads zeros and discards writes.
+ * `memory` keeps the disk in an ArrayBuffer; `null` reads zeros (or nothing) and discards writes.
  * @module
  */
 import {
@@ -42,21 +42,28 @@ export class MemoryImage implements BlockImage {
   close(): void {}
 }
 
-/** A disk of `sizeBytes` that reads zeros and forgets writes (benchmarks of the queue path). */
+/**
+ * A disk of `sizeBytes` that forgets writes (benchmarks of the queue path). Reads fill the
+ * guest's buffers with zeros, or with `readZeroes: false` leave them as they are — what
+ * qemu-storage-daemon's `null-co` does by default (its `read-zeroes` option): the guest gets
+ * its own memory back, so nothing leaks, and a read then costs the request path alone.
+ */
 export class NullImage implements BlockImage {
   readonly kind = 'null';
   readonly sizeBytes: number;
   readonly readOnly: boolean;
+  readonly readZeroes: boolean;
   readonly description: string;
 
-  constructor(sizeBytes: number, opts: { readOnly?: boolean } = {}) {
+  constructor(sizeBytes: number, opts: { readOnly?: boolean; readZeroes?: boolean } = {}) {
     this.sizeBytes = sizeBytes;
     this.readOnly = opts.readOnly ?? false;
-    this.description = `null image of ${sizeBytes} bytes`;
+    this.readZeroes = opts.readZeroes ?? true;
+    this.description = `null image of ${sizeBytes} bytes${this.readZeroes ? '' : ' (reads leave the buffers unchanged)'}`;
   }
 
   createEngine(opts: EngineOptions): BlockEngine {
-    return new SyncEngine(opts.sink, null, opts.eventIdx);
+    return new SyncEngine(opts.sink, null, opts.eventIdx, this.readZeroes);
   }
 
   close(): void {}
@@ -76,11 +83,14 @@ class SyncEngine implements BlockEngine {
    * once it has run.
    */
   private readonly publishFirst: boolean;
+  /** Null image: reads write zeros (else they touch no guest memory). */
+  private readonly zeroReads: boolean;
 
-  constructor(sink: BlockCompletionSink, bytes: Uint8Array | null, publishFirst: boolean) {
+  constructor(sink: BlockCompletionSink, bytes: Uint8Array | null, publishFirst: boolean, zeroReads = true) {
     this.sink = sink;
     this.bytes = bytes;
     this.publishFirst = publishFirst;
+    this.zeroReads = zeroReads;
   }
 
   submit(batch: readonly BlkRequest[], count: number): void {
@@ -93,7 +103,9 @@ class SyncEngine implements BlockEngine {
       // the driver refills those buffers in parallel instead of waiting for the whole batch.
       // Only bytes actually moved count: a null write moves none, so a batch of them is
       // published once, like a batch of small requests.
-      if (req.op === BLK_OP_READ || (req.op === BLK_OP_WRITE && this.bytes !== null)) bytes += req.length;
+      if ((req.op === BLK_OP_READ && (this.bytes !== null || this.zeroReads)) || (req.op === BLK_OP_WRITE && this.bytes !== null)) {
+        bytes += req.length;
+      }
       if ((bytes >= PROGRESS_BYTES || (i === 0 && this.publishFirst)) && i + 1 < count) {
         this.sink.progress();
         bytes = 0;
@@ -106,8 +118,8 @@ class SyncEngine implements BlockEngine {
     const img = this.bytes;
     switch (req.op) {
       case BLK_OP_READ:
-        if (img === null) req.zeroData();
-        else req.copyToData(req.offset, img, req.length);
+        if (img !== null) req.copyToData(req.offset, img, req.length);
+        else if (this.zeroReads) req.zeroData();
         req.written = req.length;
         return VIRTIO_BLK_S_OK;
       case BLK_OP_WRITE: {

@@ -200,9 +200,11 @@ Napi::Value CopyRanges(const Napi::CallbackInfo& info) {
     // the next range's lines, for writing, while this one is copied, so their misses overlap
     // with this copy (asking for all of them up front overflows the CPU's miss buffers).
     if (prefetchDst && i + 1 < n) {
-      uint8_t* nd = dst + static_cast<size_t>(plan[3 * (i + 1) + 1]);
-      const size_t nlen = static_cast<size_t>(plan[3 * (i + 1) + 2]);
-      for (size_t o = 0; o < nlen; o += 64) PrefetchForWrite(nd + o);
+      // Every line the range touches, from the one holding its first byte (a range may start
+      // mid-line: an RX payload starts 12 bytes into its buffer).
+      const uintptr_t first = reinterpret_cast<uintptr_t>(dst + static_cast<size_t>(plan[3 * (i + 1) + 1]));
+      const uintptr_t end = first + static_cast<size_t>(plan[3 * (i + 1) + 2]);
+      for (uintptr_t a = first & ~static_cast<uintptr_t>(63); a < end; a += 64) PrefetchForWrite(reinterpret_cast<const void*>(a));
     }
     const size_t len = static_cast<size_t>(plan[3 * i + 2]);
     if (len != 0)

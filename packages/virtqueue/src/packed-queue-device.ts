@@ -260,6 +260,9 @@ export class PackedQueueDevice implements DeviceQueue {
     this.directTaken = 0;
     if (this.walker.maxSegments === 0) return 0;
     if (max > out.length >>> 2) max = out.length >>> 2;
+    // Never more than a ring in one run: a driver on another CPU can make slots available again
+    // while we read, and unpop undoes at most one crossing of the ring's end.
+    if (max > this.size) max = this.size;
     const mem = this.memory;
     const h = mem.hint;
     if (h >= mem.slabCount) return 0;

@@ -182,6 +182,37 @@ t.test('packed: unpop gives back chains of the last popDirect, across the wrap',
   g.device.unpop(0);
 });
 
+t.test('packed: a driver racing the run cannot make it longer than the ring, unpop stays exact', async (t) => {
+  // A driver on another CPU may mark a slot available again right after the device read it.
+  // Simulated: every flags load on the ring also re-publishes slot 0 for the device's next wrap.
+  const g = new MockPackedGuest({ queueSize: 1 });
+  const gpa = g.alloc(64);
+  g.driver.addOne(gpa, 64, true);
+  g.driver.publish();
+  const desc = g.device.ringViews.desc;
+  const load = Atomics.load;
+  let wrap = 1;
+  (Atomics as { load: typeof Atomics.load }).load = ((arr: Uint32Array, i: number) => {
+    const v = load(arr, i);
+    if (arr === desc && i === 3) {
+      // Next wrap's "available" ownership bits (AVAIL = wrap, USED = !wrap), other flags and id kept.
+      wrap ^= 1;
+      desc[3] = ((desc[3] & 0x7f7fffff) | ((wrap ? 0x0080 : 0x8000) << 16)) >>> 0;
+    }
+    return v;
+  }) as typeof Atomics.load;
+  let n: number;
+  const before = g.device.nextAvail;
+  try {
+    n = g.device.popDirect(new Float64Array(4 * 32), 32, true);
+  } finally {
+    (Atomics as { load: typeof Atomics.load }).load = load;
+  }
+  t.equal(n, 1, 'one ring slot, one chain, however often the driver flips it');
+  g.device.unpop(n);
+  t.equal(g.device.nextAvail, before, 'given back to the exact position, wrap counter included');
+});
+
 t.test('packed: an empty popDirect arms EVENT_IDX like pop', async (t) => {
   const event = (fn: (g: MockPackedGuest) => void) => {
     const g = new MockPackedGuest({ queueSize: 8, eventIdx: true, startSlot: 3 });

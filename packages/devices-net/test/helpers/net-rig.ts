@@ -1,12 +1,12 @@
 // Test rig: a VirtioNetDevice whose queues each run over their own MockGuest, with helpers
 // to transmit frames, post RX buffers and collect what the device wrote.
 import { VIRTIO_F_IN_ORDER } from '@vhost-ts/virtqueue';
-import { MockGuest } from '@vhost-ts/virtqueue/testing';
+import { MockGuest, MockPackedGuest } from '@vhost-ts/virtqueue/testing';
 import type { QueueContext, QueueHandler } from '@vhost-ts/vhost-user';
 import { VirtioNetDevice, type VirtioNetDeviceOptions } from '../../src/virtio-net-device.js';
 
 export interface RigQueue {
-  guest: MockGuest;
+  guest: MockGuest | MockPackedGuest;
   handler: QueueHandler;
   notifies: number;
   broken: string[];
@@ -18,7 +18,8 @@ export class NetRig {
   readonly device: VirtioNetDevice;
   readonly queues = new Map<number, RigQueue>();
 
-  constructor(opts: VirtioNetDeviceOptions, acked?: bigint, queueSize = 64, eventIdx = false) {
+  /** With `packed`, every queue runs on a packed ring (VIRTIO_F_RING_PACKED acked). */
+  constructor(opts: VirtioNetDeviceOptions, acked?: bigint, queueSize = 64, eventIdx = false, private readonly packed = false) {
     this.device = new VirtioNetDevice(opts);
     this.device.setFeatures(acked ?? this.device.features);
     for (let i = 0; i < this.device.numQueues; i++) this.start(i, queueSize, eventIdx);
@@ -27,7 +28,9 @@ export class NetRig {
   start(index: number, queueSize = 64, eventIdx = false): RigQueue {
     // The rings follow the negotiation, as the vhost-user session builds them.
     const inOrder = (this.device.acked & (1n << BigInt(VIRTIO_F_IN_ORDER))) !== 0n;
-    const guest = new MockGuest({ queueSize, eventIdx, heapBytes: 0x100000, inOrder });
+    const guest = this.packed
+      ? new MockPackedGuest({ queueSize, eventIdx, heapBytes: 0x100000 })
+      : new MockGuest({ queueSize, eventIdx, heapBytes: 0x100000, inOrder });
     const rq: RigQueue = { guest, handler: null as unknown as QueueHandler, notifies: 0, broken: [] };
     const ctx: QueueContext = {
       index, queue: guest.device, memory: guest.memory, inflight: null,

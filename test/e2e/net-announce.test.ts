@@ -94,13 +94,14 @@ t.test('QEMU announce-self → SEND_RARP → RARP broadcast on the switch; host_
 
     t.same(await sendToGuest(), { unicast: 0, flooded: 1 }, 'before the announcement the guest MAC is unknown: flooded');
     t.equal(observer.received.filter(isRarp).length, 0, 'no RARP before the announcement');
-    await qemu.qmp.execute('announce-self', { initial: 50, max: 550, rounds: 2, step: 50 });
+    // One round: a second RARP flooded while the unicast check below runs would be counted by it.
+    await qemu.qmp.execute('announce-self', { initial: 50, max: 550, rounds: 1, step: 50 });
     t.ok(await observer.waitFor((fs) => fs.some(isRarp), 20_000), 'the other port received a RARP');
     const rarp = observer.received.find(isRarp)!;
     const mac = [...rarp.subarray(18, 24)].map((b) => b.toString(16).padStart(2, '0')).join(':');
     t.equal(mac, GUEST_MAC, 'from the guest MAC');
     t.same([...rarp.subarray(12, 18)], [0xff, 0xff, 0xff, 0xff, 0xff, 0xff], 'broadcast');
     t.match(await logged(new RegExp(`SEND_RARP: announcing ${GUEST_MAC}`)), new RegExp(`SEND_RARP: announcing ${GUEST_MAC}`), 'logged by the back-end');
-    t.ok((await switchCounts()).rarp >= 1, 'counted on the guest port');
+    t.equal((await switchCounts()).rarp, 1, 'counted on the guest port');
     t.same(await sendToGuest(), { unicast: 1, flooded: 0 }, 'the switch learned the guest MAC from the RARP: known unicast');
   }));

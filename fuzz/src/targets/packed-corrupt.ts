@@ -11,6 +11,7 @@
 import fc from 'fast-check';
 import { ALL_FAULTS, DescriptorChain } from '@vhost-ts/virtqueue';
 import { MockPackedGuest } from '@vhost-ts/virtqueue/testing';
+import { DirectPopper, popStepArb, type PopStep } from './direct-pops.js';
 import type { FuzzTarget } from './target.js';
 
 type Mutation =
@@ -19,7 +20,7 @@ type Mutation =
   | { m: 'indirect'; offset: number; value: number }
   | { m: 'event'; driver: boolean; value: number };
 
-type Step = { s: 'mutate'; mut: Mutation } | { s: 'pop'; n: number; direct?: boolean; writable?: boolean }
+type Step = { s: 'mutate'; mut: Mutation } | PopStep
   | { s: 'add'; n: number; indirect: boolean; chain: number } | { s: 'collect'; n: number } | { s: 'notify'; which: number };
 
 const mutationArb: fc.Arbitrary<Mutation> = fc.oneof(
@@ -32,9 +33,7 @@ const mutationArb: fc.Arbitrary<Mutation> = fc.oneof(
 
 /** Steps of a scenario; `direct` adds `popDirect` pops (either direction) to the pop step. */
 function stepArb(direct: boolean): fc.Arbitrary<Step> {
-  const pop = direct
-    ? fc.record({ s: fc.constant('pop' as const), n: fc.integer({ min: 1, max: 20 }), direct: fc.boolean(), writable: fc.boolean() })
-    : fc.record({ s: fc.constant('pop' as const), n: fc.integer({ min: 1, max: 20 }) });
+  const pop = popStepArb(direct);
   return fc.oneof(
     { weight: 3, arbitrary: fc.record({ s: fc.constant('mutate' as const), mut: mutationArb }) },
     { weight: 2, arbitrary: pop },
@@ -133,60 +132,11 @@ export function runPackedCorrupt(sc: { queueSize: number; startSlot: number; sta
   };
 
   // popDirect: the run form of pop's one-descriptor fast path, under the same hostile ring.
-  const direct = new Float64Array(4 * 20);
-  const direct2 = new Float64Array(4 * 20);
+  const direct = new DirectPopper(fail);
   const popDirect = (n: number, writable: boolean): void => {
-    let r: number;
-    try {
-      r = g.device.popDirect(direct, n, writable);
-    } catch (e) {
-      fail(`popDirect threw ${String(e)}`);
-    }
-    if (r < 0) {
-      if (!ALL_FAULTS.includes(r)) fail(`popDirect returned unknown fault ${r}`);
-      faulted = true;
-      if (!g.device.isBroken) fail('popDirect fault without a broken queue');
-      return;
-    }
-    if (faulted && r > 0) fail('a broken queue popped (popDirect)');
-    if (!(Number.isInteger(r) && r <= n)) fail(`popDirect returned ${r} for max ${n}`);
-    // Give the end of the run back (as RX does when a frame needs the general path): the next
-    // call must hand out exactly the same chains, and the pop count must not drift.
-    const back = r > 1 ? n % r : 0;
-    if (back > 0) {
-      const popped = g.device.popped;
-      const at = g.device.nextAvail;
-      try {
-        g.device.unpop(back);
-      } catch (e) {
-        fail(`unpop(${back}) after a run of ${r} threw ${String(e)}`);
-      }
-      if (g.device.popped !== popped - back) fail(`unpop(${back}): popped ${popped} → ${g.device.popped}`);
-      const again = g.device.popDirect(direct2, back, writable);
-      if (again !== back) fail(`after unpop(${back}) popDirect returned ${again}`);
-      if (g.device.nextAvail !== at) fail('after unpop and the same pops, another position');
-      for (let k = 0; k < back * 4; k++) {
-        if (direct2[k] !== direct[4 * (r - back) + k]) fail(`after unpop(${back}): entry ${k >> 2} differs`);
-      }
-    }
-    for (let k = 0; k < r; k++) {
-      const id = direct[4 * k], sl = direct[4 * k + 1], off = direct[4 * k + 2], len = direct[4 * k + 3];
-      if (!(id >= 0 && id < size)) fail(`popDirect: buffer id ${id} out of range`);
-      if (!(sl >= 0 && sl < mem.slabCount)) fail(`popDirect: slab ${sl}`);
-      if (!(off >= 0 && len > 0 && off + len <= mem.slabs[sl].length)) fail(`popDirect: ${off}+${len} outside slab ${sl}`);
-      if (writable) mem.slabs[sl].fill(0x3c, off, off + Math.min(len, 1 << 16));
-      try {
-        g.device.pushUsed(id, writable ? Math.min(len, 1 << 16) : 0);
-      } catch (e) {
-        fail(`used path threw ${String(e)}`);
-      }
-    }
-    try {
-      g.device.publishUsed();
-      g.device.shouldNotify();
-    } catch (e) {
-      fail(`used path threw ${String(e)}`);
-    }
+    direct.faulted = faulted;
+    direct.run(g.device, mem, n, writable);
+    faulted = direct.faulted;
   };
 
   for (const step of sc.steps) {

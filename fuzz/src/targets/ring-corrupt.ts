@@ -11,6 +11,7 @@
 import fc from 'fast-check';
 import { ALL_FAULTS, DescriptorChain } from '@vhost-ts/virtqueue';
 import { MockGuest } from '@vhost-ts/virtqueue/testing';
+import { DirectPopper, popStepArb, type PopStep } from './direct-pops.js';
 import type { FuzzTarget } from './target.js';
 
 type Mutation =
@@ -21,7 +22,7 @@ type Mutation =
   | { m: 'indirect'; offset: number; value: number }
   | { m: 'usedEvent'; value: number };
 
-type Step = { s: 'mutate'; mut: Mutation } | { s: 'pop'; n: number; direct?: boolean; writable?: boolean } | { s: 'add'; n: number; indirect: boolean };
+type Step = { s: 'mutate'; mut: Mutation } | PopStep | { s: 'add'; n: number; indirect: boolean };
 
 const mutationArb: fc.Arbitrary<Mutation> = fc.oneof(
   fc.record({ m: fc.constant('descWord' as const), index: fc.nat({ max: 300 }), word: fc.nat({ max: 3 }), value: fc.nat({ max: 0xffffffff }) }),
@@ -34,9 +35,7 @@ const mutationArb: fc.Arbitrary<Mutation> = fc.oneof(
 
 /** Steps of a scenario; `direct` adds `popDirect` pops (either direction) to the pop step. */
 function stepArb(direct: boolean): fc.Arbitrary<Step> {
-  const pop = direct
-    ? fc.record({ s: fc.constant('pop' as const), n: fc.integer({ min: 1, max: 20 }), direct: fc.boolean(), writable: fc.boolean() })
-    : fc.record({ s: fc.constant('pop' as const), n: fc.integer({ min: 1, max: 20 }) });
+  const pop = popStepArb(direct);
   return fc.oneof(
     { weight: 3, arbitrary: fc.record({ s: fc.constant('mutate' as const), mut: mutationArb }) },
     { weight: 2, arbitrary: pop },
@@ -126,46 +125,11 @@ export function runRingCorrupt(sc: { queueSize: number; startIndex: number; even
   };
 
   // popDirect: the run form of pop's one-descriptor fast path, under the same hostile ring.
-  const direct = new Float64Array(4 * 20);
-  const direct2 = new Float64Array(4 * 20);
+  const direct = new DirectPopper(fail);
   const popDirect = (n: number, writable: boolean): void => {
-    let r: number;
-    try {
-      r = g.device.popDirect(direct, n, writable);
-    } catch (e) {
-      fail(`popDirect threw ${String(e)}`);
-    }
-    if (r < 0) {
-      if (!ALL_FAULTS.includes(r)) fail(`popDirect returned unknown fault ${r}`);
-      faulted = true;
-      if (!g.device.isBroken) fail('popDirect fault without a broken queue');
-      return;
-    }
-    if (faulted && r > 0) fail('a broken queue popped (popDirect)');
-    if (!(Number.isInteger(r) && r <= n)) fail(`popDirect returned ${r} for max ${n}`);
-    // Give the end of the run back (as RX does when a frame needs the general path): the next
-    // call must hand out exactly the same chains, and the pop count must not drift.
-    const back = r > 1 ? n % r : 0;
-    if (back > 0) {
-      const popped = g.device.popped;
-      g.device.unpop(back);
-      if (g.device.popped !== popped - back) fail(`unpop(${back}): popped ${popped} → ${g.device.popped}`);
-      const again = g.device.popDirect(direct2, back, writable);
-      if (again !== back) fail(`after unpop(${back}) popDirect returned ${again}`);
-      for (let k = 0; k < back * 4; k++) {
-        if (direct2[k] !== direct[4 * (r - back) + k]) fail(`after unpop(${back}): entry ${k >> 2} differs`);
-      }
-    }
-    for (let k = 0; k < r; k++) {
-      const head = direct[4 * k], s = direct[4 * k + 1], off = direct[4 * k + 2], len = direct[4 * k + 3];
-      if (!(head >= 0 && head < size)) fail(`popDirect: head ${head} out of range`);
-      if (!(s >= 0 && s < mem.slabCount)) fail(`popDirect: slab ${s}`);
-      if (!(off >= 0 && len > 0 && off + len <= mem.slabs[s].length)) fail(`popDirect: ${off}+${len} outside slab ${s}`);
-      if (writable) mem.slabs[s].fill(0x3c, off, off + len);
-      g.device.pushUsed(head, writable ? len : 0);
-    }
-    g.device.publishUsed();
-    g.device.shouldNotify();
+    direct.faulted = faulted;
+    direct.run(g.device, mem, n, writable);
+    faulted = direct.faulted;
   };
 
   for (const step of sc.steps) {

@@ -3,6 +3,7 @@
  * {@link NetError} with code `'usage'` out.
  * @module
  */
+import { MAX_MTU, MIN_MTU } from './constants.js';
 import { NetError } from './errors.js';
 import { parseMac } from './mac-address.js';
 import type { NetServerOptions } from './net-server.js';
@@ -97,7 +98,7 @@ export function parseCliArgs(argv: readonly string[]): CliOptions {
         try { mac = parseMac(v); } catch (e) { usage((e as Error).message); }
         break;
       }
-      case '--mtu': mtu = intFlag('--mtu', take(), 68, 65535); break;
+      case '--mtu': mtu = intFlag('--mtu', take(), MIN_MTU, MAX_MTU); break;
       case '--queues': queuePairs = intFlag('--queues', take(), 1, 64); break;
       case '--client': client = true; break;
       case '--poll-us': pollUs = intFlag('--poll-us', take(), 0, 10_000); break;

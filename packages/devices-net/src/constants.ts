@@ -107,6 +107,15 @@ export const TUN_F_UFO = 0x10;
 // --- Ethernet ---------------------------------------------------------------------------------
 /** Destination MAC + source MAC + ethertype. */
 export const ETH_HLEN = 14;
+/** MTU range: virtio 1.2 §5.1.4.1 (at least 68) to what the 16-bit config field holds. */
+export const MIN_MTU = 68;
+export const MAX_MTU = 65535;
+
+/** True for an integer MTU in MIN_MTU..MAX_MTU. */
+export function isValidMtu(mtu: number): boolean {
+  return Number.isInteger(mtu) && mtu >= MIN_MTU && mtu <= MAX_MTU;
+}
+
 /** Ethernet header with one 802.1Q tag: what a frame carries beyond its MTU. */
 export const ETH_VLAN_HLEN = ETH_HLEN + 4;
 /** Largest frame we move, header excluded: a 64 KiB GSO super-frame plus its Ethernet/VLAN header. */

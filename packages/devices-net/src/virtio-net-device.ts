@@ -27,7 +27,7 @@ import {
   VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_GUEST_UFO, VIRTIO_NET_F_HOST_ECN,
   VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_HOST_UFO, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MQ,
   VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS, VIRTIO_NET_HDR_LEGACY_SIZE,
-  VIRTIO_NET_HDR_V1_SIZE, VIRTIO_NET_OK, ETH_VLAN_HLEN,
+  VIRTIO_NET_HDR_V1_SIZE, VIRTIO_NET_OK, ETH_VLAN_HLEN, isValidMtu, MAX_MTU, MIN_MTU,
 } from './constants.js';
 import { CtrlQueue, type CtrlTarget } from './ctrl-queue.js';
 import { NetError } from './errors.js';
@@ -130,7 +130,7 @@ export class VirtioNetDevice implements VirtioDevice, NetPortSink, CtrlTarget {
       throw new NetError('bad-option', `queue pairs must be 1..${Math.min(backend.maxPairs, 0x8000)}, got ${pairs}`);
     }
     const mtu = opts.mtu ?? 1500;
-    if (!Number.isInteger(mtu) || mtu < 68 || mtu > 65535) throw new NetError('bad-option', `mtu must be 68..65535, got ${mtu}`);
+    if (!isValidMtu(mtu)) throw new NetError('bad-option', `mtu must be ${MIN_MTU}..${MAX_MTU}, got ${mtu}`);
     const qsize = opts.maxQueueSize ?? 1024;
     if (!Number.isInteger(qsize) || qsize < 2 || qsize > 32768 || (qsize & (qsize - 1)) !== 0) {
       throw new NetError('bad-option', `max queue size must be a power of two in 2..32768, got ${qsize}`);
@@ -332,7 +332,7 @@ export class VirtioNetDevice implements VirtioDevice, NetPortSink, CtrlTarget {
    * Ethernet and VLAN headers; config space then reports it (until a device reset).
    */
   setMtu(mtu: number): boolean {
-    if (!Number.isInteger(mtu) || mtu < 68 || mtu > 65535) return false;
+    if (!isValidMtu(mtu)) return false;
     if (VIRTIO_NET_HDR_V1_SIZE + ETH_VLAN_HLEN + mtu > this.backend.slotSize) return false;
     this.config.setMtu(mtu);
     return true;

@@ -12,6 +12,8 @@
  *   npm run bench:blk -- --poll-us 0                   # our peers without busy-polling (A/B)
  *   npm run bench:blk -- --loadgen c                   # the C load generator (bench/c/blk-loadgen.c) instead of the TS one
  *   npm run bench:blk -- --null-read-zeroes off        # null peers leave read buffers as they are (null-co's default)
+ *   npm run bench:blk -- --engines file --image-dir /var/tmp --direct --qsd-aio io_uring --no-docs
+ *                                                      # the file peers on a disk, O_DIRECT (docs: tmpfs matrix only)
  *
  * `--peers` takes families (vhost-ts, qsd, ceiling) or peer ids (vhost-ts-file, qsd-null, ...).
  * `BENCH_BLK_NODE_ARGS="--cpu-prof --cpu-prof-dir=DIR"` passes node flags to our back-ends only
@@ -46,6 +48,8 @@ const { values } = parseArgs({
     pin: { type: 'boolean', default: false },
     loadgen: { type: 'string', default: 'ts' },
     'null-read-zeroes': { type: 'string', default: 'on' },
+    'image-dir': { type: 'string', default: '/dev/shm' },
+    direct: { type: 'boolean', default: false },
     'no-docs': { type: 'boolean', default: false },
     json: { type: 'string' },
     'from-json': { type: 'string' },
@@ -88,6 +92,9 @@ interface Saved {
   facts: MachineFacts; cells: Cell[]; command: string; durationS: number; warmupS: number; reps: number; pin: boolean; qsdAio: string;
   /** Absent in runs saved before the C load generator existed (those used the TS one). */
   loadgen?: 'ts' | 'c';
+  /** The file peers' image directory and O_DIRECT (absent before they were options: /dev/shm, off). */
+  imageDir?: string;
+  direct?: boolean;
 }
 let saved: Saved;
 if (values['from-json'] !== undefined) {
@@ -107,7 +114,7 @@ if (values['from-json'] !== undefined) {
       peers: usable, workloads, durationS, warmupS, reps, pin,
       queueSize: Number(values['queue-size']), sizeBytes: Number(values.size), qsdAio: values['qsd-aio'], workDir,
       pollUs: values['poll-us'] === undefined ? null : Number(values['poll-us']),
-      loadgen, nullReadZeroes: values['null-read-zeroes'] === 'on',
+      loadgen, nullReadZeroes: values['null-read-zeroes'] === 'on', imageDir: values['image-dir'], direct: values.direct,
       log: (l) => console.error(l),
     });
   } finally {
@@ -116,7 +123,7 @@ if (values['from-json'] !== undefined) {
   const argv = process.argv.slice(2);
   saved = {
     facts, cells, command: `npm run bench:blk${argv.length > 0 ? ` -- ${argv.join(' ')}` : ''}`,
-    durationS, warmupS, reps, pin, qsdAio: values['qsd-aio'], loadgen,
+    durationS, warmupS, reps, pin, qsdAio: values['qsd-aio'], loadgen, imageDir: values['image-dir'], direct: values.direct,
   };
 }
 const { cells } = saved;
@@ -126,7 +133,11 @@ if (values.json !== undefined) writeFileSync(values.json, `${JSON.stringify(save
 
 const errors = cells.reduce((s, c) => s + (c.result?.errors ?? 0), 0);
 const failed = cells.filter((c) => c.result === null).length;
-if (!quick && !values['no-docs']) {
+// The published table is the tmpfs matrix (its labels say so); other images are run with --no-docs.
+const tmpfsImage = (saved.imageDir ?? '/dev/shm') === '/dev/shm' && saved.direct !== true;
+if (!quick && !values['no-docs'] && !tmpfsImage) {
+  console.error('not writing docs: the published table is the tmpfs matrix (no --image-dir, no --direct)');
+} else if (!quick && !values['no-docs']) {
   const svgRel = 'img/bench-blk.svg';
   writeFileSync(join(REPO_ROOT, 'docs', svgRel), chart(cells));
   const notesPath = join(REPO_ROOT, 'bench/src/blk/findings.md');

@@ -29,8 +29,12 @@ export interface MatrixOptions {
   nullReadZeroes?: boolean;
   /** Load generator: the TypeScript one (`loadgen.ts`) or the C one (`bench/c/blk-loadgen.c`). */
   loadgen: 'ts' | 'c';
-  /** Directory of the socket; the image goes to /dev/shm. */
+  /** Directory of the socket. */
   workDir: string;
+  /** Directory of the file peers' image (default /dev/shm: tmpfs). */
+  imageDir?: string;
+  /** File peers open the image with O_DIRECT (ours `--direct`, QSD `cache.direct=on`). */
+  direct?: boolean;
   /** Progress lines. */
   log(line: string): void;
 }
@@ -61,7 +65,7 @@ export function cellP99(c: Cell): number {
   return medianValue(ps);
 }
 
-/** Creates a fully written (not sparse) image on tmpfs, so reads and writes hit real pages. */
+/** Creates a fully written (not sparse) image, so reads and writes hit real pages or blocks. */
 export function makeImage(path: string, sizeBytes: number): void {
   const fd = openSync(path, 'w');
   try {
@@ -115,12 +119,12 @@ export async function runOnce(peerId: PeerId, spec: WorkloadSpec, ctx: PeerConte
 
 /** Runs the whole matrix. */
 export async function runMatrix(o: MatrixOptions): Promise<Cell[]> {
-  const image = `/dev/shm/vtbench-blk-${process.pid}.img`;
+  const image = `${o.imageDir ?? '/dev/shm'}/vtbench-blk-${process.pid}.img`;
   const needsImage = o.peers.some((p) => p.endsWith('-file'));
   if (needsImage) makeImage(image, o.sizeBytes);
   const ctx: PeerContext = {
     socket: `${o.workDir}/blk.sock`, image, sizeBytes: o.sizeBytes, queues: 1, queueSize: o.queueSize,
-    cpus: o.pin ? '1' : null, qsdAio: o.qsdAio, pollUs: o.pollUs, nullReadZeroes: o.nullReadZeroes,
+    cpus: o.pin ? '1' : null, qsdAio: o.qsdAio, pollUs: o.pollUs, nullReadZeroes: o.nullReadZeroes, direct: o.direct ?? false,
   };
   const cells: Cell[] = [];
   try {

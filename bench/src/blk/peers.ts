@@ -28,7 +28,7 @@ export type PeerId = 'vhost-ts-file' | 'qsd-file' | 'vhost-ts-null' | 'qsd-null'
 /** Everything a peer needs to start. */
 export interface PeerContext {
   socket: string;
-  /** Raw image (regular file on tmpfs) for the file peers. */
+  /** Raw image for the file peers (a regular file, on tmpfs unless the bench was told otherwise). */
   image: string;
   /** Disk size for the null peers (bytes). */
   sizeBytes: number;
@@ -40,6 +40,8 @@ export interface PeerContext {
   qsdAio: string;
   /** Busy-poll bound for our peers (µs); null or absent for their default. */
   pollUs?: number | null;
+  /** File peers open the image with O_DIRECT (default false: the page cache). */
+  direct?: boolean;
   /** Null peers: reads fill the buffers with zeros (default) or leave them (QSD's own default). */
   nullReadZeroes?: boolean;
 }
@@ -104,14 +106,15 @@ export const PEERS: readonly Peer[] = [
     id: 'vhost-ts-file', family: 'vhost-ts', engine: 'file',
     unavailable: () => (findBlkCli() === null ? 'packages/devices-blk/src/cli.ts not found' : null),
     start: (ctx) => startListening(process.execPath, [...ourNodeArgs(), ...findBlkCli()!, '--socket-path', ctx.socket, '--blk-file', ctx.image,
-      '--num-queues', String(ctx.queues), '--queue-size', String(ctx.queueSize), '--log-level', 'warn', ...pollArgs(ctx)],
+      '--num-queues', String(ctx.queues), '--queue-size', String(ctx.queueSize), '--log-level', 'warn', ...pollArgs(ctx),
+      ...(ctx.direct === true ? ['--direct'] : [])],
     ctx.socket, { cpus: ctx.cpus }),
   },
   {
     id: 'qsd-file', family: 'qsd', engine: 'file',
     unavailable: () => (qsdPath() === null ? QSD_MISSING : null),
     start: (ctx) => startListening(qsdPath()!, [
-      '--blockdev', `driver=file,node-name=file0,filename=${ctx.image},aio=${ctx.qsdAio},cache.direct=off`,
+      '--blockdev', `driver=file,node-name=file0,filename=${ctx.image},aio=${ctx.qsdAio},cache.direct=${ctx.direct === true ? 'on' : 'off'}`,
       '--export', qsdExport('file0', ctx),
     ], ctx.socket, { cpus: ctx.cpus }),
   },

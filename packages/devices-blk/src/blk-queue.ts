@@ -15,7 +15,7 @@
  */
 import { channel } from 'node:diagnostics_channel';
 import { ChainWalker, DescriptorChain } from '@vhost-ts/virtqueue';
-import { AdaptivePoller, type QueueContext, type QueueHandler } from '@vhost-ts/vhost-user';
+import { AdaptivePoller, type InflightTracker, type QueueContext, type QueueHandler } from '@vhost-ts/vhost-user';
 import type { BlkQueueCounters } from './blk-counters.js';
 import {
   BLK_OP_DISCARD, BLK_OP_FLUSH, BLK_OP_GET_ID, BLK_OP_NONE, BLK_OP_READ, BLK_OP_WRITE, BLK_OP_WRITE_ZEROES,
@@ -182,6 +182,19 @@ export class BlkQueue implements QueueHandler, BlockCompletionSink {
       walk = (head, chain) => walker.walk(head, chain);
     }
     this.log.info(`queue ${this.ctx.index}: resubmitting ${tracker.resubmit.length} inflight request(s)`);
+    // As in process(): completions the engine reaps inside this batch are published, but must
+    // not start a pass — it would pop new requests into `batch` while the engine still reads it.
+    this.processing = true;
+    try {
+      this.resubmitHeads(tracker, walk);
+    } finally {
+      this.processing = false;
+    }
+    // New requests wait for the kick the session gives every started ring.
+  }
+
+  private resubmitHeads(tracker: InflightTracker, walk: (head: number, chain: DescriptorChain) => number): void {
+    const queue = this.ctx.queue;
     let count = 0;
     for (const head of tracker.resubmit) {
       if (this.freeCount === 0) break;

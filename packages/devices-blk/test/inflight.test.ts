@@ -1,8 +1,12 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { InflightTracker, QueueContext } from '@vhost-ts/vhost-user';
+import { SplitQueueDevice } from '@vhost-ts/virtqueue';
 import { MockGuest } from '@vhost-ts/virtqueue/testing';
 import t from 'tap';
-import { BlkDevice, MemoryImage, VIRTIO_BLK_S_OK } from '../src/index.js';
-import { pattern, sameBytes } from './helpers.js';
+import { BlkDevice, FileImage, MemoryImage, VIRTIO_BLK_S_OK } from '../src/index.js';
+import { MmapGuest, pattern, sameBytes } from './helpers.js';
 
 /** Records the tracker calls the device makes. */
 class RecordingTracker implements InflightTracker {
@@ -71,5 +75,61 @@ t.test('INFLIGHT_SHMFD: a hostile resubmit list (head out of range) breaks the d
   const h = dev.startQueue(0, ctx);
   t.equal(reasons.length, 1);
   t.match(reasons[0], /inflight head 999/);
+  await h.stop();
+});
+
+t.test('INFLIGHT_SHMFD: completions inside the resubmit batch do not start the queue under it', async (t) => {
+  // Page-cache reads complete inside io_uring_enter and the file engine reaps them between its
+  // calls (every 64 KiB): the queue must not pop and submit new requests from inside that
+  // batch — its batch array is the one being submitted.
+  const dir = mkdtempSync(join(tmpdir(), 'blk-inflight-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const size = 2 << 20;
+  const path = join(dir, 'disk.img');
+  writeFileSync(path, pattern(size, 5));
+  const image = FileImage.open(path);
+  t.teardown(() => image.close());
+  const g = new MmapGuest(8 << 20, 64);
+  const reqs: { head: number; buf: number; st: number; sector: number }[] = [];
+  for (let i = 0; i < 9; i++) {
+    const hdr = g.alloc(16);
+    const sector = i * 128;
+    g.write(hdr, header(0, sector)); // IN, 64 KiB
+    const buf = g.alloc(65536, { align: 4096 });
+    const st = g.alloc(1);
+    g.write(st, new Uint8Array([0xff]));
+    const head = g.driver.add([{ gpa: hdr, len: 16 }], [{ gpa: buf, len: 65536 }, { gpa: st, len: 1 }]);
+    reqs.push({ head, buf, st, sector });
+  }
+  g.driver.publish();
+  // The old back-end popped the first six and died; the last three are new.
+  const queue = new SplitQueueDevice(g.memory, g.layout, { eventIdx: false, indirect: true, nextAvail: 6 });
+  const tracker = new RecordingTracker(reqs.slice(0, 6).map((r) => r.head));
+  const dev = new BlkDevice({ image });
+  dev.setFeatures(dev.features);
+  const ctx: QueueContext = {
+    index: 0, queue, memory: g.memory, inflight: tracker,
+    notify: () => {}, broken: (r) => { t.fail(r); },
+  };
+  const h = dev.startQueue(0, ctx);
+  h.onKick();
+  const seen = new Map<number, number>();
+  const deadline = Date.now() + 5000;
+  while (seen.size < 9 && Date.now() < deadline) {
+    const head = g.driver.popUsed();
+    if (head < 0) { await new Promise((r) => setTimeout(r, 1)); continue; }
+    seen.set(head, (seen.get(head) ?? 0) + 1);
+  }
+  t.equal(seen.size, 9, 'every request completed');
+  t.ok([...seen.values()].every((n) => n === 1), 'each once');
+  const want = pattern(size, 5);
+  let bad = 0;
+  for (const r of reqs) {
+    if (g.read(r.st, 1)[0] !== VIRTIO_BLK_S_OK) bad++;
+    else if (!sameBytes(g.read(r.buf, 65536), want.subarray(r.sector * 512, r.sector * 512 + 65536))) bad++;
+  }
+  t.equal(bad, 0, 'every read has its status and its own bytes');
+  const begins = tracker.calls.filter((c) => c.startsWith('begin'));
+  t.same(begins.slice(0, 6), reqs.slice(0, 6).map((r) => `begin ${r.head}`), 'the resubmitted heads first, in order');
   await h.stop();
 });

@@ -3,9 +3,10 @@
  *
  * Data moves straight between the file and guest memory: every GuestMemory slab is an io_uring
  * buffer (slab index = buffer index) and a request's data segments become the iovec triples of
- * one READV/WRITEV. There is no bounce buffer. Everything one `submit()` receives is handed to
- * the kernel in one native call; completions are reaped in batches when the ring's eventfd
- * fires, then reported to the sink once per batch.
+ * one READV/WRITEV. There is no bounce buffer. What one `submit()` receives is handed to the
+ * kernel in a few native calls (about 64 KiB of data each; with O_DIRECT two ops each — see
+ * INLINE_BYTES_PER_CALL and DIRECT_OPS_PER_CALL); completions are reaped in batches when the
+ * ring's eventfd fires, then reported to the sink once per batch.
  *
  * ```
  *  slot i ── iovs[i*segCapacity … ] triples [slab, offset, len]      userData = slot | range << 16
@@ -63,15 +64,15 @@ export const MAX_OFFLOADED = Math.max(1, availableParallelism());
  */
 export const INLINE_BYTES_PER_CALL = 64 * 1024;
 /**
- * With O_DIRECT, reads and writes are handed to the kernel at most this many per call. io_uring
- * plugs a submission of more than two requests, and a plugged batch reaches the device as one
+ * With O_DIRECT, ops are handed to the kernel at most this many per call. io_uring plugs a
+ * submission of more than two ops, and a plugged batch reaches the device as one
  * dispatch (one notification to a virtio disk): on this VM's virtio disk (ext4, 4 KiB random
  * reads at QD32) batches of sixteen gave 0.86 × the IOPS of one or two per call, with the
  * device's own latency up from ~215 to ~290 µs at the same depth — the device starts on the
  * first requests while the later ones are still being submitted. qemu-storage-daemon's
  * vhost-user-blk export submits requests one by one.
  */
-export const DIRECT_REQUESTS_PER_CALL = 2;
+export const DIRECT_OPS_PER_CALL = 2;
 /** Private range flag (the parser rejects unknown guest flags): ZERO_RANGE already retried. */
 const RETRIED = 0x80000000;
 
@@ -232,10 +233,10 @@ export class FileEngine implements BlockEngine {
     }
     const mem = batch[0].memory;
     if (mem !== null && mem.generation !== this.generation && !this.registerMemory(batch, count)) return;
-    // With O_DIRECT also a few requests per call, so the block layer does not plug them.
-    const callRequests = this.direct ? DIRECT_REQUESTS_PER_CALL : Number.MAX_SAFE_INTEGER;
+    // With O_DIRECT also at most two ops per call (flushes and discards count), so the block
+    // layer does not plug them.
+    const callOps = this.direct ? DIRECT_OPS_PER_CALL : Number.MAX_SAFE_INTEGER;
     let bytes = 0;
-    let requests = 0;
     for (let i = 0; i < count; i++) {
       const req = batch[i];
       this.byIndex[req.index] = req;
@@ -244,15 +245,11 @@ export class FileEngine implements BlockEngine {
       req.done = 0;
       this.inflight++;
       this.queueRequest(req);
-      if (req.op === BLK_OP_READ || req.op === BLK_OP_WRITE) {
-        bytes += req.length;
-        requests++;
-        if ((bytes >= INLINE_BYTES_PER_CALL || requests >= callRequests) && i + 1 < count) {
-          bytes = 0;
-          requests = 0;
-          this.flushQueued();
-          this.reapAll(); // reports what finished (the queue publishes it; it does not start new work mid-batch)
-        }
+      if (req.op === BLK_OP_READ || req.op === BLK_OP_WRITE) bytes += req.length;
+      if ((bytes >= INLINE_BYTES_PER_CALL || this.queued >= callOps) && i + 1 < count) {
+        bytes = 0;
+        this.flushQueued();
+        this.reapAll(); // reports what finished (the queue publishes it; it does not start new work mid-batch)
       }
     }
     this.flushQueued();

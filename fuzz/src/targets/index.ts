@@ -9,7 +9,7 @@ import type { FuzzTarget } from './target.js';
 import { vuCodec } from './vu-codec.js';
 import { vuPacked, vuSession } from './vu-session.js';
 import { vuSocket } from './vu-socket.js';
-import { blkQueue } from './blk-queue.js';
+import { blkFile, blkQueue } from './blk-queue.js';
 import { netPath } from './net-path.js';
 import { netCtrl } from './net-ctrl.js';
 import { packedCorrupt, packedDirect } from './packed-corrupt.js';
@@ -18,7 +18,7 @@ import { configSpace } from './config-space.js';
 
 export type { FuzzTarget } from './target.js';
 
-export const TARGETS: readonly FuzzTarget[] = [ringModel, ringCorrupt, ringDirect, ringNotify, vuCodec, vuSession, vuPacked, vuSocket, blkQueue, netPath, netCtrl, configSpace, packedModel, packedCorrupt, packedDirect];
+export const TARGETS: readonly FuzzTarget[] = [ringModel, ringCorrupt, ringDirect, ringNotify, vuCodec, vuSession, vuPacked, vuSocket, blkQueue, blkFile, netPath, netCtrl, configSpace, packedModel, packedCorrupt, packedDirect];
 
 /** Targets matching a name, a prefix group (`ring` → ring-model, ring-corrupt, ring-notify), or `all`. */
 export function selectTargets(name: string): FuzzTarget[] {

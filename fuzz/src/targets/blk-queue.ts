@@ -23,7 +23,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import {
-  BlkDevice, FileImage, MemoryImage, VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_WRITE_ZEROES, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK,
+  BlkDevice, FileImage, MemoryImage, VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_WRITE_ZEROES, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK,
   VIRTIO_BLK_S_UNSUPP, encodeSerial,
 } from '@vhost-ts/devices-blk';
 import type { QueueContext } from '@vhost-ts/vhost-user';
@@ -75,6 +75,8 @@ export const blkArb = fc.record({
   readOnly: fc.boolean(),
   ackDiscard: fc.boolean(),
   ackWriteZeroes: fc.boolean(),
+  /** FLUSH not acked: the device is writethrough (the file engine syncs after every write). */
+  writethrough: fc.boolean(),
   batches: fc.array(fc.array(reqArb, { minLength: 1, maxLength: 6 }), { minLength: 1, maxLength: 5 }),
 });
 
@@ -299,7 +301,9 @@ async function runOn(s: Scenario, g: MockGuest | MockPackedGuest, under: ImageUn
   let acked = device.features;
   if (!s.ackDiscard) acked &= ~(1n << BigInt(VIRTIO_BLK_F_DISCARD));
   if (!s.ackWriteZeroes) acked &= ~(1n << BigInt(VIRTIO_BLK_F_WRITE_ZEROES));
+  if (s.writethrough) acked &= ~(1n << BigInt(VIRTIO_BLK_F_FLUSH));
   device.setFeatures(acked);
+  if (device.writeback === s.writethrough) fail(`writeback ${device.writeback} with FLUSH ${s.writethrough ? 'not ' : ''}acked`);
   const opts = {
     readOnly: s.readOnly, discard: !s.readOnly && s.ackDiscard, writeZeroes: !s.readOnly && s.ackWriteZeroes, serial: encodeSerial(SERIAL),
   };

@@ -1,7 +1,7 @@
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, openSync, closeSync, ftruncateSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import {
   BlkDevice, FileImage, MemoryImage, NullImage, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_T_DISCARD,
   VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_BLK_T_WRITE_ZEROES, type FileEngine,
@@ -296,17 +296,27 @@ t.test('file engine: writethrough syncs each write; stop() waits for in-flight I
   t.equal(r.collect().size, 0);
 });
 
-t.test('file engine: O_DIRECT on a real file (skipped where unsupported)', async (t) => {
-  const path = tmpImage('direct.img', pattern(1 << 16, 8));
+/**
+ * Opens `path` with O_DIRECT, closed at the end of `t`; null (and a passing "skipped") where the
+ * file system refuses it.
+ */
+function openDirect(t: Test, path: string): FileImage | null {
   let image: FileImage;
   try {
     image = FileImage.open(path, { direct: true });
   } catch (err) {
     t.comment(`O_DIRECT not supported on this file system: ${String(err)}`);
     t.pass('skipped');
-    return;
+    return null;
   }
   t.teardown(() => image.close());
+  return image;
+}
+
+t.test('file engine: O_DIRECT on a real file (skipped where unsupported)', async (t) => {
+  const path = tmpImage('direct.img', pattern(1 << 16, 8));
+  const image = openDirect(t, path);
+  if (image === null) return;
   const r = new BlkRig({ image }, new MmapGuest());
   const rd = r.add({ type: VIRTIO_BLK_T_IN, sector: 8, inLen: 4096 });
   const wr = r.add({ type: VIRTIO_BLK_T_OUT, sector: 64, out: pattern(4096, 77) });
@@ -325,15 +335,8 @@ t.test('file engine: O_DIRECT on a real file (skipped where unsupported)', async
 t.test('file engine: O_DIRECT ops go to the kernel two per call (no plugged batch)', async (t) => {
   const size = 1 << 20;
   const path = tmpImage('direct-calls.img', pattern(size, 12));
-  let image: FileImage;
-  try {
-    image = FileImage.open(path, { direct: true });
-  } catch (err) {
-    t.comment(`O_DIRECT not supported on this file system: ${String(err)}`);
-    t.pass('skipped');
-    return;
-  }
-  t.teardown(() => image.close());
+  const image = openDirect(t, path);
+  if (image === null) return;
   const r = new BlkRig({ image }, new MmapGuest());
   const engine = (r.handler as unknown as { engine: FileEngine }).engine;
   const reads = [];

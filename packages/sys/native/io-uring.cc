@@ -317,7 +317,7 @@ class IoUring : public Napi::ObjectWrap<IoUring> {
       if (!IsIntIn(r[0], kReadv, kWrite)) return BadOp(env, i, "unknown opcode");
       if (!IsIntIn(r[1], 0, INT32_MAX)) return BadOp(env, i, "fd must be an integer >= 0");
       if (!IsIntIn(r[2], 0, kMaxSafe)) return BadOp(env, i, "file offset must be an integer in [0, 2^53)");
-      if (!IsIntIn(r[3], 0, UINT32_MAX)) return BadOp(env, i, "userData must be a u32");
+      if (!IsIntIn(r[3], 0, static_cast<double>(kInternalTag - 1))) return BadOp(env, i, "userData must be an integer in [0, 2^40)");
       int op = static_cast<int>(r[0]);
       if (op == kReadv || op == kWritev || op == kRead || op == kWrite) {
         double maxIov = (op == kRead || op == kWrite) ? 1 : kMaxIovPerOp;

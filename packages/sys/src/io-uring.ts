@@ -32,7 +32,7 @@ export const IORING_OP = Object.freeze({
  */
 export const IOSQE_ASYNC = 16;
 
-/** Doubles per op record: [opcode, fd, fileOffset, userData, iovStart, iovCount, arg, arg2]. */
+/** Doubles per op record: [opcode, fd, fileOffset, userData (integer < 2^40), iovStart, iovCount, arg, arg2]. */
 export const OP_STRIDE = 8;
 /** Doubles per iovec triple: [bufferIndex, byteOffset, byteLength]. */
 export const IOV_STRIDE = 3;

@@ -233,7 +233,8 @@ t.test('bad records and iovec triples are rejected and nothing is submitted', as
   bad([99, file, 0, 2, 0, 1, 0, 0], ok, 'unknown opcode');
   bad([IORING_OP.WRITEV, -1, 0, 2, 0, 1, 0, 0], ok, 'negative fd');
   bad([IORING_OP.WRITEV, file, 2 ** 53, 2, 0, 1, 0, 0], ok, 'offset 2^53');
-  bad([IORING_OP.WRITEV, file, 0, 2 ** 32, 0, 1, 0, 0], ok, 'userData over u32');
+  bad([IORING_OP.WRITEV, file, 0, 2 ** 40, 0, 1, 0, 0], ok, 'userData 2^40 (the internal tag)');
+  bad([IORING_OP.WRITEV, file, 0, 1.5, 0, 1, 0, 0], ok, 'fractional userData');
   bad([IORING_OP.WRITEV, file, 0, 2, 0, 1, 1, 0], ok, 'read/write flag other than IOSQE_ASYNC (IOSQE_FIXED_FILE)');
   bad([IORING_OP.WRITEV, file, 0, 2, 0, 1, IOSQE_ASYNC | 4, 0], ok, 'IOSQE_ASYNC with IOSQE_IO_LINK');
   bad([IORING_OP.WRITEV, file, 0, 2, 0, 1, 256, 0], ok, 'flags beyond a byte');

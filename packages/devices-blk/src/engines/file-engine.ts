@@ -9,7 +9,7 @@
  * ring's eventfd fires, then reported to the sink once per batch.
  *
  * ```
- *  slot i ── iovs[i*segCapacity … ] triples [slab, offset, len]      userData = slot | range << 16
+ *  slot i ── iovs[i*segCapacity … ] triples [slab, offset, len]      userData = slot | range << 16 | generation << 32
  *  READ/WRITE  → READV/WRITEV (short transfer: resubmit the rest; 0 bytes: IOERR)
  *  FLUSH       → FDATASYNC                  (status only once it completed)
  *  DISCARD     → FALLOCATE PUNCH_HOLE|KEEP_SIZE per range (EOPNOTSUPP: ignored, discard is advisory)
@@ -37,6 +37,13 @@ const EAGAIN = -(osConstants.errno.EAGAIN ?? 11);
 const PUNCH = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
 const ZERO = FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE;
 const RANGE_SHIFT = 0x10000;
+/**
+ * userData carries the slot's generation (8 bits, bumped whenever a new request takes the
+ * slot) above the slot and range (the native ring takes userData below 2^40): a completion left over from an earlier request of the slot —
+ * which only a double submission could produce — is dropped instead of finishing the request
+ * that holds the slot now (acknowledging I/O that has not run).
+ */
+const GEN_SHIFT = 0x100000000;
 /**
  * Reads of at least this many bytes go to io-wq at once (IOSQE_ASYNC). Without the flag a
  * buffered read the kernel cannot finish inline is punted to io-wq, which adds a worker only when
@@ -170,6 +177,10 @@ export class FileEngine implements BlockEngine {
   private readonly direct: boolean;
   /** Per slot: its current op was submitted with IOSQE_ASYNC. */
   private readonly asyncOp: Uint8Array;
+  /** Per slot: generation of the request holding it (see GEN_SHIFT). */
+  private readonly slotGen: Uint8Array;
+  /** Completions dropped as left over from an earlier request of their slot (0 unless a bug). */
+  staleCompletions = 0;
   /** Slots of large reads waiting for a worker (FIFO ring). */
   private readonly waiting: Int32Array;
   private waitHead = 0;
@@ -202,6 +213,7 @@ export class FileEngine implements BlockEngine {
     this.ring = new IoUring(entries);
     this.inflight = 0;
     this.asyncOp = new Uint8Array(opts.slots);
+    this.slotGen = new Uint8Array(opts.slots);
     this.waiting = new Int32Array(opts.slots);
     this.submitCalls = 0;
     this.byIndex = new Array<BlkRequest | null>(opts.slots).fill(null);
@@ -240,6 +252,7 @@ export class FileEngine implements BlockEngine {
     for (let i = 0; i < count; i++) {
       const req = batch[i];
       this.byIndex[req.index] = req;
+      this.slotGen[req.index]++;
       req.status = VIRTIO_BLK_S_OK;
       req.phase = PHASE_IO;
       req.done = 0;
@@ -347,7 +360,7 @@ export class FileEngine implements BlockEngine {
     ops[o] = opcode;
     ops[o + 1] = this.fd;
     ops[o + 2] = offset;
-    ops[o + 3] = userData;
+    ops[o + 3] = userData + this.slotGen[userData % RANGE_SHIFT] * GEN_SHIFT;
     ops[o + 4] = iovStart;
     ops[o + 5] = iovCount;
     ops[o + 6] = arg;
@@ -443,6 +456,7 @@ export class FileEngine implements BlockEngine {
     const index = userData % RANGE_SHIFT;
     const req = index < this.byIndex.length ? this.byIndex[index] : null;
     if (req === null || req.pending === 0) return false;
+    if (Math.floor(userData / GEN_SHIFT) !== this.slotGen[index]) { this.staleCompletions++; return false; }
     this.clearAsync(index);
     switch (req.op) {
       case BLK_OP_READ:
@@ -478,7 +492,7 @@ export class FileEngine implements BlockEngine {
         return this.opDone(req);
       case BLK_OP_WRITE_ZEROES: {
         if (res === EOPNOTSUPP) {
-          const r = Math.floor(userData / RANGE_SHIFT);
+          const r = Math.floor(userData / RANGE_SHIFT) % RANGE_SHIFT;
           if (r < req.rangeCount && (req.rangeFlags[r] & (VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP | RETRIED)) === 0) {
             // No ZERO_RANGE here: a punched hole reads back as zeros too.
             req.rangeFlags[r] |= RETRIED;

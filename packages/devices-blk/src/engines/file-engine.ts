@@ -38,10 +38,11 @@ const PUNCH = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
 const ZERO = FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE;
 const RANGE_SHIFT = 0x10000;
 /**
- * userData carries the slot's generation (8 bits, bumped whenever a new request takes the
- * slot) above the slot and range (the native ring takes userData below 2^40): a completion left over from an earlier request of the slot —
- * which only a double submission could produce — is dropped instead of finishing the request
- * that holds the slot now (acknowledging I/O that has not run).
+ * userData carries the slot's generation (8 bits, bumped whenever a new request takes the slot)
+ * above the slot and range; the native ring takes userData below 2^40. A completion left over
+ * from an earlier request of the slot — which only a double submission could produce — is
+ * dropped instead of finishing the request that holds the slot now (acknowledging I/O that has
+ * not run).
  */
 const GEN_SHIFT = 0x100000000;
 /**
@@ -72,8 +73,8 @@ export const MAX_OFFLOADED = Math.max(1, availableParallelism());
 export const INLINE_BYTES_PER_CALL = 64 * 1024;
 /**
  * With O_DIRECT, ops are handed to the kernel at most this many per call. io_uring plugs a
- * submission of more than two ops, and a plugged batch reaches the device as one
- * dispatch (one notification to a virtio disk): on this VM's virtio disk (ext4, 4 KiB random
+ * submission of more than two ops, and a plugged batch reaches the device as one dispatch (one
+ * notification to a virtio disk): on this VM's virtio disk (ext4, 4 KiB random
  * reads at QD32) batches of sixteen gave 0.86 × the IOPS of one or two per call, with the
  * device's own latency up from ~215 to ~290 µs at the same depth — the device starts on the
  * first requests while the later ones are still being submitted. qemu-storage-daemon's

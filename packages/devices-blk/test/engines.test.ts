@@ -178,6 +178,83 @@ t.test('file engine: at most MAX_OFFLOADED reads on kernel workers at once, the 
   t.equal(engine.asyncInFlight, 0);
 });
 
+t.test('file engine: a batch the kernel refuses fails its requests; the engine serves again after', async (t) => {
+  const n = 3 * MAX_OFFLOADED + 2;
+  const size = (n + 1) << 20;
+  const path = tmpImage('refused.img', pattern(size, 16));
+  const image = FileImage.open(path);
+  t.teardown(() => image.close());
+  const r = new BlkRig({ image }, new MmapGuest((n + 2) << 20, 64));
+  const fe = refusable(r);
+  const first = r.add({ type: VIRTIO_BLK_T_IN, sector: 0, inLen: 4096 });
+  r.kick();
+  await r.waitUsed(1);
+  t.equal(r.status(first), VIRTIO_BLK_S_OK, 'the buffer table is set up');
+  fe.ring.setBuffer(0, null); // as if the mapping vanished: every op naming it is refused
+  const reqs = [];
+  for (let i = 0; i < n; i++) reqs.push(r.add({ type: VIRTIO_BLK_T_IN, sector: i * 2048, inLen: 1 << 20 }));
+  const w = r.add({ type: VIRTIO_BLK_T_OUT, sector: n * 2048, out: pattern(4096, 3) });
+  r.kick();
+  const used = r.collect();
+  t.equal(used.size, n + 1, 'every request completed inside the kick');
+  t.equal(reqs.filter((q) => r.status(q) === VIRTIO_BLK_S_IOERR).length, n, 'every large read IOERR');
+  t.equal(r.status(w), VIRTIO_BLK_S_IOERR, 'the write too');
+  t.equal(fe.inflight, 0);
+  t.equal(fe.asyncInFlight, 0, 'no worker slot leaked');
+  // The mapping comes back (a new memory table): the engine serves again.
+  fe.generation = -1;
+  const again = r.add({ type: VIRTIO_BLK_T_IN, sector: 2048, inLen: 1 << 20 });
+  r.kick();
+  await r.waitUsed(1);
+  t.equal(r.status(again), VIRTIO_BLK_S_OK);
+  t.ok(sameBytes(r.readIn(again), pattern(size, 16).subarray(1 << 20, 2 << 20)), 'and reads the right bytes');
+});
+
+t.test('file engine: large reads waiting for a worker when a refusal frees the slots are tried at once, not left queued', async (t) => {
+  // MAX_OFFLOADED reads run on workers, the rest wait; the mapping then vanishes. The running
+  // ones complete, the waiting ones are queued and refused, which frees the slots again and
+  // queues the next waiting ones — with nothing left in flight, only an immediate retry can
+  // finish them (before: the last ones stayed queued until some later kick).
+  const n = 3 * MAX_OFFLOADED + 2;
+  const size = (n + 1) << 20;
+  const want = pattern(size, 17);
+  const path = tmpImage('refused-waiting.img', want);
+  const image = FileImage.open(path);
+  t.teardown(() => image.close());
+  const attempts = 8;
+  const r = new BlkRig({ image }, new MmapGuest((attempts * n + 2) << 20, 64)); // each attempt takes fresh buffers
+  const fe = refusable(r);
+  for (let attempt = 0; attempt < attempts; attempt++) {
+    fe.generation = -1; // (re)register the buffers
+    const reqs = [];
+    for (let i = 0; i < n; i++) reqs.push(r.add({ type: VIRTIO_BLK_T_IN, sector: i * 2048, inLen: 1 << 20 }));
+    r.kick();
+    const waiting = fe.waitCount;
+    fe.ring.setBuffer(0, null);
+    const used = await r.waitUsed(n);
+    t.equal(used.size, n, 'every read completed');
+    let ok = 0, err = 0, wrong = 0;
+    for (let i = 0; i < n; i++) {
+      const st = r.status(reqs[i]);
+      if (st === VIRTIO_BLK_S_OK) { ok++; if (!sameBytes(r.readIn(reqs[i]), want.subarray(i << 20, (i + 1) << 20))) wrong++; } else if (st === VIRTIO_BLK_S_IOERR) err++;
+    }
+    t.equal(ok + err, n, `each OK or IOERR (${ok} OK, ${err} IOERR)`);
+    t.equal(wrong, 0, 'an OK read has its own bytes');
+    t.equal(fe.inflight, 0);
+    t.equal(fe.asyncInFlight, 0, 'no worker slot leaked');
+    if (waiting > MAX_OFFLOADED) return; // the case above happened: done
+    t.comment(`attempt ${attempt}: only ${waiting} reads were waiting when the mapping vanished; again`);
+  }
+  t.fail('the reads never queued up behind the workers');
+});
+
+/** The engine of a rig, with what the refusal tests reach into. */
+function refusable(r: BlkRig): FileEngine & { ring: { setBuffer(i: number, b: ArrayBuffer | null): void }; generation: number; waitCount: number } {
+  return (r.handler as unknown as { engine: FileEngine }).engine as unknown as FileEngine & {
+    ring: { setBuffer(i: number, b: ArrayBuffer | null): void }; generation: number; waitCount: number;
+  };
+}
+
 t.test('file engine: one kick of large requests is handed over in calls of about INLINE_BYTES_PER_CALL', async (t) => {
   const size = 4 << 20;
   const path = tmpImage('chunks.img', pattern(size, 9));

@@ -197,6 +197,8 @@ export class FileEngine implements BlockEngine {
   /** Queued op records not yet taken by the kernel: ops[0 … queued). */
   private readonly ops: Float64Array;
   private queued: number;
+  /** Scratch of failQueued: the slots of the refused ops. */
+  private readonly failedSlots: Int32Array;
   private readonly iovs: Float64Array;
   private readonly cqes: Float64Array;
   private generation: number;
@@ -221,6 +223,7 @@ export class FileEngine implements BlockEngine {
     // Worst case every slot is a multi-range discard/write-zeroes, or a write plus its sync.
     this.ops = new Float64Array(opts.slots * Math.max(2, opts.rangeCapacity) * OP_STRIDE);
     this.queued = 0;
+    this.failedSlots = new Int32Array(this.ops.length / OP_STRIDE);
     this.iovs = new Float64Array(opts.slots * opts.segCapacity * IOV_STRIDE);
     this.cqes = new Float64Array(entries * 4);
     this.generation = -1;
@@ -371,31 +374,38 @@ export class FileEngine implements BlockEngine {
 
   /** Hands every queued op to the kernel in one native call; what does not fit waits for completions. */
   private flushQueued(): void {
-    if (this.queued === 0) return;
-    let taken: number;
-    try {
-      taken = this.ring.submit(this.ops, this.queued, this.iovs);
-      this.submitCalls++;
-    } catch {
-      // The batch was refused as a whole (a buffer vanished, or io_uring_enter failed): fail
-      // every queued op rather than guess which one.
-      this.failQueued();
+    while (this.queued > 0) {
+      let taken: number;
+      try {
+        taken = this.ring.submit(this.ops, this.queued, this.iovs);
+        this.submitCalls++;
+      } catch {
+        // The batch was refused as a whole (a buffer vanished, or io_uring_enter failed): fail
+        // every queued op rather than guess which one. Failing large reads frees worker slots,
+        // and reads waiting for one are queued then: they get their own try now, since no
+        // completion may come later to flush them (nothing else in flight: a hang).
+        this.failQueued();
+        continue;
+      }
+      if (taken > 0 && taken < this.queued) this.ops.copyWithin(0, taken * OP_STRIDE, this.queued * OP_STRIDE);
+      this.queued -= taken;
+      if (this.inflight > 0 && !this.referenced) {
+        this.watcher.ref();
+        this.referenced = true;
+      }
       return;
-    }
-    if (taken > 0 && taken < this.queued) this.ops.copyWithin(0, taken * OP_STRIDE, this.queued * OP_STRIDE);
-    this.queued -= taken;
-    if (this.inflight > 0 && !this.referenced) {
-      this.watcher.ref();
-      this.referenced = true;
     }
   }
 
   private failQueued(): void {
     const n = this.queued;
+    const slots = this.failedSlots;
+    // Read every slot out first: clearAsync below may queue a waiting read into ops[0 …).
+    for (let i = 0; i < n; i++) slots[i] = this.ops[i * OP_STRIDE + 3] % RANGE_SHIFT;
     this.queued = 0;
     let any = false;
     for (let i = 0; i < n; i++) {
-      const req = this.byIndex[this.ops[i * OP_STRIDE + 3] % RANGE_SHIFT];
+      const req = this.byIndex[slots[i]];
       if (req === null) continue;
       this.clearAsync(req.index);
       req.status = VIRTIO_BLK_S_IOERR;

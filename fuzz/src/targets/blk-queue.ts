@@ -80,6 +80,12 @@ export const blkArb = fc.record({
   /** FLUSH not acked: the device is writethrough (the file engine syncs after every write). */
   writethrough: fc.boolean(),
   /**
+   * File engine: the image opened with O_DIRECT (where the temporary directory's file system
+   * takes it). MockGuest buffers sit at any address, so most requests are refused as misaligned
+   * and go through the page cache, next to aligned ones that do not: both paths on one file.
+   */
+  direct: fc.boolean(),
+  /**
    * Split rings: the queue starts as after a back-end restart (INFLIGHT_SHMFD) — the first this
    * many chains of the first batch were popped by the previous back-end and are handed over in
    * the inflight list, the queue's next avail index past them; the rest are new.
@@ -268,12 +274,18 @@ function memoryImage(base: Uint8Array): ImageUnderTest {
   return { image, bytes: () => image.bytes, close: () => {}, concurrent: false };
 }
 
-function fileImage(base: Uint8Array, readOnly: boolean): ImageUnderTest {
+function fileImage(base: Uint8Array, readOnly: boolean, direct: boolean): ImageUnderTest {
   const dir = mkdtempSync(join(tmpdir(), 'fuzz-blk-'));
   const path = join(dir, 'disk.img');
   try {
     writeFileSync(path, base);
-    const image = FileImage.open(path, { readOnly });
+    let image: FileImage;
+    try {
+      image = FileImage.open(path, { readOnly, direct });
+    } catch (e) {
+      if (!direct) throw e;
+      image = FileImage.open(path, { readOnly }); // no O_DIRECT on this file system
+    }
     return {
       image, bytes: () => new Uint8Array(readFileSync(path)), close: () => { image.close(); rmSync(dir, { recursive: true, force: true }); },
       concurrent: true,
@@ -291,7 +303,7 @@ export async function runBlkQueue(s: Scenario, engine: 'memory' | 'file' = 'memo
   const gOpts = { queueSize: s.queueSize, eventIdx: s.eventIdx, heapBytes: 0x100000, indirectEntries: 16 };
   const g = s.packed ? new MockPackedGuest(gOpts) : new MockGuest(gOpts);
   const base = bytes(CAP * 512, 99);
-  const under = engine === 'memory' ? memoryImage(base) : fileImage(base, s.readOnly);
+  const under = engine === 'memory' ? memoryImage(base) : fileImage(base, s.readOnly, s.direct);
   try {
     await runOn(s, g, under, base);
   } finally {

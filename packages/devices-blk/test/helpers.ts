@@ -19,6 +19,8 @@ export interface ReqSpec {
   headerSplit?: number[];
   /** Split the writable data over buffers of these sizes. */
   inSplit?: number[];
+  /** Data buffers start this many bytes past a 512-byte boundary (default 0: aligned). */
+  misalign?: number;
   /** Bytes of the status buffer (0 = no status buffer; default 1). */
   statusLen?: number;
   /** Put the whole chain in an indirect table. */
@@ -142,7 +144,7 @@ export class BlkRig {
       at += n;
     }
     if (spec.out !== undefined && spec.out.length > 0) {
-      const gpa = g.alloc(spec.out.length, { align: 512 });
+      const gpa = g.alloc(spec.out.length + (spec.misalign ?? 0), { align: 512 }) + (spec.misalign ?? 0);
       g.write(gpa, spec.out);
       readable.push({ gpa, len: spec.out.length });
     }
@@ -152,7 +154,7 @@ export class BlkRig {
     if (inLen > 0) {
       const parts = spec.inSplit ?? [inLen];
       for (const n of parts) {
-        const gpa = g.alloc(n, { align: 512 });
+        const gpa = g.alloc(n + (spec.misalign ?? 0), { align: 512 }) + (spec.misalign ?? 0);
         g.write(gpa, new Uint8Array(n).fill(0xee));
         writable.push({ gpa, len: n });
         inGpas.push({ gpa, len: n });

@@ -172,21 +172,30 @@ export class BlkDevice implements VirtioDevice {
     return sliceConfig(this.config, offset, length);
   }
 
-  /** Only `writeback` is writable, and only with CONFIG_WCE negotiated (virtio 1.2 §5.2.5). */
-  writeConfig(offset: number, data: Uint8Array): void {
-    if (!Number.isInteger(offset) || offset < 0) return;
+  /**
+   * Only `writeback` is writable, and only with CONFIG_WCE negotiated (virtio 1.2 §5.2.5). A
+   * driver write (not `migration`) that touches any other byte, or that this device cannot
+   * honour, is refused whole with a BlkError `config-read-only` (the front-end gets a failure
+   * ack); a migration write sets what is writable and leaves the rest.
+   */
+  writeConfig(offset: number, data: Uint8Array, migration = false): void {
+    if (!Number.isInteger(offset) || offset < 0) throw new BlkError('config-read-only', `config write at offset ${offset}`);
     const at = BLK_CONFIG_WRITEBACK_OFFSET - offset;
-    if (at < 0 || at >= data.length) return;
+    const covers = at >= 0 && at < data.length;
+    if (!migration && data.length > 0 && !(covers && data.length === 1)) {
+      throw new BlkError('config-read-only', `config bytes ${offset}..${offset + data.length - 1} are read-only (only writeback, byte ${BLK_CONFIG_WRITEBACK_OFFSET}, is writable)`);
+    }
+    if (!covers) return;
     if (!this.has(this.acked, VIRTIO_BLK_F_CONFIG_WCE)) {
-      this.log.debug('config write to writeback ignored: CONFIG_WCE not negotiated');
-      return;
+      if (migration) return;
+      throw new BlkError('config-read-only', 'writeback is read-only: CONFIG_WCE not negotiated');
     }
     // virtio 1.2 §5.2.5.2: with CONFIG_WCE but not FLUSH the device starts writethrough, and it
     // must stay so — the driver could never make a writeback cache durable. (Found by the
     // config-space fuzz target: the guest could switch writeback on without FLUSH.)
-    if (!this.has(this.acked, VIRTIO_BLK_F_FLUSH)) {
-      this.log.debug('config write to writeback ignored: FLUSH not negotiated, writethrough only');
-      return;
+    if (!this.has(this.acked, VIRTIO_BLK_F_FLUSH) && data[at] !== 0) {
+      if (migration) return;
+      throw new BlkError('config-read-only', 'writeback cannot be enabled: FLUSH not negotiated, writethrough only');
     }
     this.setWriteback(data[at] !== 0);
   }

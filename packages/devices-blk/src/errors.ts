@@ -11,7 +11,8 @@ export type BlkErrorCode =
   | 'image-too-small'
   | 'image-not-writable'
   | 'bad-option'
-  | 'too-many-buffers';
+  | 'too-many-buffers'
+  | 'config-read-only';
 
 /** A block device setup failure (bad option, unusable image). The data path never throws these. */
 export class BlkError extends Error {

@@ -55,14 +55,24 @@ t.test('writeback is guest-writable only with CONFIG_WCE (virtio 1.2 §5.2.5)', 
   dev.writeConfig(32, Uint8Array.of(0));
   t.equal(dev.readConfig(32, 1)[0], 0, 'writethrough');
   t.equal(dev.writeback, false);
-  dev.writeConfig(30, Uint8Array.of(9, 9, 1, 9));
-  t.equal(dev.readConfig(32, 1)[0], 1, 'only the writeback byte changed');
+  // vhost-user.rst SET_CONFIG: a write touching a read-only field is refused, whole.
+  t.throws(() => dev.writeConfig(30, Uint8Array.of(9, 9, 1, 9)), { code: 'config-read-only' }, 'a write spanning read-only bytes');
+  t.equal(dev.readConfig(32, 1)[0], 0, 'refused whole: writeback not changed either');
   t.equal(dev.readConfig(30, 1)[0], 0);
-  dev.writeConfig(0, Uint8Array.of(1, 2, 3));
-  t.equal(dev.readConfig(0, 1)[0], 0, 'capacity not writable');
-  dev.setFeatures(dev.features & ~bit(VIRTIO_BLK_F_CONFIG_WCE));
+  const capacity = dev.readConfig(0, 8);
+  t.throws(() => dev.writeConfig(0, Uint8Array.of(1, 2, 3)), { code: 'config-read-only' }, 'capacity');
+  t.same(dev.readConfig(0, 8), capacity, 'capacity not written');
+  t.throws(() => dev.writeConfig(60, Uint8Array.of(1)), { code: 'config-read-only' }, 'past the structure');
+  dev.writeConfig(0, new Uint8Array(0));
+  t.pass('an empty write is accepted (nothing to refuse)');
+  // A migration destination restoring the source's config: writable bytes set, the rest left.
+  dev.writeConfig(0, dev.readConfig(0, 60).map((b, i) => (i === 32 ? 1 : b ^ 0xff)), true);
+  t.equal(dev.readConfig(32, 1)[0], 1, 'migration write set writeback');
+  t.same(dev.readConfig(0, 8), capacity, 'and left capacity');
   dev.writeConfig(32, Uint8Array.of(0));
-  t.equal(dev.readConfig(32, 1)[0], 1, 'ignored without CONFIG_WCE');
+  dev.setFeatures(dev.features & ~bit(VIRTIO_BLK_F_CONFIG_WCE));
+  t.throws(() => dev.writeConfig(32, Uint8Array.of(1)), { code: 'config-read-only' }, 'refused without CONFIG_WCE');
+  t.equal(dev.readConfig(32, 1)[0], 1, 'writeback without CONFIG_WCE (re-negotiated)');
   dev.setFeatures(dev.features & ~bit(VIRTIO_BLK_F_FLUSH));
   t.equal(dev.readConfig(32, 1)[0], 0, 'writethrough without FLUSH');
   dev.setFeatures(dev.features);

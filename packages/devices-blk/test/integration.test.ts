@@ -113,6 +113,12 @@ t.test('front-end ↔ back-end ↔ virtio-blk over a socket, file engine', async
   r = await request(fe, q1, VIRTIO_BLK_T_GET_ID, 0, { inLen: 20 });
   t.equal(new TextDecoder().decode(r.data.subarray(0, 8)), 'int-test');
 
+  // A read-only field is refused (failure ack), the connection kept.
+  const capacity = await fe.getConfig(0, 8);
+  await t.rejects(fe.setConfig(0, Uint8Array.of(5, 0, 0, 0, 0, 0, 0, 0)), { code: 'DEVICE_FAILED' }, 'SET_CONFIG of capacity refused');
+  t.same(await fe.getConfig(0, 8), capacity, 'capacity unchanged');
+  await t.rejects(fe.setConfig(32, Uint8Array.of(0, 0)), { code: 'DEVICE_FAILED' }, 'writeback plus a read-only byte refused');
+  t.equal(device.writeback, true, 'and not applied in part');
   // CONFIG_WCE: the guest switches to writethrough through SET_CONFIG.
   await fe.setConfig(32, Uint8Array.of(0));
   t.equal((await fe.getConfig(32, 1))![0], 0, 'writeback byte now 0');

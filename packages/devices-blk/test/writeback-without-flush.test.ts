@@ -10,11 +10,15 @@ t.test('CONFIG_WCE without FLUSH: writeback stays 0 whatever the driver writes',
   const dev = new BlkDevice({ image: new MemoryImage(1 << 16) });
   dev.setFeatures(bit(VIRTIO_BLK_F_CONFIG_WCE));
   t.equal(dev.readConfig(BLK_CONFIG_WRITEBACK_OFFSET, 1)[0], 0, 'writethrough after negotiation');
-  dev.writeConfig(BLK_CONFIG_WRITEBACK_OFFSET, Uint8Array.of(1));
-  t.equal(dev.readConfig(BLK_CONFIG_WRITEBACK_OFFSET, 1)[0], 0, 'write of 1 ignored');
+  t.throws(() => dev.writeConfig(BLK_CONFIG_WRITEBACK_OFFSET, Uint8Array.of(1)), { code: 'config-read-only' }, 'write of 1 refused');
+  t.equal(dev.readConfig(BLK_CONFIG_WRITEBACK_OFFSET, 1)[0], 0, 'still writethrough');
   t.equal(dev.writeback, false);
-  dev.writeConfig(23, Uint8Array.of(0, 0, 0, 0, 0, 0, 0, 0, 0, 1));
-  t.equal(dev.readConfig(BLK_CONFIG_WRITEBACK_OFFSET, 1)[0], 0, 'a longer write covering the byte is ignored too');
+  dev.writeConfig(BLK_CONFIG_WRITEBACK_OFFSET, Uint8Array.of(0));
+  t.pass('writing the 0 it has is accepted');
+  t.throws(() => dev.writeConfig(23, Uint8Array.of(0, 0, 0, 0, 0, 0, 0, 0, 0, 1)), { code: 'config-read-only' });
+  t.equal(dev.readConfig(BLK_CONFIG_WRITEBACK_OFFSET, 1)[0], 0, 'a longer write covering the byte is refused too');
+  dev.writeConfig(BLK_CONFIG_WRITEBACK_OFFSET, Uint8Array.of(1), true);
+  t.equal(dev.readConfig(BLK_CONFIG_WRITEBACK_OFFSET, 1)[0], 0, 'a migration write cannot enable it either');
 });
 
 t.test('CONFIG_WCE with FLUSH: the driver chooses', async (t) => {

@@ -81,10 +81,15 @@ export class NetConfig {
     return out;
   }
 
+  /** The driver may write these bytes: the mac, by a legacy driver only (see write). */
+  writable(offset: number, length: number, legacy: boolean): boolean {
+    return length === 0 || (legacy && offset >= CFG_MAC && offset + length <= CFG_MAC + 6);
+  }
+
   /**
    * Driver writes. virtio 1.2 §5.1.4: every field is read-only for a VERSION_1 driver; a
-   * legacy driver may write `mac` (§5.1.4.3). We accept writes to the mac bytes only.
-   * Returns true when anything changed.
+   * legacy driver may write `mac` (§5.1.4.3). Only the mac bytes are written (callers refuse
+   * other driver writes first, see writable). Returns true when anything changed.
    */
   write(offset: number, data: Uint8Array, legacy: boolean): boolean {
     if (!legacy) return false;

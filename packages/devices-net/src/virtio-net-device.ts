@@ -212,8 +212,16 @@ export class VirtioNetDevice implements VirtioDevice, NetPortSink, CtrlTarget {
     return this.config.read(offset, length);
   }
 
-  writeConfig(offset: number, data: Uint8Array): void {
+  /**
+   * A driver write touching anything but the mac of a legacy driver is refused whole (NetError
+   * `config-read-only`: the front-end gets a failure ack); a `migration` write sets what is
+   * writable and leaves the rest.
+   */
+  writeConfig(offset: number, data: Uint8Array, migration = false): void {
     const legacy = (this.acked & bit(VIRTIO_F_VERSION_1)) === 0n;
+    if (!migration && !this.config.writable(offset, data.length, legacy)) {
+      throw new NetError('config-read-only', `config bytes ${offset}..${offset + data.length - 1} are read-only${legacy ? ' (a legacy driver may write the mac only)' : ' for a VERSION_1 driver'}`);
+    }
     if (this.config.write(offset, data, legacy)) this.filter.macKey = macKey(this.config.mac, 0);
   }
 

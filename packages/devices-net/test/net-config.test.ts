@@ -24,6 +24,13 @@ t.test('config space layout (virtio 1.2 §5.1.4)', async (t) => {
   t.equal(cfg.write(0, new Uint8Array([2, 2, 3, 4, 5, 6, 9, 9]), true), true, 'legacy driver writes mac only');
   t.equal(formatMac(cfg.mac), '02:02:03:04:05:06');
   t.equal(cfg.status, 2, 'status not writable');
+  // What a driver write may touch (anything else is refused whole, vhost-user.rst SET_CONFIG).
+  t.ok(cfg.writable(0, 6, true), 'legacy: the mac');
+  t.ok(cfg.writable(2, 3, true), 'legacy: part of the mac');
+  t.notOk(cfg.writable(0, 8, true), 'legacy: mac + status');
+  t.notOk(cfg.writable(10, 2, true), 'legacy: mtu');
+  t.notOk(cfg.writable(0, 6, false), 'VERSION_1: nothing');
+  t.ok(cfg.writable(0, 0, false), 'an empty write touches nothing');
 });
 
 t.test('MAC helpers', async (t) => {

@@ -32,8 +32,13 @@ export interface VirtioDevice {
   setFeatures(acked: bigint): void;
   /** Reads config space; bytes beyond the device's config read as 0. */
   readConfig(offset: number, length: number): Uint8Array;
-  /** Driver write to config space (absent = config is read-only; SET_CONFIG then fails). */
-  writeConfig?(offset: number, data: Uint8Array): void;
+  /**
+   * Driver write to config space (absent = config is read-only; SET_CONFIG then fails). Throws
+   * to refuse it — a write touching a read-only field must be refused (vhost-user.rst
+   * SET_CONFIG) — unless `migration` (VHOST_SET_CONFIG_TYPE_MIGRATION: a destination restoring
+   * the source's config; read-only fields are then left as the device has them).
+   */
+  writeConfig?(offset: number, data: Uint8Array, migration: boolean): void;
   /** Starts processing a queue; called when the ring is started and enabled. */
   startQueue(index: number, ctx: QueueContext): QueueHandler;
   /** Back to the initial state (all queues have been stopped before this is called). */

@@ -262,6 +262,68 @@ t.test('memory slots: ADD_MEM_REG / REM_MEM_REG, rings keep running across table
   await backend.close();
 });
 
+t.test('memory table changes that take a ring\'s memory away for a while: the ring resumes once it is back', async (t) => {
+  type Raw = { send(req: number, p: unknown, fds?: number[]): Promise<void> };
+  type Mem = { descs: { guestPhysAddr: number; size: number; userAddr: number; mmapOffset: number }[]; fds: number[] };
+  const { VHOST_USER_SET_MEM_TABLE, VHOST_USER_SET_VRING_ADDR } = await import('../src/index.js');
+  const { path, backend, logs } = startBackend({ numQueues: 1 });
+  const fe = await connectAndNegotiate(path, { memSlots: true });
+  const raw = fe as unknown as Raw;
+  const mem = fe.mem as unknown as Mem;
+  const q = await fe.setupQueue(0, 16, { regionIndex: 0 });
+  t.same(await fe.roundTrip(0, pattern(30)), pattern(30));
+
+  // QEMU updates a changed region by removing it and adding it back (CONFIGURE_MEM_SLOTS);
+  // a request kicked in between is served once the region is back.
+  await fe.remMemReg(0);
+  t.ok(logs.some((l) => /ring 0 waits for its memory/.test(l)), 'the wait is logged');
+  const a = fe.mem.alloc(8, 8, 1), b = fe.mem.alloc(8, 8, 1);
+  fe.mem.memory.writeFrom(a, pattern(8, 5));
+  q.driver.addChain([a, b], [8, 8], 2, 1);
+  q.driver.publish();
+  q.kick();
+  await new Promise((r) => setTimeout(r, 20));
+  t.equal(q.driver.usedCount(), 0, 'nothing served while the ring has no memory');
+  await fe.addMemReg(0);
+  await until(() => q.driver.usedCount() === 1);
+  t.ok(logs.some((l) => /ring 0 resumed on the new memory table/.test(l)));
+  q.driver.popUsed();
+  const got = new Uint8Array(8);
+  fe.mem.memory.readInto(b, got);
+  t.same(got, pattern(8, 5), 'the kick made while it waited was served');
+  t.same(await fe.roundTrip(0, pattern(40, 2)), pattern(40, 2), 'and the ring goes on');
+
+  // The same with SET_MEM_TABLE: a table without the ring's region, then the full one.
+  await raw.send(VHOST_USER_SET_MEM_TABLE, { kind: 'memory', regions: [mem.descs[1]] }, [mem.fds[1]]);
+  await fe.setMemTable();
+  t.same(await fe.roundTrip(0, pattern(50, 3)), pattern(50, 3), 'after a table that left the ring out');
+
+  // The front-end moves its mappings (same memory, user addresses 4 GiB up), then re-points the
+  // ring at the new addresses: the ring resumes on SET_VRING_ADDR.
+  const shift = 2 ** 32;
+  await raw.send(VHOST_USER_SET_MEM_TABLE, { kind: 'memory', regions: mem.descs.map((d) => ({ ...d, userAddr: d.userAddr + shift })) }, mem.fds);
+  const gp = q.layout;
+  await raw.send(VHOST_USER_SET_VRING_ADDR, {
+    kind: 'vring-addr', index: 0, flags: 0, descUserAddr: fe.mem.gpaToUva(gp.desc) + shift,
+    usedUserAddr: fe.mem.gpaToUva(gp.used) + shift, availUserAddr: fe.mem.gpaToUva(gp.avail) + shift, logGuestAddr: gp.used,
+  });
+  t.same(await fe.roundTrip(0, pattern(60, 4)), pattern(60, 4), 'after the addresses moved with the table');
+
+  // A ring the front-end stops (GET_VRING_BASE) while it waits stays stopped when memory returns.
+  const shifted = mem.descs.map((x) => ({ ...x, userAddr: x.userAddr + shift }));
+  await raw.send(VHOST_USER_SET_MEM_TABLE, { kind: 'memory', regions: [shifted[1]] }, [mem.fds[1]]);
+  await fe.getVringBase(0);
+  await raw.send(VHOST_USER_SET_MEM_TABLE, { kind: 'memory', regions: shifted }, mem.fds);
+  const c = fe.mem.alloc(8, 8, 1), d = fe.mem.alloc(8, 8, 1);
+  q.driver.addChain([c, d], [8, 8], 2, 1);
+  q.driver.publish();
+  q.kick();
+  await new Promise((r) => setTimeout(r, 20));
+  t.equal(q.driver.usedCount(), 0, 'a stopped ring does not come back with the memory');
+  fe.close();
+  await backend.close();
+});
+
 t.test('reconnect: server accepts the next front-end; client mode reconnects', async (t) => {
   const before = openFdCount();
   const { path, backend, device } = startBackend({ numQueues: 1 });

@@ -544,23 +544,38 @@ export class BackendSession {
         throw new ProtocolError('BAD_MEMORY', `memory table rejected: ${(e as Error).message}`);
       }
     }
-    const running = this.rings.filter((r) => r.running);
-    for (const r of running) await this.stopRing(r, true);
+    // Rings running now, and rings a previous table change left without their memory: QEMU
+    // updates a changed region by removing it and adding it back, so a ring's memory can be
+    // missing between two messages, and the ring resumes once it is back.
+    const running = this.rings.filter((r) => r.running || r.awaitingMemory);
+    for (const r of running) if (r.running) await this.stopRing(r, true);
     const old = this.regions;
     this.regions = next;
     for (const r of this.regionRefs.keys()) if (!next.includes(r)) this.regionRefs.delete(r);
     this.dirtyMarksRetired += this.memory?.dirtyPagesMarked ?? 0;
     this.memory = memory;
     this.updateDirtyLog();
-    for (const r of running) {
-      try {
-        this.tryStart(r);
-      } catch (e) {
-        this.opts.log(`vhost-user: ring ${r.index} cannot restart on the new memory table: ${(e as Error).message}`);
-      }
-    }
+    for (const r of running) this.restartOnNewMemory(r);
     if (!this.leak) for (const r of old) if (!next.includes(r)) unmapRegion(r);
     return 0;
+  }
+
+  /**
+   * Restarts a ring stopped for a memory table change (or an address change). A ring whose rings
+   * are not (yet) in the table waits, kick fd kept, for the next table or SET_VRING_ADDR.
+   */
+  private restartOnNewMemory(r: Vring): void {
+    let why = this.memory === null ? 'the memory table is empty' : '';
+    try {
+      this.tryStart(r);
+    } catch (e) {
+      why = (e as Error).message;
+    }
+    const was = r.awaitingMemory;
+    // (Not started for another reason — disabled, broken — is not waiting for memory.)
+    r.awaitingMemory = !r.running && why !== '';
+    if (r.awaitingMemory) this.opts.log(`vhost-user: ring ${r.index} waits for its memory (${why})`);
+    else if (was) this.opts.log(`vhost-user: ring ${r.index} resumed on the new memory table`);
   }
 
   private setLogBase(msg: Message): number {
@@ -663,6 +678,9 @@ export class BackendSession {
       && old.availUserAddr === addr.availUserAddr && old.usedUserAddr === addr.usedUserAddr)) {
       // Not running, or only the log flag/address changed (QEMU toggles VHOST_VRING_F_LOG on live rings).
       r.addr = addr;
+      // A ring waiting for its memory may be in the table at these addresses (the front-end
+      // moved its mappings and says so): it resumes.
+      if (r.awaitingMemory) this.restartOnNewMemory(r);
       return 0;
     }
     return this.stopRing(r, true).then(() => {
@@ -937,6 +955,7 @@ export class BackendSession {
       if (r.kickFd >= 0) close(r.kickFd);
       r.kickFd = -1;
       r.polling = false;
+      r.awaitingMemory = false;
     }
   }
 
@@ -989,7 +1008,7 @@ export class BackendSession {
       return 1;
     }
     try {
-      this.device.writeConfig(p.offset, p.data);
+      this.device.writeConfig(p.offset, p.data, p.flags === C.VHOST_SET_CONFIG_TYPE_MIGRATION);
     } catch (e) {
       this.opts.log(`vhost-user: SET_CONFIG refused by the device: ${(e as Error).message}`);
       return 1;

@@ -39,6 +39,11 @@ export class Vring {
   pendingKick = false;
   /** The device marked this ring broken: kicks are no longer delivered. */
   broken = false;
+  /**
+   * Stopped by a memory table change whose table does not hold the ring: it restarts with the
+   * next table (or SET_VRING_ADDR) that does. Kicks meanwhile wait in the kept kick fd.
+   */
+  awaitingMemory = false;
   queue: DeviceQueue | null = null;
   handler: QueueHandler | null = null;
   inflight: InflightTracker | null = null;

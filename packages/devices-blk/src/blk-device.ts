@@ -53,6 +53,9 @@ export interface BlkDeviceOptions {
 }
 
 const bit = (n: number): bigint => 1n << BigInt(n);
+/** Layout of the state kept across back-end restarts (attachPersistentState): magic 'vtbk', then writeback (0 / 1). */
+const STATE_MAGIC = Uint8Array.of(0x76, 0x74, 0x62, 0x6b);
+const STATE_BYTES = 5;
 
 /** The virtio-blk device. */
 export class BlkDevice implements VirtioDevice {
@@ -73,6 +76,8 @@ export class BlkDevice implements VirtioDevice {
   private readonly rangeCapacity: number;
   private readonly configValues: BlkConfigValues;
   private config: Uint8Array;
+  /** See attachPersistentState. */
+  private state: Uint8Array | null = null;
   private acked: bigint;
   private readonly queues: (BlkQueue | null)[];
   /** Busy-poll window bound of every queue, µs. */
@@ -165,7 +170,46 @@ export class BlkDevice implements VirtioDevice {
     // with CONFIG_WCE the driver chooses through `writeback` (starting from writeback).
     // Front-ends may send SET_FEATURES more than once (QEMU does per start), hence "newly acked".
     if (!this.has(this.acked, VIRTIO_BLK_F_FLUSH)) this.setWriteback(false);
-    else if (!this.has(this.acked, VIRTIO_BLK_F_CONFIG_WCE) || !this.has(prev, VIRTIO_BLK_F_FLUSH)) this.setWriteback(true);
+    else if (!this.has(this.acked, VIRTIO_BLK_F_CONFIG_WCE)) this.setWriteback(true);
+    else if (!this.has(prev, VIRTIO_BLK_F_FLUSH)) this.setWriteback(this.savedWriteback() !== 0);
+  }
+
+  /**
+   * See VirtioDevice.attachPersistentState. Kept there: the driver's cache mode. QEMU keeps the
+   * guest's choice in its own copy of the config and does not send it again to a back-end that
+   * replaces a dead one, so without this a guest that chose writethrough — and so sends no
+   * FLUSH — would get a writeback cache after a back-end restart: writes acknowledged before
+   * they are durable.
+   */
+  attachPersistentState(bytes: Uint8Array | null): void {
+    this.state = bytes;
+    if (bytes === null) return;
+    const saved = this.savedWriteback();
+    if (saved < 0) {
+      this.saveState(); // a fresh area (or not ours): record the current mode
+      return;
+    }
+    // Before SET_FEATURES (or without CONFIG_WCE) the saved choice is left for setFeatures.
+    if (!this.has(this.acked, VIRTIO_BLK_F_CONFIG_WCE) || !this.has(this.acked, VIRTIO_BLK_F_FLUSH)) return;
+    if ((saved === 1) !== this.writeback) {
+      this.log.info(`cache mode ${saved === 1 ? 'writeback' : 'writethrough'}: the driver's choice, kept from the previous back-end`);
+      this.setWriteback(saved === 1);
+    }
+  }
+
+  /** The cache mode in the attached state (0 / 1), or -1 (none, or not ours). */
+  private savedWriteback(): number {
+    const s = this.state;
+    if (s === null || s.length < STATE_BYTES) return -1;
+    for (let i = 0; i < 4; i++) if (s[i] !== STATE_MAGIC[i]) return -1;
+    return s[4] <= 1 ? s[4] : -1;
+  }
+
+  private saveState(): void {
+    const s = this.state;
+    if (s === null || s.length < STATE_BYTES) return;
+    s.set(STATE_MAGIC, 0);
+    s[4] = this.configValues.writeback;
   }
 
   readConfig(offset: number, length: number): Uint8Array {
@@ -205,6 +249,7 @@ export class BlkDevice implements VirtioDevice {
     if (this.configValues.writeback === v) return;
     this.configValues.writeback = v;
     this.config = encodeBlkConfig(this.configValues);
+    this.saveState();
     for (const q of this.queues) q?.setWriteback(on);
     this.log.info(`cache mode: ${on ? 'writeback' : 'writethrough'}`);
   }

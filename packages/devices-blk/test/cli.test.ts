@@ -132,6 +132,47 @@ t.test('--client connects to a listening front-end and serves it', async (t) => 
   t.ok(existsSync(sock), 'client mode never removes the front-end socket');
 });
 
+t.test('the guest\'s cache mode survives a back-end killed (SIGKILL) and one stopped cleanly', async (t) => {
+  // QEMU does not send the guest's writeback choice again to the back-end that replaces a dead
+  // one; it hands that back-end the inflight area, where the choice is kept.
+  const sock = join(dir, 'wce.sock');
+  const QUEUE = 128;
+  const serve = async (): Promise<{ a: ReturnType<typeof start>; fe: VhostUserFrontend }> => {
+    const a = start(['--socket-path', sock, '--blk-file', image]);
+    let err = '';
+    a.child.stderr!.on('data', (d) => { err += d; });
+    await waitFor(() => /serving/.test(err));
+    const fe = await VhostUserFrontend.connect(sock);
+    await fe.negotiate();
+    return { a, fe };
+  };
+  const one = await serve();
+  const area = await one.fe.getInflightFd(1, QUEUE);
+  t.teardown(() => closeFd(area.fd));
+  await one.fe.setInflightFd(area.fd, area.mmapSize, 1, QUEUE);
+  t.equal((await one.fe.getConfig(32, 1))![0], 1, 'writeback at first');
+  await one.fe.setConfig(32, Uint8Array.of(0));
+  t.equal((await one.fe.getConfig(32, 1))![0], 0, 'the guest chose writethrough');
+  one.a.child.kill('SIGKILL');
+  await one.a.done;
+  one.fe.close();
+
+  const two = await serve();
+  t.equal((await two.fe.getConfig(32, 1))![0], 1, 'a new back-end starts at writeback');
+  await two.fe.setInflightFd(area.fd, area.mmapSize, 1, QUEUE);
+  t.equal((await two.fe.getConfig(32, 1))![0], 0, 'writethrough again once it has the area');
+  two.fe.close();
+  two.a.child.kill('SIGTERM');
+  t.equal((await two.a.done).code, 0);
+
+  const three = await serve();
+  await three.fe.setInflightFd(area.fd, area.mmapSize, 1, QUEUE);
+  t.equal((await three.fe.getConfig(32, 1))![0], 0, 'and after a clean stop of the one before');
+  three.fe.close();
+  three.a.child.kill('SIGTERM');
+  t.equal((await three.a.done).code, 0);
+});
+
 t.test('npm start entry: prints the QEMU command line, flags override the defaults', async (t) => {
   const sock = join(dir, 'main', 'blk.sock');
   const a = start(['--socket-path', sock, '--blk-file', image, '--num-queues', '2'], MAIN);

@@ -84,6 +84,50 @@ t.test('writeback is guest-writable only with CONFIG_WCE (virtio 1.2 §5.2.5)', 
   t.equal(dev.readConfig(32, 1)[0], 1, 'reset restores writeback');
 });
 
+t.test('the driver\'s cache mode is kept in the persistent state for the next back-end', async (t) => {
+  const bytes = new Uint8Array(64);
+  const first = new BlkDevice({ image: new MemoryImage(1 << 20) });
+  first.setFeatures(first.features);
+  first.attachPersistentState(bytes);
+  t.equal(bytes[4], 1, 'a fresh area gets the current mode (writeback)');
+  first.writeConfig(32, Uint8Array.of(0));
+  t.equal(bytes[4], 0, 'the driver\'s choice is written through');
+  first.attachPersistentState(null);
+  first.reset();
+  t.equal(bytes[4], 0, 'detached: a stopping back-end leaves the state alone');
+  // QEMU's order after a reconnect: SET_FEATURES, then SET_INFLIGHT_FD.
+  const second = new BlkDevice({ image: new MemoryImage(1 << 20) });
+  second.setFeatures(second.features);
+  t.equal(second.writeback, true);
+  second.attachPersistentState(bytes);
+  t.equal(second.writeback, false, 'writethrough again, as the driver chose');
+  t.equal(second.readConfig(32, 1)[0], 0);
+  // The other order: the area first, then the features.
+  const third = new BlkDevice({ image: new MemoryImage(1 << 20) });
+  third.attachPersistentState(bytes);
+  third.setFeatures(third.features);
+  t.equal(third.writeback, false, 'the saved mode wins over the default when CONFIG_WCE is acked');
+  // Without CONFIG_WCE the mode follows FLUSH alone; the state is rewritten to match.
+  const plain = new BlkDevice({ image: new MemoryImage(1 << 20) });
+  plain.setFeatures(plain.features & ~bit(VIRTIO_BLK_F_CONFIG_WCE));
+  plain.attachPersistentState(bytes.slice());
+  t.equal(plain.writeback, true, 'no CONFIG_WCE: writeback (FLUSH acked), whatever was saved');
+  // Front-end-controlled bytes: anything but our magic and 0/1 is no state.
+  for (const bad of [Uint8Array.of(1, 2, 3, 4, 0), Uint8Array.of(0x76, 0x74, 0x62, 0x6b, 7), new Uint8Array(3)]) {
+    const d = new BlkDevice({ image: new MemoryImage(1 << 20) });
+    d.setFeatures(d.features);
+    const area = new Uint8Array(64);
+    area.set(bad);
+    d.attachPersistentState(area.subarray(0, Math.max(bad.length, 5)));
+    t.equal(d.writeback, true, `garbage [${[...bad].join(',')}] ignored`);
+  }
+  const noFlush = new BlkDevice({ image: new MemoryImage(1 << 20) });
+  noFlush.setFeatures(noFlush.features & ~bit(VIRTIO_BLK_F_FLUSH));
+  const saidWriteback = Uint8Array.of(0x76, 0x74, 0x62, 0x6b, 1);
+  noFlush.attachPersistentState(saidWriteback);
+  t.equal(noFlush.writeback, false, 'a saved writeback never overrides writethrough without FLUSH');
+});
+
 t.test('option validation', async (t) => {
   const image = new NullImage(1 << 20);
   t.throws(() => new BlkDevice({ image, numQueues: 0 }), { code: 'bad-option' });

@@ -13,6 +13,9 @@
  */
 import type { DescriptorChain, DeviceQueue, GuestMemory } from '@vhost-ts/virtqueue';
 
+/** Bytes of device state kept in the inflight area (see VirtioDevice.attachPersistentState). */
+export const DEVICE_STATE_BYTES = 64;
+
 /** A virtio device served by {@link VhostUserBackend}. Feature masks are bigint (control plane only). */
 export interface VirtioDevice {
   /** Virtio device id (virtio 1.2 §5: 1 = net, 2 = block). */
@@ -56,6 +59,17 @@ export interface VirtioDevice {
    * ack). PROTOCOL_F_MTU is offered as for `sendRarp`.
    */
   setMtu?(mtu: number): boolean;
+  /**
+   * Optional: state the device must not lose when its back-end process dies while the guest
+   * runs on (the driver's cache-mode choice, which QEMU does not send again after a reconnect).
+   * With INFLIGHT_SHMFD the back-end reserves {@link DEVICE_STATE_BYTES} bytes after the queue
+   * regions of the inflight area — which the front-end keeps and hands to the next back-end —
+   * and passes them here when an area is installed (zeros in a fresh one: the device then
+   * writes its current state), or null before the session ends (the device must not write to
+   * them any more: a back-end stopping must not overwrite what the next one should find). The
+   * bytes are front-end controlled: validate what is read.
+   */
+  attachPersistentState?(bytes: Uint8Array | null): void;
   /** The back-end sets this; the device calls it to raise CONFIG_CHANGE_MSG. */
   onConfigChanged?: (() => void) | null;
 }

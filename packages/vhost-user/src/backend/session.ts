@@ -23,7 +23,7 @@ import { NONE, u64, vringState, type MemoryRegionDesc, type Message, type Payloa
 import { frontendRequestName, protocolFeatureName } from '../codec/schema.js';
 import * as C from '../constants.js';
 import { bit } from '../constants.js';
-import type { QueueContext, VirtioDevice } from '../device.js';
+import { DEVICE_STATE_BYTES, type QueueContext, type VirtioDevice } from '../device.js';
 import { ProtocolError } from '../errors.js';
 import { MessageConnection } from '../transport/message-connection.js';
 import { SplitInflightTracker, inflightQueueRegionSize } from './inflight.js';
@@ -1063,7 +1063,8 @@ export class BackendSession {
     // SET_FEATURES right before GET_INFLIGHT_FD for exactly this).
     const packed = this.has(VIRTIO_F_RING_PACKED);
     const regionSize = this.inflightRegionSize(packed, p.queueSize);
-    const size = regionSize * p.numQueues;
+    // Room for the device's state after the queue regions (see VirtioDevice.attachPersistentState).
+    const size = regionSize * p.numQueues + (this.device.attachPersistentState !== undefined ? DEVICE_STATE_BYTES : 0);
     const fd = memfdCreate('vhost-user-inflight');
     try {
       ftruncate(fd, size);
@@ -1106,6 +1107,11 @@ export class BackendSession {
       throw new ProtocolError('INVALID_ARGUMENT', 'inflight area replaced while rings use it');
     }
     this.inflightArea = area;
+    if (this.device.attachPersistentState !== undefined) {
+      // An area from another back-end implementation may have no room for it: then no state.
+      const at = area.regionSize * area.numQueues;
+      this.device.attachPersistentState(area.bytes.length >= at + DEVICE_STATE_BYTES ? area.bytes.subarray(at, at + DEVICE_STATE_BYTES) : null);
+    }
     if (old !== null) munmap(old.buffer);
   }
 
@@ -1134,6 +1140,9 @@ export class BackendSession {
     this.device.onConfigChanged = null;
     await this.stopAllRings(true);
     try {
+      // Detached first: the reset below must not overwrite the state the next back-end of this
+      // guest reads from the area.
+      this.device.attachPersistentState?.(null);
       this.device.reset();
     } catch (e) {
       this.opts.log(`vhost-user: device reset failed: ${(e as Error).message}`);

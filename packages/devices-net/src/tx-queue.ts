@@ -82,6 +82,7 @@ export class TxQueue implements QueueHandler {
   ) {
     this.pair = pair;
     this.queue = ctx.queue;
+    ctx.queue.markDeviceReadOnly(); // DPDK virtio-user's packed TX tables (see there)
     this.chain = new DescriptorChain(Math.min(ctx.queue.size, 1024));
     this.batch = new FrameBatch(batchCapacity, slotSize);
     this.poller = settings.pollUs > 0 ? new AdaptivePoller({ maxUs: settings.pollUs, yieldMs: settings.pollYieldMs }) : null;

@@ -420,6 +420,45 @@ t.test('inflight fd round trip: requests in flight at a crash are resubmitted', 
   await second.backend.close();
 });
 
+t.test('a front-end that restarts a used split ring from base 0 (no inflight area): resumed at used.idx', async (t) => {
+  // DPDK virtio-user in server mode keeps its rings when the back-end reconnects and sends
+  // SET_VRING_BASE 0; without this, its next avail.idx looked like a jump and broke the ring.
+  const first = startBackend({ numQueues: 1 });
+  const fe = await connectAndNegotiate(first.path);
+  const q = await fe.setupQueue(0, 16);
+  for (let i = 0; i < 21; i++) t.same(await fe.roundTrip(0, pattern(8, i)), pattern(8, i), `request ${i}`);
+  await first.backend.close();
+  // The back-end comes back (a new one here); the front-end reconnects with its rings as they are.
+  const { path, backend, logs } = startBackend({ numQueues: 1 });
+  const fe2 = await VhostUserFrontend.connect(path, { memory: fe.mem });
+  await fe2.negotiate();
+  const { VHOST_USER_SET_VRING_ADDR, VHOST_USER_SET_VRING_BASE, VHOST_USER_SET_VRING_CALL,
+    VHOST_USER_SET_VRING_KICK, VHOST_USER_SET_VRING_ENABLE } = await import('../src/index.js');
+  await fe2.send(VHOST_USER_SET_VRING_NUM, vringState(0, 16));
+  await fe2.send(VHOST_USER_SET_VRING_BASE, vringState(0, 0));
+  await fe2.send(VHOST_USER_SET_VRING_ADDR, {
+    kind: 'vring-addr', index: 0, flags: 0, descUserAddr: fe.mem.gpaToUva(q.layout.desc),
+    usedUserAddr: fe.mem.gpaToUva(q.layout.used), availUserAddr: fe.mem.gpaToUva(q.layout.avail), logGuestAddr: 0,
+  });
+  await fe2.send(VHOST_USER_SET_VRING_CALL, { kind: 'vring-fd', index: 0, noFd: false }, [q.callFd]);
+  await fe2.send(VHOST_USER_SET_VRING_KICK, { kind: 'vring-fd', index: 0, noFd: false }, [q.kickFd]);
+  await fe2.send(VHOST_USER_SET_VRING_ENABLE, vringState(0, 1));
+  const a = fe.mem.alloc(8), b = fe.mem.alloc(8);
+  fe.mem.memory.writeFrom(a, pattern(8, 99));
+  q.driver.addChain([a, b], [8, 8], 2, 1);
+  q.driver.publish();
+  q.kick();
+  await until(() => q.driver.usedCount() === 1);
+  const got = new Uint8Array(8);
+  fe.mem.memory.readInto(b, got);
+  t.same(got, pattern(8, 99), 'the next request is served, not the ring broken');
+  t.ok(logs.some((l) => /ring 0: SET_VRING_BASE 0 but used\.idx is 21: resuming at used\.idx/.test(l)), 'logged');
+  t.equal(await fe2.getVringBase(0), 22, 'the position went on from used.idx');
+  fe2.close();
+  fe.close();
+  await backend.close();
+});
+
 t.test('message trace: one line per request and per outcome, only when asked', async (t) => {
   const trace: string[] = [];
   const { path, backend } = startBackend({ numQueues: 1 }, { trace: (l) => trace.push(l) });

@@ -68,6 +68,15 @@ export interface DeviceQueue {
    * checks everything again. Packed rings do nothing.
    */
   touchAvailable(max: number): void;
+  /**
+   * Declares a queue the device only reads (virtio-net TX). Packed rings then read
+   * device-writable entries of indirect tables as device-readable instead of refusing the chain:
+   * DPDK's virtio-user driver flags every entry of its packed TX indirect tables writable, the
+   * net header it fills included (DPDK's vhost library never looks at the flag on TX). Such a
+   * chain is all readable; the flag stays checked everywhere else. Split rings: nothing (DPDK's
+   * split tables are flagged right).
+   */
+  markDeviceReadOnly(): void;
   pushUsed(head: number, len: number): void;
   /**
    * With `inOrder`: the next `count` chains, in the order they were made available, were used;

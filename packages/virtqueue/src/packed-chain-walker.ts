@@ -40,6 +40,8 @@ export class PackedChainWalker {
   ringCount: number;
   /** After a successful walk: the buffer id (from the last ring descriptor). */
   id: number;
+  /** Entries of indirect tables count as device-readable whatever their WRITE flag (see DeviceQueue.markDeviceReadOnly). */
+  indirectReadable = false;
   private readonly scratchBytes: Uint8Array;
   private readonly scratchWords: Uint32Array;
 
@@ -120,7 +122,7 @@ export class PackedChainWalker {
         return FAULT_NESTED_INDIRECT;
       }
 
-      if ((fw & F_WRITE) !== 0) {
+      if ((fw & F_WRITE) !== 0 && !(inIndirect && this.indirectReadable)) {
         sawWritable = true;
       } else if (sawWritable) {
         return FAULT_READABLE_AFTER_WRITABLE; // virtio 1.2 §2.8.6 (device-writable after readable)

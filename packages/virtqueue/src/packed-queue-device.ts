@@ -226,6 +226,12 @@ export class PackedQueueDevice implements DeviceQueue {
     return n;
   }
 
+  /** See DeviceQueue.markDeviceReadOnly. */
+  markDeviceReadOnly(): void {
+    this.walker.indirectReadable = true;
+    if (this.savedWalker !== null) this.savedWalker.indirectReadable = true;
+  }
+
   /** See DeviceQueue.touchAvailable: nothing here yet (measured on split rings only). */
   touchAvailable(_max: number): void {}
 
@@ -404,6 +410,7 @@ export class PackedQueueDevice implements DeviceQueue {
       w = new PackedChainWalker(this.memory, words, this.size, {
         indirect: this.indirect, maxIndirect: this.maxIndirect, maxSegments: this.maxSegments,
       });
+      w.indirectReadable = this.walker.indirectReadable;
       this.savedWalker = w;
     }
     // Slots past `count` may hold an older chain: the walk must end exactly at `count`.

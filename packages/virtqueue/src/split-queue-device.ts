@@ -242,6 +242,9 @@ export class SplitQueueDevice implements DeviceQueue {
    * most recently used slab are read (what `popDirect` assumes too); avail.idx is read plainly
    * and a distance beyond the ring size touches nothing — `pop` judges it.
    */
+  /** See DeviceQueue.markDeviceReadOnly: nothing on split rings. */
+  markDeviceReadOnly(): void {}
+
   touchAvailable(max: number): void {
     if (this.isBroken) return;
     const mem = this.memory;

@@ -8,7 +8,7 @@ import {
   VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, decodePackedVringBase, encodePackedIndex, encodePackedVringBase,
   packedNeedEvent,
 } from '@vhost-ts/virtqueue';
-import { MockPackedGuest } from '@vhost-ts/virtqueue/testing';
+import { MockGuest, MockPackedGuest } from '@vhost-ts/virtqueue/testing';
 
 const N = VIRTQ_DESC_F_NEXT, W = VIRTQ_DESC_F_WRITE, I = VIRTQ_DESC_F_INDIRECT;
 
@@ -189,6 +189,32 @@ t.test('indirect tables (virtio 1.2 §2.8.19)', async (t) => {
   t.equal(popRaw(g, [[table, 32, I, 3]], chain), 1);
   t.equal(chain.segCount, 2, 'two entries, NEXT ignored');
   t.equal(chain.head, 3);
+});
+
+t.test('markDeviceReadOnly: indirect table entries read as device-readable whatever their WRITE flag', async (t) => {
+  // DPDK virtio-user's packed TX tables: the header entry flagged writable, data entries not.
+  const table = (g: MockPackedGuest): number => {
+    const hdr = g.alloc(12), data = g.alloc(100), tb = g.alloc(32);
+    g.memory.setU64(tb, hdr); g.memory.setU32(tb + 8, 12); g.memory.setU16(tb + 14, W);
+    g.memory.setU64(tb + 16, data); g.memory.setU32(tb + 24, 100); g.memory.setU16(tb + 30, N);
+    return tb;
+  };
+  const strict = new MockPackedGuest({ queueSize: 8, indirectEntries: 4 });
+  t.equal(popRaw(strict, [[table(strict), 32, I]]), FAULT_READABLE_AFTER_WRITABLE, 'refused by default (RX queues keep this)');
+  const tx = new MockPackedGuest({ queueSize: 8, indirectEntries: 4 });
+  tx.device.markDeviceReadOnly();
+  const chain = new DescriptorChain();
+  t.equal(popRaw(tx, [[table(tx), 32, I, 5]], chain), 1);
+  t.equal(chain.readableSegs, 2, 'both entries readable');
+  t.equal(chain.writableSegs, 0);
+  t.equal(chain.readableBytes, 112);
+  const ring = new MockPackedGuest({ queueSize: 8, indirectEntries: 4 });
+  ring.device.markDeviceReadOnly();
+  const b = ring.alloc(8);
+  t.equal(popRaw(ring, [[b, 8, W | N], [b, 8, 0]]), FAULT_READABLE_AFTER_WRITABLE, 'ring descriptors stay checked');
+  const split = new MockGuest({ queueSize: 8 });
+  split.device.markDeviceReadOnly();
+  t.pass('split rings: accepted, nothing changes');
 });
 
 t.test('every malformed chain is a typed fault and breaks the queue', async (t) => {

@@ -788,6 +788,17 @@ export class BackendSession {
         else this.startSplitInflight(r, region, queue);
       }
     }
+    if (r.inflight === null && !queue.packed && queue.nextAvail !== queue.publishedUsedIdx) {
+      // A front-end that kept its split rings across a reconnect may restart them from 0 (DPDK
+      // virtio-user in server mode does): every chain it made available then looks like an
+      // avail.idx jump, and the ring breaks. With no inflight area to say better, used.idx is
+      // where the device provably stopped: resume there, as DPDK's vhost library does. The
+      // front-ends that send the right base (QEMU: used.idx after a crash, the stop index
+      // after a clean stop, both equal to used.idx here since a stop completes every popped
+      // chain) never take this path.
+      this.opts.log(`vhost-user: ring ${r.index}: SET_VRING_BASE ${queue.nextAvail} but used.idx is ${queue.publishedUsedIdx}: resuming at used.idx`);
+      queue.nextAvail = queue.publishedUsedIdx;
+    }
     r.queue = queue;
     const ctx: QueueContext = {
       index: r.index, queue, memory: mem, inflight: r.inflight,

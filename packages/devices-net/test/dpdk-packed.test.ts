@@ -6,7 +6,7 @@
 // EAL as in dpdk-testpmd.test.ts: --no-huge -m 256 (memfd-backed memory virtio-user can share).
 import t from 'tap';
 import { spawn } from 'node:child_process';
-import { accessSync, constants, mkdtempSync, rmSync } from 'node:fs';
+import { accessSync, constants, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startNetServer, type NetServer } from '../src/net-server.js';
@@ -19,9 +19,9 @@ const VIRTIO_F_RING_PACKED = 34n;
 
 interface PortStats { rx: number; tx: number }
 
-async function testpmdPacked(sock: string, fwdArgs: string[], runMs: number): Promise<{ port?: PortStats; out: string; code: number | null }> {
+async function testpmdPacked(sock: string, fwdArgs: string[], runMs: number, vdevExtra = ',packed_vq=1'): Promise<{ port?: PortStats; out: string; code: number | null }> {
   const args = ['-l', '0-1', '--no-huge', '-m', '256', '--no-pci', '--no-shconf', '--no-telemetry',
-    '--file-prefix', `vhtsp${process.pid}`, '--vdev', `net_virtio_user0,path=${sock},queues=1,packed_vq=1`,
+    '--file-prefix', `vhtsp${process.pid}`, '--vdev', `net_virtio_user0,path=${sock},queues=1${vdevExtra}`,
     '--', ...fwdArgs, '--txd=256', '--rxd=256', '--total-num-mbufs=4096'];
   const child = spawn(TESTPMD!, args, { stdio: ['pipe', 'pipe', 'pipe'] });
   let out = '';
@@ -95,6 +95,31 @@ if (TESTPMD === undefined) {
     t.equal(dev.counters.txMalformed, 0, 'no frame judged malformed');
     t.equal(dev.counters.txBytes, p!.tx * 1514, 'every frame whole: 1000 + 514 bytes');
     t.notOk(logs.some((l) => /broken/.test(l)), 'no ring broken');
+  });
+
+  t.test('split rings, testpmd in server mode: a back-end that goes away and comes back is driven again', async (t) => {
+    // virtio-user (server=1) keeps its rings when the back-end reconnects and restarts them
+    // with SET_VRING_BASE 0; the new back-end resumes at used.idx (before: avail-index-jump,
+    // ring broken, nothing more transmitted).
+    const sock = join(dir, 'srv.sock');
+    const logs: string[] = [];
+    const run = testpmdPacked(sock, ['--forward-mode=txonly'], 6000, ',server=1');
+    const up = Date.now() + 10_000;
+    while (!existsSync(sock) && Date.now() < up) await new Promise((r) => setTimeout(r, 50));
+    const first = startNetServer({ socketPaths: [sock], backend: { kind: 'loopback' }, client: true, log: (l) => logs.push(l) });
+    const busy = Date.now() + 10_000;
+    while (first.devices[0].counters.txFrames < 1000 && Date.now() < busy) await new Promise((r) => setTimeout(r, 50));
+    t.ok(first.devices[0].counters.txFrames >= 1000, `first back-end took ${first.devices[0].counters.txFrames} frames`);
+    await first.close();
+    const second = startNetServer({ socketPaths: [sock], backend: { kind: 'loopback' }, client: true, log: (l) => logs.push(l) });
+    t.teardown(() => second.close());
+    const again = Date.now() + 10_000;
+    while (second.devices[0].counters.txFrames < 1000 && Date.now() < again) await new Promise((r) => setTimeout(r, 50));
+    t.ok(second.devices[0].counters.txFrames >= 1000, `the second back-end took ${second.devices[0].counters.txFrames} frames`);
+    t.notOk(logs.some((l) => /broken/.test(l)), 'no ring broken');
+    t.ok(logs.some((l) => /SET_VRING_BASE 0 but used\.idx is \d+: resuming at used\.idx/.test(l)), 'the reconnect restarted the rings from 0');
+    const r = await run;
+    t.equal(r.code, 0, 'testpmd exited cleanly');
   });
 
   t.test('packed_vq=1 io --tx-first: frames circulate testpmd ⇄ loopback', async (t) => {

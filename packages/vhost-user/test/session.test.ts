@@ -459,6 +459,23 @@ t.test('a front-end that restarts a used split ring from base 0 (no inflight are
   await backend.close();
 });
 
+t.test('SET_VRING_NUM: split sizes are powers of two, packed rings take any size, both up to the device maximum', async (t) => {
+  const RING_PACKED = 34;
+  const { path, backend, logs } = startBackend({ numQueues: 1, features: bit(RING_PACKED), maxQueueSize: 1024 });
+  const fe = await connectAndNegotiate(path);
+  t.ok(fe.protocol & bit(VHOST_USER_PROTOCOL_F_REPLY_ACK), 'acks asked');
+  await t.rejects(fe.send(VHOST_USER_SET_VRING_NUM, vringState(0, 100)), { code: 'DEVICE_FAILED' }, 'split: 100 refused');
+  t.ok(logs.some((l) => /ring 0: size 100 refused \(split rings: a power of two; this device takes at most 1024\)/.test(l)), 'says why');
+  await fe.setFeatures(fe.features | bit(RING_PACKED));
+  await fe.send(VHOST_USER_SET_VRING_NUM, vringState(0, 100));
+  t.pass('packed: 100 accepted (virtio 1.2 §2.8)');
+  await t.rejects(fe.send(VHOST_USER_SET_VRING_NUM, vringState(0, 4096)), { code: 'DEVICE_FAILED' }, 'above the device maximum');
+  t.ok(logs.some((l) => /size 4096 refused \(this device takes at most 1024\)/.test(l)), 'the limit named, not "not a power of two"');
+  await t.rejects(fe.send(VHOST_USER_SET_VRING_NUM, vringState(0, 0)), { code: 'DEVICE_FAILED' }, 'size 0');
+  fe.close();
+  await backend.close();
+});
+
 t.test('message trace: one line per request and per outcome, only when asked', async (t) => {
   const trace: string[] = [];
   const { path, backend } = startBackend({ numQueues: 1 }, { trace: (l) => trace.push(l) });

@@ -623,9 +623,12 @@ export class BackendSession {
   private setVringNum(p: { index: number; num: number }): number {
     const r = this.ring(p.index);
     if (r.running) throw new ProtocolError('INVALID_ARGUMENT', `SET_VRING_NUM on running ring ${p.index}`);
-    // virtio 1.2 §2.7: split queue size is a power of 2, at most 32768.
-    if (!isPow2(p.num) || p.num > this.maxQueueSize) {
-      throw new ProtocolError('INVALID_ARGUMENT', `ring ${p.index}: size ${p.num} is not a power of two <= ${this.maxQueueSize}`);
+    // virtio 1.2 §2.7: a split queue's size is a power of 2; a packed queue's any size (§2.8),
+    // both at most 32768 — here at most the device's largest.
+    const packed = this.has(VIRTIO_F_RING_PACKED);
+    if (!Number.isInteger(p.num) || p.num < 1 || p.num > this.maxQueueSize || (!packed && !isPow2(p.num))) {
+      throw new ProtocolError('INVALID_ARGUMENT',
+        `ring ${p.index}: size ${p.num} refused (${packed ? '' : 'split rings: a power of two; '}this device takes at most ${this.maxQueueSize})`);
     }
     r.size = p.num;
     return 0;
@@ -1057,7 +1060,8 @@ export class BackendSession {
   }
 
   private checkInflightShape(numQueues: number, queueSize: number): void {
-    if (numQueues < 1 || numQueues > this.rings.length || !isPow2(queueSize) || queueSize > C.VIRTQ_MAX_SIZE) {
+    const sizeOk = this.has(VIRTIO_F_RING_PACKED) ? queueSize >= 1 : isPow2(queueSize);
+    if (numQueues < 1 || numQueues > this.rings.length || !sizeOk || queueSize > C.VIRTQ_MAX_SIZE) {
       throw new ProtocolError('INVALID_ARGUMENT', `inflight area for ${numQueues} queues of ${queueSize}`);
     }
   }

@@ -72,7 +72,12 @@ export function startNetServer(opts: NetServerOptions): NetServer {
       const device = new VirtioNetDevice({ backend, name: path, mac, mtu: opts.mtu, queuePairs: opts.queuePairs, pollUs: opts.pollUs });
       devices.push(device);
       const server = new VhostUserBackend(device, { log, trace: opts.trace });
-      server.on('session-end', () => device.reset());
+      // Info level, as vhost-user-blk: an operator sees a front-end come and go (a reconnect).
+      server.on('session', () => log(`${path}: front-end connected`));
+      server.on('session-end', (error: Error | null) => {
+        log(`${path}: front-end disconnected${error ? `: ${error.message}` : ''}`);
+        device.reset();
+      });
       servers.push(server);
       if (opts.client) server.connect(path);
       else server.listen(path);

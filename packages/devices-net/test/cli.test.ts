@@ -65,8 +65,12 @@ t.test('loopback CLI serves a front-end, SIGTERM removes the socket and exits 0'
   g.send(makeFrame([2, 0, 0, 0, 0, 1], [2, 0x11, 0x22, 0x33, 0x44, 0x55], 80));
   t.ok(await g.waitFor((f) => f.length === 1), 'echoed through the CLI process');
   g.close();
+  const end = Date.now() + 5000;
+  while (!/front-end disconnected/.test(stderr) && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
   child.kill('SIGTERM');
   t.equal(await exited, 0, 'exit 0 on SIGTERM');
   t.notOk(existsSync(sock), 'socket file removed');
   t.match(stderr, /listening on .*cli\.sock \(loopback, mac 02:11:22:33:44:55/);
+  t.match(stderr, /vhost-user-net: .*cli\.sock: front-end connected\n/, 'a connection is logged at the default level');
+  t.match(stderr, /vhost-user-net: .*cli\.sock: front-end disconnected/, 'and its end');
 });

@@ -43,11 +43,20 @@ if (findVhostTsBlkCli() === null) {
         backendArgs: (n) => (n % 2 === 1 ? ['--direct'] : []),
         // Two request queues (the guest has 2 vCPUs): both rings must be drained and resumed.
         numQueues: 2,
+        guestWriteThrough: true,
       });
       assertChaosOutcome(t, res);
       t.ok(res.restarts.length >= TARGET_RESTARTS, `at least ${TARGET_RESTARTS} graceful restarts (${res.restarts.length})`);
       const busy = res.restarts.filter((r) => r.flaggedBefore > 0).length;
       t.ok(busy >= 1, `≥ 1 SIGTERM arrived with requests marked in flight (${busy} of ${res.restarts.length})`);
+      // The guest chose writethrough once; QEMU never says so again, yet every back-end after the
+      // first must run writethrough (else writes are acknowledged before they are durable).
+      t.equal(res.kv.get('RESTART.cache'), 'write through', 'the guest switched the disk to writethrough');
+      t.match(res.backendLogs[0], /cache mode: writethrough/, 'the first back-end took the guest\'s choice');
+      for (let n = 1; n < res.backendLogs.length; n++) {
+        t.match(res.backendLogs[n], /cache mode writethrough: the driver's choice, kept from the previous back-end/,
+          `back-end #${n} found the choice in the inflight area`);
+      }
       for (const r of res.restarts) {
         t.equal(r.exitCode, 0, `restart ${r.n}: the back-end drained and exited 0 (${r.drainMs} ms)`);
         t.equal(r.flaggedAfter, 0, `restart ${r.n}: nothing left marked in flight after the drain`);

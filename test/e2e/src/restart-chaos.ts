@@ -100,6 +100,12 @@ export interface RestartChaosOptions {
    * packed format (vhost-user.rst QueueRegionPacked), which the in-flight probes then parse.
    */
   readonly packed?: boolean;
+  /**
+   * The guest switches the disk to writethrough first (`cache_type`, a CONFIG_WCE write): every
+   * back-end after the first must find that choice in the inflight area, since QEMU does not
+   * send it again. Default: the guest keeps writeback.
+   */
+  readonly guestWriteThrough?: boolean;
   /** Further CLI flags for back-end instance `n` (0 = the first), e.g. `--direct` on some. */
   readonly backendArgs?: (n: number) => readonly string[];
   /** Diagnostics sink (tap's t.comment). */
@@ -221,13 +227,18 @@ export function checkImage(image: Uint8Array, seed: string, finalPass: number, s
   return res;
 }
 
-function guestScript(maxPasses: number): string {
+function guestScript(maxPasses: number, writeThrough: boolean): string {
   const blocksPerRegion = CHAOS_DISK_SIZE / REGIONS / DD_BS;
+  const cache = writeThrough
+    // The device's cache mode (virtio_blk writes CONFIG_WCE = 0): every write durable on completion.
+    ? `echo "write through" > /sys/block/vda/cache_type
+echo "RESTART.cache=$(cat /sys/block/vda/cache_type)"`
+    // The device may start write-through; a volatile cache makes fsync send VIRTIO_BLK_T_FLUSH.
+    : 'echo "write back" > /sys/block/vda/queue/write_cache 2>/dev/null';
   return `
 DISK=${CHAOS_DISK_SIZE}; BS=${DD_BS}; REGIONS=${REGIONS}; RB=${blocksPerRegion}; MAX=${maxPasses}
 echo "RESTART.size=$(cat /sys/block/vda/size)"
-# The device may start write-through; a volatile cache makes fsync send VIRTIO_BLK_T_FLUSH.
-echo "write back" > /sys/block/vda/queue/write_cache 2>/dev/null
+${cache}
 fails=0; last=0; p=1
 while [ $p -le $MAX ]; do
   if [ $((p % 2)) -eq 1 ]; then mode=direct; oflag=oflag=direct; conv=notrunc
@@ -459,7 +470,7 @@ export async function runRestartChaos(opts: RestartChaosOptions): Promise<Restar
       closeSync(srcFd);
     }
     const initrd = buildInitramfs({
-      kernel: env.kernel!, busybox: env.busybox!, script: guestScript(maxPasses), files: { hashes: `${hashes.join('\n')}\n` },
+      kernel: env.kernel!, busybox: env.busybox!, script: guestScript(maxPasses, opts.guestWriteThrough ?? false), files: { hashes: `${hashes.join('\n')}\n` },
     });
 
     // A back-end that dies when we did not kill it fails the run at once.

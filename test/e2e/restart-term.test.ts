@@ -54,7 +54,7 @@ if (findVhostTsBlkCli() === null) {
       t.equal(res.kv.get('RESTART.cache'), 'write through', 'the guest switched the disk to writethrough');
       t.match(res.backendLogs[0], /cache mode: writethrough/, 'the first back-end took the guest\'s choice');
       for (let n = 1; n < res.backendLogs.length; n++) {
-        t.match(res.backendLogs[n], /cache mode writethrough: the driver's choice, kept from the previous back-end/,
+        t.match(res.backendLogs[n], /cache mode: the driver chose writethrough, kept from the previous back-end/,
           `back-end #${n} found the choice in the inflight area`);
       }
       for (const r of res.restarts) {

@@ -127,6 +127,8 @@ export async function runConfigSpace(s: Scenario): Promise<void> {
 
   // The model: writable fields and what is negotiated.
   let writeback = 1;
+  /** The driver's last accepted write of the writeback byte (-1: none); survives RESET_DEVICE. */
+  let driverWce = -1;
   let mac = MAC.slice();
   let wce = false;
   let version1 = false;
@@ -142,9 +144,10 @@ export async function runConfigSpace(s: Scenario): Promise<void> {
     if (ack(await send(C.VHOST_USER_SET_FEATURES, NEED, { kind: 'u64', value: f })) !== 0n) fail('SET_FEATURES refused');
     if (s.device === 'blk') {
       // virtio 1.2 §5.2.5: without FLUSH the device is writethrough; with FLUSH and no CONFIG_WCE
-      // writeback; with both, the driver's choice stands (writeback when FLUSH is newly acked).
+      // writeback; with both, the driver's last choice (writeback if it made none).
       if (!wantFlush) writeback = 0;
-      else if (!wantWce || !flush) writeback = 1;
+      else if (!wantWce) writeback = 1;
+      else writeback = driverWce !== 0 ? 1 : 0;
       flush = wantFlush;
       wce = wantWce;
     }
@@ -166,7 +169,8 @@ export async function runConfigSpace(s: Scenario): Promise<void> {
       await setFeatures(o.flush, o.wce, o.version1);
     } else if (o.op === 'reset') {
       if (ack(await send(C.VHOST_USER_RESET_DEVICE, NEED, { kind: 'none' })) !== 0n) fail('RESET_DEVICE refused');
-      writeback = 1; mac = MAC.slice(); wce = false; flush = false; version1 = false;
+      // A device reset keeps the driver's cache-mode choice (QEMU keeps showing it to the guest).
+      writeback = driverWce !== 0 ? 1 : 0; mac = MAC.slice(); wce = false; flush = false; version1 = false;
     } else if (o.op === 'get') {
       const r = await send(C.VHOST_USER_GET_CONFIG, 0, { kind: 'config', offset: o.offset, size: o.size, flags: o.flags, data: new Uint8Array(o.size) });
       if (r.length !== 1 || r[0].request !== C.VHOST_USER_GET_CONFIG) fail('GET_CONFIG without exactly one reply');
@@ -208,7 +212,10 @@ export async function runConfigSpace(s: Scenario): Promise<void> {
       // Only writable fields change.
       for (let i = 0; i < o.data.length; i++) {
         const at = o.offset + i;
-        if (s.device === 'blk' && at === 32 && wce && flush) writeback = o.data[i] !== 0 ? 1 : 0;
+        if (s.device === 'blk' && at === 32 && wce && (flush || o.data[i] === 0)) {
+          driverWce = o.data[i] !== 0 ? 1 : 0;
+          if (flush) writeback = driverWce;
+        }
         if (s.device === 'net' && at < 6 && !version1) mac[at] = o.data[i];
       }
     }

@@ -56,6 +56,8 @@ const bit = (n: number): bigint => 1n << BigInt(n);
 /** Layout of the state kept across back-end restarts (attachPersistentState): magic 'vtbk', then writeback (0 / 1). */
 const STATE_MAGIC = Uint8Array.of(0x76, 0x74, 0x62, 0x6b);
 const STATE_BYTES = 5;
+/** State byte 4 when the driver made no choice. */
+const STATE_NO_CHOICE = 0xff;
 
 /** The virtio-blk device. */
 export class BlkDevice implements VirtioDevice {
@@ -78,6 +80,8 @@ export class BlkDevice implements VirtioDevice {
   private config: Uint8Array;
   /** See attachPersistentState. */
   private state: Uint8Array | null = null;
+  /** The driver's last CONFIG_WCE write (0 writethrough, 1 writeback), or -1: none this session. */
+  private driverWce = -1;
   private acked: bigint;
   private readonly queues: (BlkQueue | null)[];
   /** Busy-poll window bound of every queue, µs. */
@@ -163,42 +167,47 @@ export class BlkDevice implements VirtioDevice {
   }
 
   setFeatures(acked: bigint): void {
-    const prev = this.acked;
     this.acked = acked & this.features;
-    // virtio 1.2 §5.2.5: without FLUSH the driver cannot order writes to stable storage, so
-    // the device must behave as writethrough; with FLUSH but no CONFIG_WCE it is writeback;
-    // with CONFIG_WCE the driver chooses through `writeback` (starting from writeback).
-    // Front-ends may send SET_FEATURES more than once (QEMU does per start), hence "newly acked".
-    if (!this.has(this.acked, VIRTIO_BLK_F_FLUSH)) this.setWriteback(false);
-    else if (!this.has(this.acked, VIRTIO_BLK_F_CONFIG_WCE)) this.setWriteback(true);
-    else if (!this.has(prev, VIRTIO_BLK_F_FLUSH)) this.setWriteback(this.savedWriteback() !== 0);
+    this.applyCacheMode();
   }
 
   /**
-   * See VirtioDevice.attachPersistentState. Kept there: the driver's cache mode. QEMU keeps the
-   * guest's choice in its own copy of the config and does not send it again to a back-end that
-   * replaces a dead one, so without this a guest that chose writethrough — and so sends no
-   * FLUSH — would get a writeback cache after a back-end restart: writes acknowledged before
-   * they are durable.
+   * virtio 1.2 §5.2.5: without FLUSH the driver cannot order writes to stable storage, so the
+   * device must behave as writethrough; with FLUSH but no CONFIG_WCE it is writeback; with
+   * CONFIG_WCE the driver chooses through `writeback` — its last choice (driverWce), else
+   * writeback. Stable under repeated SET_FEATURES (QEMU sends one per start).
+   */
+  private applyCacheMode(): void {
+    if (!this.has(this.acked, VIRTIO_BLK_F_FLUSH)) this.setWriteback(false);
+    else if (!this.has(this.acked, VIRTIO_BLK_F_CONFIG_WCE)) this.setWriteback(true);
+    else this.setWriteback(this.driverWce !== 0);
+  }
+
+  /**
+   * See VirtioDevice.attachPersistentState. Kept there: the driver's cache-mode choice. QEMU
+   * keeps it in its own copy of the config and shows that copy to the guest from then on —
+   * after a back-end restart (it never sends the choice to the new back-end) and after a guest
+   * reset. A guest that chose writethrough sends no FLUSH, so running writeback then would
+   * acknowledge writes before they are durable. `null` (the session ends): the choice is
+   * forgotten — a new front-end reads the config afresh — and the bytes are left alone.
    */
   attachPersistentState(bytes: Uint8Array | null): void {
     this.state = bytes;
-    if (bytes === null) return;
-    const saved = this.savedWriteback();
-    if (saved < 0) {
-      this.saveState(); // a fresh area (or not ours): record the current mode
+    if (bytes === null) {
+      this.driverWce = -1;
       return;
     }
-    // Before SET_FEATURES (or without CONFIG_WCE) the saved choice is left for setFeatures.
-    if (!this.has(this.acked, VIRTIO_BLK_F_CONFIG_WCE) || !this.has(this.acked, VIRTIO_BLK_F_FLUSH)) return;
-    if ((saved === 1) !== this.writeback) {
-      this.log.info(`cache mode ${saved === 1 ? 'writeback' : 'writethrough'}: the driver's choice, kept from the previous back-end`);
-      this.setWriteback(saved === 1);
+    const saved = this.savedChoice();
+    if (saved >= 0 && this.driverWce < 0) {
+      this.driverWce = saved;
+      this.log.info(`cache mode: the driver chose ${saved === 1 ? 'writeback' : 'writethrough'}, kept from the previous back-end`);
+      this.applyCacheMode();
     }
+    this.saveState();
   }
 
-  /** The cache mode in the attached state (0 / 1), or -1 (none, or not ours). */
-  private savedWriteback(): number {
+  /** The driver's choice in the attached state (0 / 1), or -1 (none, or not ours). */
+  private savedChoice(): number {
     const s = this.state;
     if (s === null || s.length < STATE_BYTES) return -1;
     for (let i = 0; i < 4; i++) if (s[i] !== STATE_MAGIC[i]) return -1;
@@ -209,7 +218,7 @@ export class BlkDevice implements VirtioDevice {
     const s = this.state;
     if (s === null || s.length < STATE_BYTES) return;
     s.set(STATE_MAGIC, 0);
-    s[4] = this.configValues.writeback;
+    s[4] = this.driverWce < 0 ? STATE_NO_CHOICE : this.driverWce;
   }
 
   readConfig(offset: number, length: number): Uint8Array {
@@ -241,7 +250,9 @@ export class BlkDevice implements VirtioDevice {
       if (migration) return;
       throw new BlkError('config-read-only', 'writeback cannot be enabled: FLUSH not negotiated, writethrough only');
     }
-    this.setWriteback(data[at] !== 0);
+    this.driverWce = data[at] !== 0 ? 1 : 0;
+    this.saveState();
+    this.applyCacheMode();
   }
 
   private setWriteback(on: boolean): void {
@@ -249,7 +260,6 @@ export class BlkDevice implements VirtioDevice {
     if (this.configValues.writeback === v) return;
     this.configValues.writeback = v;
     this.config = encodeBlkConfig(this.configValues);
-    this.saveState();
     for (const q of this.queues) q?.setWriteback(on);
     this.log.info(`cache mode: ${on ? 'writeback' : 'writethrough'}`);
   }
@@ -291,9 +301,14 @@ export class BlkDevice implements VirtioDevice {
     return q;
   }
 
+  /**
+   * Device reset (RESET_DEVICE: QEMU sends one on every guest reset). The driver's cache-mode
+   * choice survives it: QEMU keeps showing that choice to the rebooted guest (see
+   * attachPersistentState); the session's end forgets it.
+   */
   reset(): void {
     this.acked = 0n;
-    this.setWriteback(true);
+    this.setWriteback(this.driverWce !== 0);
     this.queues.fill(null);
   }
 

@@ -76,12 +76,16 @@ t.test('writeback is guest-writable only with CONFIG_WCE (virtio 1.2 §5.2.5)', 
   dev.setFeatures(dev.features & ~bit(VIRTIO_BLK_F_FLUSH));
   t.equal(dev.readConfig(32, 1)[0], 0, 'writethrough without FLUSH');
   dev.setFeatures(dev.features);
-  t.equal(dev.readConfig(32, 1)[0], 1, 'writeback again once FLUSH is acked (SET_FEATURES repeated)');
-  dev.writeConfig(32, Uint8Array.of(0));
+  t.equal(dev.readConfig(32, 1)[0], 0, 'FLUSH and CONFIG_WCE acked again: the driver\'s last choice (writethrough)');
+  dev.writeConfig(32, Uint8Array.of(1));
   dev.setFeatures(dev.features);
-  t.equal(dev.readConfig(32, 1)[0], 0, 'a repeated SET_FEATURES keeps the guest choice');
+  t.equal(dev.readConfig(32, 1)[0], 1, 'a repeated SET_FEATURES keeps the guest choice');
+  dev.writeConfig(32, Uint8Array.of(0));
   dev.reset();
-  t.equal(dev.readConfig(32, 1)[0], 1, 'reset restores writeback');
+  t.equal(dev.readConfig(32, 1)[0], 0, 'a device reset keeps it (the front-end keeps showing it)');
+  dev.attachPersistentState(null);
+  dev.reset();
+  t.equal(dev.readConfig(32, 1)[0], 1, 'the session\'s end forgets it: writeback');
 });
 
 t.test('the driver\'s cache mode is kept in the persistent state for the next back-end', async (t) => {
@@ -89,12 +93,13 @@ t.test('the driver\'s cache mode is kept in the persistent state for the next ba
   const first = new BlkDevice({ image: new MemoryImage(1 << 20) });
   first.setFeatures(first.features);
   first.attachPersistentState(bytes);
-  t.equal(bytes[4], 1, 'a fresh area gets the current mode (writeback)');
+  t.equal(bytes[4], 0xff, 'a fresh area: no choice made');
   first.writeConfig(32, Uint8Array.of(0));
   t.equal(bytes[4], 0, 'the driver\'s choice is written through');
   first.attachPersistentState(null);
   first.reset();
   t.equal(bytes[4], 0, 'detached: a stopping back-end leaves the state alone');
+  t.equal(first.writeback, true, 'and, its front-end gone, forgets the choice');
   // QEMU's order after a reconnect: SET_FEATURES, then SET_INFLIGHT_FD.
   const second = new BlkDevice({ image: new MemoryImage(1 << 20) });
   second.setFeatures(second.features);
@@ -106,12 +111,14 @@ t.test('the driver\'s cache mode is kept in the persistent state for the next ba
   const third = new BlkDevice({ image: new MemoryImage(1 << 20) });
   third.attachPersistentState(bytes);
   third.setFeatures(third.features);
-  t.equal(third.writeback, false, 'the saved mode wins over the default when CONFIG_WCE is acked');
-  // Without CONFIG_WCE the mode follows FLUSH alone; the state is rewritten to match.
+  t.equal(third.writeback, false, 'the saved choice wins over the default when CONFIG_WCE is acked');
+  // Without CONFIG_WCE the mode follows FLUSH alone, and the saved choice is not touched.
+  const plainBytes = bytes.slice();
   const plain = new BlkDevice({ image: new MemoryImage(1 << 20) });
   plain.setFeatures(plain.features & ~bit(VIRTIO_BLK_F_CONFIG_WCE));
-  plain.attachPersistentState(bytes.slice());
+  plain.attachPersistentState(plainBytes);
   t.equal(plain.writeback, true, 'no CONFIG_WCE: writeback (FLUSH acked), whatever was saved');
+  t.equal(plainBytes[4], 0, 'the choice stays saved (only a driver write changes it)');
   // Front-end-controlled bytes: anything but our magic and 0/1 is no state.
   for (const bad of [Uint8Array.of(1, 2, 3, 4, 0), Uint8Array.of(0x76, 0x74, 0x62, 0x6b, 7), new Uint8Array(3)]) {
     const d = new BlkDevice({ image: new MemoryImage(1 << 20) });
@@ -126,6 +133,31 @@ t.test('the driver\'s cache mode is kept in the persistent state for the next ba
   const saidWriteback = Uint8Array.of(0x76, 0x74, 0x62, 0x6b, 1);
   noFlush.attachPersistentState(saidWriteback);
   t.equal(noFlush.writeback, false, 'a saved writeback never overrides writethrough without FLUSH');
+});
+
+t.test('the driver\'s choice survives a device reset (QEMU keeps showing it to the rebooted guest)', async (t) => {
+  // QEMU 8.2+ sends RESET_DEVICE on a guest reset; its config copy still says writethrough.
+  for (const withArea of [true, false]) {
+    const dev = new BlkDevice({ image: new MemoryImage(1 << 20) });
+    const bytes = new Uint8Array(64);
+    dev.setFeatures(dev.features);
+    if (withArea) dev.attachPersistentState(bytes);
+    dev.writeConfig(32, Uint8Array.of(0));
+    dev.reset();
+    t.equal(dev.writeback, false, `after RESET_DEVICE (area ${withArea})`);
+    dev.setFeatures(dev.features);
+    t.equal(dev.writeback, false, 'and after the next SET_FEATURES');
+    dev.setFeatures(dev.features);
+    t.equal(dev.writeback, false, 'and a repeated one');
+    if (withArea) {
+      t.equal(bytes[4], 0, 'the saved choice untouched by the reset');
+      const fresh = new Uint8Array(64); // QEMU frees the area on a guest reset: GET_INFLIGHT_FD anew
+      dev.attachPersistentState(fresh);
+      t.equal(fresh[4], 0, 'a fresh area records the choice');
+    }
+    dev.writeConfig(32, Uint8Array.of(1));
+    t.equal(dev.writeback, true, 'until the driver chooses again');
+  }
 });
 
 t.test('option validation', async (t) => {

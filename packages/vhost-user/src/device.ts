@@ -65,9 +65,10 @@ export interface VirtioDevice {
    * With INFLIGHT_SHMFD the back-end reserves {@link DEVICE_STATE_BYTES} bytes after the queue
    * regions of the inflight area — which the front-end keeps and hands to the next back-end —
    * and passes them here when an area is installed (zeros in a fresh one: the device then
-   * writes its current state), or null before the session ends (the device must not write to
-   * them any more: a back-end stopping must not overwrite what the next one should find). The
-   * bytes are front-end controlled: validate what is read.
+   * writes its current state), or null when the session ends, before the device's reset: the
+   * device forgets what only that front-end knew and must not write the bytes any more (a
+   * back-end stopping must not overwrite what the next one should find). The bytes are
+   * front-end controlled: validate what is read.
    */
   attachPersistentState?(bytes: Uint8Array | null): void;
   /** The back-end sets this; the device calls it to raise CONFIG_CHANGE_MSG. */

@@ -1155,8 +1155,8 @@ export class BackendSession {
     this.device.onConfigChanged = null;
     await this.stopAllRings(true);
     try {
-      // Detached first: the reset below must not overwrite the state the next back-end of this
-      // guest reads from the area.
+      // Detached first: the front-end is gone (the device forgets what only it knew), and the
+      // reset below must not overwrite the state the next back-end of this guest reads.
       this.device.attachPersistentState?.(null);
       this.device.reset();
     } catch (e) {

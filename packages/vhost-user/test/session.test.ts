@@ -459,6 +459,26 @@ t.test('a front-end that restarts a used split ring from base 0 (no inflight are
   await backend.close();
 });
 
+t.test('the back-end\'s own ring restart (a memory table change) keeps its position, even with chains never completed', async (t) => {
+  // The resume-at-used.idx rule is for a base the front-end sent; a restart from the back-end's
+  // own stop must not rewind over chains a handler still holds (a stop that gave up on them).
+  const { path, backend, device, logs } = startBackend({ numQueues: 1, hold: true });
+  const fe = await connectAndNegotiate(path);
+  const q = await fe.setupQueue(0, 16);
+  for (let i = 0; i < 3; i++) q.driver.addChain([fe.mem.alloc(8), fe.mem.alloc(8)], [8, 8], 2, 1);
+  q.driver.publish();
+  q.kick();
+  await until(() => device.queues.get(0)?.stats.requests === 3);
+  await fe.setMemTable(); // same memory: the ring is stopped and started again by the back-end
+  await new Promise((r) => setTimeout(r, 30));
+  t.equal(device.stopped, 1, 'the ring was restarted');
+  t.equal(device.queues.get(0)!.stats.requests, 0, 'the restarted handler popped nothing again');
+  t.notOk(logs.some((l) => /resuming at used\.idx/.test(l)), 'the rule did not fire');
+  t.equal(await fe.getVringBase(0), 3, 'position kept');
+  fe.close();
+  await backend.close();
+});
+
 t.test('SET_VRING_NUM: split sizes are powers of two, packed rings take any size, both up to the device maximum', async (t) => {
   const RING_PACKED = 34;
   const { path, backend, logs } = startBackend({ numQueues: 1, features: bit(RING_PACKED), maxQueueSize: 1024 });

@@ -237,14 +237,14 @@ export class SplitQueueDevice implements DeviceQueue {
     this.popped -= count;
   }
 
+  /** See DeviceQueue.markDeviceReadOnly: nothing on split rings. */
+  markDeviceReadOnly(): void {}
+
   /**
    * See DeviceQueue.touchAvailable. Only heads in range and first buffers inside the memory's
    * most recently used slab are read (what `popDirect` assumes too); avail.idx is read plainly
    * and a distance beyond the ring size touches nothing — `pop` judges it.
    */
-  /** See DeviceQueue.markDeviceReadOnly: nothing on split rings. */
-  markDeviceReadOnly(): void {}
-
   touchAvailable(max: number): void {
     if (this.isBroken) return;
     const mem = this.memory;

@@ -88,6 +88,8 @@ interface InflightArea extends MappedArea {
 }
 
 const MAP_ALIGN = 4096;
+/** SET_CONFIG flags value of rust-vmm front-ends for migration writes (see setConfig). */
+const RUST_VMM_CONFIG_LIVE_MIGRATION = 2;
 const REPLIED = -1;
 
 function closeFds(fds: number[]): void {
@@ -565,17 +567,17 @@ export class BackendSession {
    * are not (yet) in the table waits, kick fd kept, for the next table or SET_VRING_ADDR.
    */
   private restartOnNewMemory(r: Vring): void {
+    const was = r.awaitingMemory;
     let why = this.memory === null ? 'the memory table is empty' : '';
     try {
       this.tryStart(r);
     } catch (e) {
       why = (e as Error).message;
     }
-    const was = r.awaitingMemory;
     // (Not started for another reason — disabled, broken — is not waiting for memory.)
     r.awaitingMemory = !r.running && why !== '';
-    if (r.awaitingMemory) this.opts.log(`vhost-user: ring ${r.index} waits for its memory (${why})`);
-    else if (was) this.opts.log(`vhost-user: ring ${r.index} resumed on the new memory table`);
+    if (r.awaitingMemory && !was) this.opts.log(`vhost-user: ring ${r.index} waits for its memory (${why})`);
+    else if (was && r.running) this.opts.log(`vhost-user: ring ${r.index} resumed on the new memory table`);
   }
 
   private setLogBase(msg: Message): number {
@@ -641,6 +643,7 @@ export class BackendSession {
     // packed rings use all 32 (avail slot | wrap << 15 | used slot << 16 | wrap << 31).
     if (p.num > 0xffff && !this.has(VIRTIO_F_RING_PACKED)) throw new ProtocolError('INVALID_ARGUMENT', `ring ${p.index}: base ${p.num} has reserved bits`);
     r.base = p.num;
+    r.baseFromFrontEnd = true;
     return 0;
   }
 
@@ -791,14 +794,15 @@ export class BackendSession {
         else this.startSplitInflight(r, region, queue);
       }
     }
-    if (r.inflight === null && !queue.packed && queue.nextAvail !== queue.publishedUsedIdx) {
+    if (r.inflight === null && !queue.packed && r.baseFromFrontEnd && queue.nextAvail !== queue.publishedUsedIdx) {
       // A front-end that kept its split rings across a reconnect may restart them from 0 (DPDK
       // virtio-user in server mode does): every chain it made available then looks like an
       // avail.idx jump, and the ring breaks. With no inflight area to say better, used.idx is
       // where the device provably stopped: resume there, as DPDK's vhost library does. The
       // front-ends that send the right base (QEMU: used.idx after a crash, the stop index
       // after a clean stop, both equal to used.idx here since a stop completes every popped
-      // chain) never take this path.
+      // chain) never take this path; nor do the back-end's own restarts (memory table changes),
+      // whose base is the stop's, possibly ahead of used.idx after a stop that timed out.
       this.opts.log(`vhost-user: ring ${r.index}: SET_VRING_BASE ${queue.nextAvail} but used.idx is ${queue.publishedUsedIdx}: resuming at used.idx`);
       queue.nextAvail = queue.publishedUsedIdx;
     }
@@ -816,6 +820,7 @@ export class BackendSession {
       return;
     }
     this.watchKick(r);
+    r.awaitingMemory = false; // however it started (a new kick fd, enable, features)
     // Entries may already be waiting (restart, reconnect); the front-end will not kick again.
     this.kick(r);
   }
@@ -962,7 +967,10 @@ export class BackendSession {
         this.opts.log(`vhost-user: ring ${r.index}: stop() did not finish; guest memory will not be unmapped`);
       }
     }
-    if (r.queue !== null) r.base = r.queue instanceof PackedQueueDevice ? r.queue.vringBase : r.queue.nextAvail;
+    if (r.queue !== null) {
+      r.base = r.queue instanceof PackedQueueDevice ? r.queue.vringBase : r.queue.nextAvail;
+      r.baseFromFrontEnd = false;
+    }
     r.queue = null;
     r.inflight = null;
     if (!keepKick) {
@@ -1013,7 +1021,11 @@ export class BackendSession {
 
   private setConfig(p: Extract<Payload, { kind: 'config' }>): number {
     this.requireProtocol(C.VHOST_USER_PROTOCOL_F_CONFIG, 'VHOST_USER_SET_CONFIG');
-    if (p.offset + p.size > C.VHOST_USER_MAX_CONFIG_SIZE || p.flags > C.VHOST_SET_CONFIG_TYPE_MIGRATION) {
+    // Flags: 0 driver write, 1 migration (vhost-user.rst). Front-ends built on rust-vmm's vhost
+    // crate (Cloud Hypervisor) number them WRITABLE = 1 and LIVE_MIGRATION = 2: 2 is taken as
+    // migration too, and their driver writes (1) as migration writes — writable bytes set,
+    // read-only ones left, the only difference being no refusal.
+    if (p.offset + p.size > C.VHOST_USER_MAX_CONFIG_SIZE || p.flags > RUST_VMM_CONFIG_LIVE_MIGRATION) {
       throw new ProtocolError('INVALID_ARGUMENT', `SET_CONFIG offset ${p.offset} size ${p.size} flags ${p.flags}`);
     }
     // A guest write the device refuses fails this request only (a REPLY_ACK of 1), never the session.
@@ -1022,7 +1034,7 @@ export class BackendSession {
       return 1;
     }
     try {
-      this.device.writeConfig(p.offset, p.data, p.flags === C.VHOST_SET_CONFIG_TYPE_MIGRATION);
+      this.device.writeConfig(p.offset, p.data, p.flags !== C.VHOST_SET_CONFIG_TYPE_FRONTEND);
     } catch (e) {
       this.opts.log(`vhost-user: SET_CONFIG refused by the device: ${(e as Error).message}`);
       return 1;

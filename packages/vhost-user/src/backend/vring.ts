@@ -29,6 +29,8 @@ export class Vring {
   addr: VringAddresses | null = null;
   /** Next avail index from SET_VRING_BASE (or saved at stop). */
   base = 0;
+  /** `base` came from SET_VRING_BASE (not from the back-end's own stop). */
+  baseFromFrontEnd = false;
   kickFd = -1;
   callFd = -1;
   errFd = -1;

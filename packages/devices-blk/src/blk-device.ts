@@ -188,15 +188,12 @@ export class BlkDevice implements VirtioDevice {
    * keeps it in its own copy of the config and shows that copy to the guest from then on —
    * after a back-end restart (it never sends the choice to the new back-end) and after a guest
    * reset. A guest that chose writethrough sends no FLUSH, so running writeback then would
-   * acknowledge writes before they are durable. `null` (the session ends): the choice is
-   * forgotten — a new front-end reads the config afresh — and the bytes are left alone.
+   * acknowledge writes before they are durable. `null`: the bytes are left alone from now on
+   * (the choice itself is kept until sessionEnded).
    */
   attachPersistentState(bytes: Uint8Array | null): void {
     this.state = bytes;
-    if (bytes === null) {
-      this.driverWce = -1;
-      return;
-    }
+    if (bytes === null) return;
     const saved = this.savedChoice();
     if (saved >= 0 && this.driverWce < 0) {
       this.driverWce = saved;
@@ -204,6 +201,12 @@ export class BlkDevice implements VirtioDevice {
       this.applyCacheMode();
     }
     this.saveState();
+  }
+
+  /** See VirtioDevice.sessionEnded: the driver's cache-mode choice is forgotten (writeback again). */
+  sessionEnded(): void {
+    this.driverWce = -1;
+    this.setWriteback(true);
   }
 
   /** The driver's choice in the attached state (0 / 1), or -1 (none, or not ours). */

@@ -85,6 +85,8 @@ t.test('writeback is guest-writable only with CONFIG_WCE (virtio 1.2 §5.2.5)', 
   t.equal(dev.readConfig(32, 1)[0], 0, 'a device reset keeps it (the front-end keeps showing it)');
   dev.attachPersistentState(null);
   dev.reset();
+  t.equal(dev.readConfig(32, 1)[0], 0, 'detaching the state (an area without room) keeps it too');
+  dev.sessionEnded();
   t.equal(dev.readConfig(32, 1)[0], 1, 'the session\'s end forgets it: writeback');
 });
 
@@ -98,6 +100,7 @@ t.test('the driver\'s cache mode is kept in the persistent state for the next ba
   t.equal(bytes[4], 0, 'the driver\'s choice is written through');
   first.attachPersistentState(null);
   first.reset();
+  first.sessionEnded();
   t.equal(bytes[4], 0, 'detached: a stopping back-end leaves the state alone');
   t.equal(first.writeback, true, 'and, its front-end gone, forgets the choice');
   // QEMU's order after a reconnect: SET_FEATURES, then SET_INFLIGHT_FD.

@@ -373,6 +373,50 @@ t.test('file engine: writethrough syncs each write; stop() waits for in-flight I
   t.equal(r.collect().size, 0);
 });
 
+t.test('file engine: writethrough makes write-zeroes durable too (an FDATASYNC after its ranges)', async (t) => {
+  const path = tmpImage('wt-zeroes.img', pattern(1 << 16, 21));
+  const image = FileImage.open(path);
+  t.teardown(() => image.close());
+  const r = new BlkRig({ image });
+  const fe = (r.handler as unknown as { engine: FileEngine }).engine;
+  const ring = (fe as unknown as { ring: { submit: (ops: Float64Array, count: number, iovs: Float64Array) => number } }).ring;
+  const submit = ring.submit.bind(ring);
+  const opcodes: number[] = [];
+  ring.submit = (ops, count, iovs) => { for (let i = 0; i < count; i++) opcodes.push(ops[i * 8]); return submit(ops, count, iovs); };
+  const FALLOCATE = 5, FDATASYNC = 4;
+  const before = r.add({ type: VIRTIO_BLK_T_WRITE_ZEROES, out: segments([{ sector: 0, num: 8 }, { sector: 32, num: 8 }]) });
+  r.kick();
+  await r.waitUsed(1);
+  t.equal(r.status(before), VIRTIO_BLK_S_OK);
+  t.same(opcodes, [FALLOCATE, FALLOCATE], 'writeback: the ranges only');
+  opcodes.length = 0;
+  r.device.writeConfig(32, Uint8Array.of(0));
+  const wz = r.add({ type: VIRTIO_BLK_T_WRITE_ZEROES, out: segments([{ sector: 64, num: 8 }, { sector: 96, num: 8 }]) });
+  r.kick();
+  await r.waitUsed(1);
+  t.equal(r.status(wz), VIRTIO_BLK_S_OK);
+  t.same(opcodes, [FALLOCATE, FALLOCATE, FDATASYNC], 'writethrough: both ranges, then one sync before the completion');
+  const host = readFileSync(path);
+  t.ok(host.subarray(64 * 512, 72 * 512).every((b) => b === 0) && host.subarray(96 * 512, 104 * 512).every((b) => b === 0), 'zeroed');
+});
+
+t.test('file engine: no memory for the bounce chunks fails that request only', async (t) => {
+  const path = tmpImage('bounce-fail.img', pattern(1 << 20, 22));
+  const image = openDirect(t, path);
+  if (image === null) return;
+  const r = new BlkRig({ image }, new MmapGuest(4 << 20));
+  const fe = (r.handler as unknown as { engine: FileEngine }).engine as unknown as { mapBounce: () => void };
+  fe.mapBounce = () => { throw new Error('ENOMEM (simulated)'); };
+  const odd = r.add({ type: VIRTIO_BLK_T_IN, sector: 0, inLen: 4096, misalign: 8 });
+  const fine = r.add({ type: VIRTIO_BLK_T_IN, sector: 8, inLen: 4096 });
+  r.kick();
+  await r.waitUsed(2);
+  t.equal(r.status(odd), VIRTIO_BLK_S_IOERR, 'the bounced request fails');
+  t.equal(r.status(fine), VIRTIO_BLK_S_OK, 'the aligned one is served');
+  await r.handler.stop();
+  t.pass('the queue stops (nothing left hanging)');
+});
+
 /**
  * Opens `path` with O_DIRECT, closed at the end of `t`; null (and a passing "skipped") where the
  * file system refuses it.

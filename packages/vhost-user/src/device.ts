@@ -65,12 +65,17 @@ export interface VirtioDevice {
    * With INFLIGHT_SHMFD the back-end reserves {@link DEVICE_STATE_BYTES} bytes after the queue
    * regions of the inflight area — which the front-end keeps and hands to the next back-end —
    * and passes them here when an area is installed (zeros in a fresh one: the device then
-   * writes its current state), or null when the session ends, before the device's reset: the
-   * device forgets what only that front-end knew and must not write the bytes any more (a
-   * back-end stopping must not overwrite what the next one should find). The bytes are
-   * front-end controlled: validate what is read.
+   * writes its current state), or null when there are none (an area without room for them, from
+   * another back-end) and when the session ends, before the device's reset: the device must not
+   * write them any more (a back-end stopping must not overwrite what the next one should find).
+   * The bytes are front-end controlled: validate what is read.
    */
   attachPersistentState?(bytes: Uint8Array | null): void;
+  /**
+   * Optional: the front-end is gone (after the device's reset at the session's end). The device
+   * forgets what only that front-end knew — a new front-end reads the config afresh.
+   */
+  sessionEnded?(): void;
   /** The back-end sets this; the device calls it to raise CONFIG_CHANGE_MSG. */
   onConfigChanged?: (() => void) | null;
 }

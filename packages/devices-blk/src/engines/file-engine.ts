@@ -315,7 +315,7 @@ export class FileEngine implements BlockEngine {
   /** Points the buffer table at the slabs of the batch's memory (a new memory table). */
   private registerMemory(batch: readonly BlkRequest[], count: number): boolean {
     const mem = batch[0].memory!;
-    if (mem.slabCount > BOUNCE_BUFFER) {
+    if (mem.slabCount > (this.direct ? BOUNCE_BUFFER : MAX_BUFFERS)) {
       // Cannot happen with ≤ 1024 GiB of guest memory; fail rather than mis-address.
       for (let i = 0; i < count; i++) { batch[i].status = VIRTIO_BLK_S_IOERR; this.sink.complete(batch[i]); }
       this.sink.completionsDone();
@@ -427,7 +427,18 @@ export class FileEngine implements BlockEngine {
         this.bounceWaitCount++;
         return;
       }
-      if (this.bounceBytes === null) this.mapBounce();
+      if (this.bounceBytes === null) {
+        try {
+          this.mapBounce();
+        } catch {
+          // No memory or fds for the chunks: this request fails, the queue goes on.
+          req.status = VIRTIO_BLK_S_IOERR;
+          req.pending = 0;
+          this.finish(req);
+          this.done();
+          return;
+        }
+      }
       b = this.bounceFree[--this.bounceFreeCount];
       this.bounceOf[req.index] = b;
       this.bouncedRequests++;
@@ -599,13 +610,14 @@ export class FileEngine implements BlockEngine {
     if (req === null || req.pending === 0) return false;
     if (Math.floor(userData / GEN_SHIFT) !== this.slotGen[index]) { this.staleCompletions++; return false; }
     this.clearAsync(index);
+    if (req.phase === PHASE_SYNC) {
+      // The writethrough sync after a write or write-zeroes.
+      if (res < 0) req.status = VIRTIO_BLK_S_IOERR;
+      return this.opDone(req);
+    }
     switch (req.op) {
       case BLK_OP_READ:
       case BLK_OP_WRITE:
-        if (req.phase === PHASE_SYNC) {
-          if (res < 0) req.status = VIRTIO_BLK_S_IOERR;
-          return this.opDone(req);
-        }
         if (res === EINTR || res === EAGAIN) { this.queueRequest(req); return false; }
         if (res === EINVAL && this.direct && this.bounceOf[index] === NO_BOUNCE) {
           // O_DIRECT refused buffers the 512-byte check let through (a device whose DMA
@@ -653,6 +665,13 @@ export class FileEngine implements BlockEngine {
           }
         }
         if (res < 0) req.status = VIRTIO_BLK_S_IOERR;
+        if (req.pending === 1 && !this.writeback && req.status === VIRTIO_BLK_S_OK) {
+          // Writethrough: zeroed ranges are durable before the request completes, as written
+          // data is (QEMU makes write-zeroes FUA there).
+          req.phase = PHASE_SYNC;
+          this.pushOp(IORING_OP.FDATASYNC, 0, req.index, 0, 0, 0, 0);
+          return false;
+        }
         return this.opDone(req);
       }
       default:

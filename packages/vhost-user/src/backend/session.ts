@@ -1167,10 +1167,11 @@ export class BackendSession {
     this.device.onConfigChanged = null;
     await this.stopAllRings(true);
     try {
-      // Detached first: the front-end is gone (the device forgets what only it knew), and the
-      // reset below must not overwrite the state the next back-end of this guest reads.
+      // Detached first: the reset below must not overwrite the state the next back-end of this
+      // guest reads. Then the device forgets what only this front-end knew.
       this.device.attachPersistentState?.(null);
       this.device.reset();
+      this.device.sessionEnded?.();
     } catch (e) {
       this.opts.log(`vhost-user: device reset failed: ${(e as Error).message}`);
     }

@@ -15,7 +15,7 @@
  *  DISCARD     → FALLOCATE PUNCH_HOLE|KEEP_SIZE per range (EOPNOTSUPP: ignored, discard is advisory)
  *  WRITE_ZEROES→ FALLOCATE ZERO_RANGE|KEEP_SIZE, or PUNCH_HOLE|KEEP_SIZE with UNMAP
  *                (ZERO_RANGE unsupported: retried as PUNCH_HOLE, which also reads back zeros)
- *  writethrough: a WRITE is followed by FDATASYNC before it completes.
+ *  writethrough: a WRITE or WRITE_ZEROES is followed by FDATASYNC before it completes.
  *  O_DIRECT: a READ/WRITE whose guest buffers are not 512-byte aligned (address or length)
  *            goes through an aligned per-queue bounce buffer, in chunks of BOUNCE_CHUNK.
  * ```

@@ -116,6 +116,10 @@ export class BlkDevice implements VirtioDevice {
     // Slack over seg_max: one descriptor spanning two memory slabs becomes two segments.
     this.segCapacity = Math.min(segMax + 16, 1024);
     const discard = (opts.discard ?? true) && !this.readOnly;
+    const blkSize = opts.image.logicalBlockSize ?? 512;
+    if (!Number.isInteger(blkSize) || blkSize < 512 || blkSize > 65536 || (blkSize & (blkSize - 1)) !== 0) {
+      throw new BlkError('bad-option', `logical block size must be a power of two 512..65536, got ${blkSize}`);
+    }
     const maxDiscardSeg = opts.maxDiscardSeg ?? 16;
     const maxDiscardSectors = opts.maxDiscardSectors ?? 1 << 22;
     this.rangeCapacity = maxDiscardSeg;
@@ -123,8 +127,9 @@ export class BlkDevice implements VirtioDevice {
       capacity: capacitySectors(opts.image.sizeBytes),
       sizeMax: opts.sizeMax ?? 1 << 20,
       segMax,
-      blkSize: 512,
-      physicalBlockExp: 3, // 4 KiB physical blocks: page-cache and hole-punch granularity
+      blkSize,
+      // 4 KiB physical blocks (page-cache and hole-punch granularity), in logical blocks.
+      physicalBlockExp: Math.max(0, Math.log2(4096 / blkSize)),
       alignmentOffset: 0,
       minIoSize: 1,
       optIoSize: 0,

@@ -83,6 +83,11 @@ export interface BlockImage {
   readonly sizeBytes: number;
   /** The image cannot be written. */
   readonly readOnly: boolean;
+  /**
+   * Optional: the block size the image needs (O_DIRECT on a 4 KiB-sector disk); the device
+   * advertises it as `blk_size`. Default 512.
+   */
+  readonly logicalBlockSize?: number;
   /** Human description for logs. */
   readonly description: string;
   createEngine(opts: EngineOptions): BlockEngine;

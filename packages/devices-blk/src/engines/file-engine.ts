@@ -33,6 +33,7 @@ import {
 import { SECTOR_SIZE, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP } from '../constants.js';
 import type { BlockCompletionSink, BlockEngine, BlockImage, EngineOptions } from '../engine.js';
 import { BlkError } from '../errors.js';
+import { DEFAULT_LOGICAL_BLOCK_SIZE, logicalBlockSizeOf } from './logical-block-size.js';
 
 const EOPNOTSUPP = -(osConstants.errno.EOPNOTSUPP ?? 95);
 const EINTR = -(osConstants.errno.EINTR ?? 4);
@@ -122,16 +123,20 @@ export class FileImage implements BlockImage {
   readonly sizeBytes: number;
   readonly readOnly: boolean;
   readonly direct: boolean;
+  /** With O_DIRECT: the sector size of the disk behind the image (see logical-block-size.ts); else 512. */
+  readonly logicalBlockSize: number;
   readonly description: string;
   private closed = false;
 
-  private constructor(path: string, fd: number, size: number, readOnly: boolean, direct: boolean) {
+  private constructor(path: string, fd: number, size: number, readOnly: boolean, direct: boolean, logicalBlockSize: number) {
     this.path = path;
     this.fd = fd;
+    this.logicalBlockSize = logicalBlockSize;
     this.sizeBytes = size;
     this.readOnly = readOnly;
     this.direct = direct;
-    this.description = `${path} (${size} bytes${readOnly ? ', read-only' : ''}${direct ? ', O_DIRECT' : ''})`;
+    this.description = `${path} (${size} bytes${readOnly ? ', read-only' : ''}${direct ? ', O_DIRECT' : ''}` +
+      `${logicalBlockSize !== DEFAULT_LOGICAL_BLOCK_SIZE ? `, ${logicalBlockSize}-byte blocks` : ''})`;
   }
 
   /**
@@ -164,7 +169,8 @@ export class FileImage implements BlockImage {
       closeFd(fd);
       throw new BlkError('image-too-small', `${path}: ${size} bytes is smaller than one 512-byte sector`);
     }
-    return new FileImage(path, fd, size, readOnly, direct);
+    // The page cache takes any 512-byte sector; O_DIRECT needs whole blocks of the disk.
+    return new FileImage(path, fd, size, readOnly, direct, direct ? logicalBlockSizeOf(path) : DEFAULT_LOGICAL_BLOCK_SIZE);
   }
 
   createEngine(opts: EngineOptions): BlockEngine {

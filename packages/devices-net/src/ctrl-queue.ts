@@ -58,14 +58,15 @@ export class CtrlQueue implements QueueHandler {
         pass++;
         this.counters.ctrlCommands++;
         const readable = chain.readableBytes;
-        if (readable < 2 || chain.writableBytes < 1) {
-          // No room for an ack or no class/command: nothing sensible to answer.
+        if (chain.writableBytes < 1) {
+          // No room for an ack: nothing can be answered.
           this.counters.ctrlErrors++;
           q.pushUsed(chain.head, 0);
           continue;
         }
         let status: number;
-        if (readable > CTRL_MAX_COMMAND) {
+        if (readable < 2 || readable > CTRL_MAX_COMMAND) {
+          // No class and command, or longer than any command: refused.
           status = VIRTIO_NET_ERR;
         } else {
           const n = copyFromChain(chain, 0, this.buf, 0, readable);

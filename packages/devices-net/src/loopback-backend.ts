@@ -1,5 +1,6 @@
 /**
- * The loopback backend: every frame a guest transmits on pair k comes back on its RX queue k.
+ * The loopback backend: every frame a guest transmits on pair k comes back on its RX queue k
+ * (k modulo the active pairs, should the driver transmit on a pair it disabled).
  * For tests and benchmarks. No offloads (see the switch for why).
  * @module
  */
@@ -33,7 +34,11 @@ export class LoopbackBackend implements NetBackend {
 class LoopbackPort implements NetBackendPort {
   constructor(private readonly sink: NetPortSink, private readonly owner: Set<LoopbackPort>) {}
   transmit(pair: number, batch: FrameBatch): void {
-    this.sink.deliver(pair, batch, null, batch.count);
+    // Never onto an RX queue beyond the pairs the driver enabled (virtio 1.2 §5.1.6.5.5): a
+    // driver that transmits on an inactive pair gets the frames on one it uses, as the switch
+    // does.
+    const active = this.sink.activePairs;
+    this.sink.deliver(active > 0 && pair >= active ? pair % active : pair, batch, null, batch.count);
   }
   onRxSpace(): void {}
   setFeatures(): void {}

@@ -41,6 +41,12 @@ t.test('MQ VQ_PAIRS_SET within 1..max_virtqueue_pairs (virtio 1.2 §5.1.6.5.5)',
   rig.postRx(2, 2048, { pair: 1 });
   rig.send(makeFrame([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]), { pair: 1 });
   t.equal(rig.rxUsed(1).length, 1);
+  // Nothing is queued on an RX queue beyond the active pairs: a frame a driver sends on pair 3
+  // (disabled by the command above) comes back on pair 3 mod 2 = 1.
+  rig.postRx(2, 2048, { pair: 3 });
+  rig.send(makeFrame([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]), { pair: 3 });
+  t.equal(rig.rxUsed(3).length, 0, 'RX 3 (inactive) stays empty');
+  t.equal(rig.rxUsed(1).length, 1, 'delivered on an active pair');
 });
 
 t.test('announce: device sets VIRTIO_NET_S_ANNOUNCE, driver ack clears it (virtio 1.2 §5.1.6.5.4)', async (t) => {
@@ -104,6 +110,17 @@ t.test('VLAN add/del acked, bad commands rejected, malformed chains survive', as
   t.equal(ctrl(rig, 5, 0, [0, 0, 0, 0, 0, 0, 0, 0]).ack, VIRTIO_NET_ERR, 'guest offloads not offered on the switch');
   const r = ctrl(rig, VIRTIO_NET_CTRL_RX, 0, [1], 0);
   t.equal(r.len, 0, 'no ack room: returned with len 0');
-  t.equal(rig.device.counters.ctrlErrors, 5);
+  // A command of one byte (no command field) with room for the ack: refused, not left unanswered.
+  const q = rig.q(rig.device.numQueues - 1);
+  const one = q.guest.alloc(1), ack = q.guest.alloc(1);
+  q.guest.write(one, new Uint8Array([VIRTIO_NET_CTRL_RX]));
+  q.guest.write(ack, new Uint8Array([0xee]));
+  q.guest.driver.addChain([one, ack], [1, 1], 2, 1);
+  q.guest.driver.publish();
+  q.handler.onKick();
+  t.ok(q.guest.driver.popUsed() >= 0, 'completed');
+  t.equal(q.guest.driver.lastLen, 1, 'with the ack byte');
+  t.equal(q.guest.read(ack, 1)[0], VIRTIO_NET_ERR, 'VIRTIO_NET_ERR');
+  t.equal(rig.device.counters.ctrlErrors, 6);
   t.same(rig.q(rig.device.numQueues - 1).broken, []);
 });

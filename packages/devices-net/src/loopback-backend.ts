@@ -37,8 +37,8 @@ class LoopbackPort implements NetBackendPort {
     // Never onto an RX queue beyond the pairs the driver enabled (virtio 1.2 §5.1.6.5.5): a
     // driver that transmits on an inactive pair gets the frames on one it uses, as the switch
     // does.
-    const active = this.sink.activePairs;
-    this.sink.deliver(active > 0 && pair >= active ? pair % active : pair, batch, null, batch.count);
+    const limit = this.sink.pairLimit;
+    this.sink.deliver(pair < limit ? pair : pair % limit, batch, null, batch.count);
   }
   onRxSpace(): void {}
   setFeatures(): void {}

@@ -27,6 +27,11 @@ export interface NetPortSink {
   rxReady(pair: number): boolean;
   /** Queue pairs the driver uses now (1 unless MQ set more). */
   readonly activePairs: number;
+  /**
+   * Pairs the driver allows at all: VQ_PAIRS_SET's count once it sent one, else every pair. No
+   * frame may be queued on an RX queue at or beyond it (virtio 1.2 §5.1.6.5.5).
+   */
+  readonly pairLimit: number;
   readonly counters: PortCounters;
 }
 

@@ -280,6 +280,11 @@ export class VirtioNetDevice implements VirtioDevice, NetPortSink, CtrlTarget {
 
   // ---- NetPortSink --------------------------------------------------------------------------
 
+  /** See NetPortSink.pairLimit. */
+  get pairLimit(): number {
+    return this.ctrlPairs > 0 ? this.ctrlPairs : this.maxPairs;
+  }
+
   /** Queue pairs in use: the prefix of running RX queues, capped by VQ_PAIRS_SET. */
   get activePairs(): number {
     const cap = this.ctrlPairs > 0 ? this.ctrlPairs : this.maxPairs;

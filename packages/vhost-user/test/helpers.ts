@@ -1,7 +1,11 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { VhostUserBackend, VhostUserFrontend, type BackendOptions, type FrontendOptions } from '../src/index.js';
+import {
+  VHOST_USER_SET_VRING_ADDR, VHOST_USER_SET_VRING_BASE, VHOST_USER_SET_VRING_CALL, VHOST_USER_SET_VRING_ENABLE,
+  VHOST_USER_SET_VRING_KICK, VHOST_USER_SET_VRING_NUM, VhostUserBackend, VhostUserFrontend, vringState,
+  type BackendOptions, type FrontendOptions, type FrontendQueue,
+} from '../src/index.js';
 import { EchoDevice, type EchoDeviceOptions } from '../src/testing/index.js';
 
 /** A fresh socket path in a private temp dir. */
@@ -72,4 +76,20 @@ export function rawMessage(request: number, flags: number, size: number, payload
   b.writeUInt32LE(size, 8);
   b.set(payload, 12);
   return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+}
+
+/**
+ * A "reconnected QEMU": connection `fe2` over `fe`'s guest memory re-announces ring 0 where the
+ * guest left it (same addresses and eventfds as `q`), with `base` as SET_VRING_BASE.
+ */
+export async function reattachRing(fe2: VhostUserFrontend, fe: VhostUserFrontend, q: FrontendQueue, size: number, base: number): Promise<void> {
+  await fe2.send(VHOST_USER_SET_VRING_NUM, vringState(0, size));
+  await fe2.send(VHOST_USER_SET_VRING_BASE, vringState(0, base));
+  await fe2.send(VHOST_USER_SET_VRING_ADDR, {
+    kind: 'vring-addr', index: 0, flags: 0, descUserAddr: fe.mem.gpaToUva(q.layout.desc),
+    usedUserAddr: fe.mem.gpaToUva(q.layout.used), availUserAddr: fe.mem.gpaToUva(q.layout.avail), logGuestAddr: 0,
+  });
+  await fe2.send(VHOST_USER_SET_VRING_CALL, { kind: 'vring-fd', index: 0, noFd: false }, [q.callFd]);
+  await fe2.send(VHOST_USER_SET_VRING_KICK, { kind: 'vring-fd', index: 0, noFd: false }, [q.kickFd]);
+  await fe2.send(VHOST_USER_SET_VRING_ENABLE, vringState(0, 1));
 }

@@ -6,28 +6,8 @@
  */
 import t from 'tap';
 import { close } from '@vhost-ts/sys';
-import {
-  VHOST_USER_SET_VRING_ADDR, VHOST_USER_SET_VRING_BASE, VHOST_USER_SET_VRING_CALL, VHOST_USER_SET_VRING_ENABLE,
-  VHOST_USER_SET_VRING_KICK, VHOST_USER_SET_VRING_NUM, vringState, VhostUserFrontend, type FrontendQueue,
-  SplitInflightTracker, inflightQueueRegionSize,
-} from '../src/index.js';
-import { connectAndNegotiate, pattern, startBackend, until } from './helpers.js';
-
-/**
- * A "reconnected QEMU": a new connection over the same guest memory re-announces ring 0 where
- * the guest left it (same addresses and eventfds), with `base` as SET_VRING_BASE.
- */
-async function reattachRing(fe2: VhostUserFrontend, fe: VhostUserFrontend, q: FrontendQueue, size: number, base: number): Promise<void> {
-  await fe2.send(VHOST_USER_SET_VRING_NUM, vringState(0, size));
-  await fe2.send(VHOST_USER_SET_VRING_BASE, vringState(0, base));
-  await fe2.send(VHOST_USER_SET_VRING_ADDR, {
-    kind: 'vring-addr', index: 0, flags: 0, descUserAddr: fe.mem.gpaToUva(q.layout.desc),
-    usedUserAddr: fe.mem.gpaToUva(q.layout.used), availUserAddr: fe.mem.gpaToUva(q.layout.avail), logGuestAddr: 0,
-  });
-  await fe2.send(VHOST_USER_SET_VRING_CALL, { kind: 'vring-fd', index: 0, noFd: false }, [q.callFd]);
-  await fe2.send(VHOST_USER_SET_VRING_KICK, { kind: 'vring-fd', index: 0, noFd: false }, [q.kickFd]);
-  await fe2.send(VHOST_USER_SET_VRING_ENABLE, vringState(0, 1));
-}
+import { VhostUserFrontend, type FrontendQueue, SplitInflightTracker, inflightQueueRegionSize } from '../src/index.js';
+import { connectAndNegotiate, pattern, reattachRing, startBackend, until } from './helpers.js';
 
 /** used.idx as stored in the ring (what QEMU reads when the back-end goes away). */
 function ringUsedIdx(fe: VhostUserFrontend, q: FrontendQueue): number {

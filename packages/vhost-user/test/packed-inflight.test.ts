@@ -17,11 +17,9 @@ import {
 import { MockPackedGuest } from '@vhost-ts/virtqueue/testing';
 import {
   PACKED_INFLIGHT_DESC_SIZE, PACKED_INFLIGHT_HEADER_SIZE, PackedInflightTracker, packedInflightQueueRegionSize,
-  VHOST_USER_SET_VRING_ADDR, VHOST_USER_SET_VRING_BASE, VHOST_USER_SET_VRING_CALL, VHOST_USER_SET_VRING_ENABLE,
-  VHOST_USER_SET_VRING_KICK, VHOST_USER_SET_VRING_NUM, VhostUserFrontend, bit, inflightQueueRegionSize, vringState,
-  type FrontendQueue,
+  VhostUserFrontend, bit, inflightQueueRegionSize,
 } from '../src/index.js';
-import { connectAndNegotiate, pattern, startBackend, until } from './helpers.js';
+import { connectAndNegotiate, pattern, reattachRing, startBackend, until } from './helpers.js';
 
 interface Outstanding { tag: number; slots: number }
 
@@ -483,18 +481,6 @@ t.test('SET_INFLIGHT_FD: a split-sized area is refused once RING_PACKED is acked
 });
 
 /** Re-announces ring 0 on a new connection as a reconnected QEMU does, SET_VRING_BASE `base`. */
-async function reattachPacked(fe2: VhostUserFrontend, fe: VhostUserFrontend, q: FrontendQueue, size: number, base: number): Promise<void> {
-  await fe2.send(VHOST_USER_SET_VRING_NUM, vringState(0, size));
-  await fe2.send(VHOST_USER_SET_VRING_BASE, vringState(0, base));
-  await fe2.send(VHOST_USER_SET_VRING_ADDR, {
-    kind: 'vring-addr', index: 0, flags: 0, descUserAddr: fe.mem.gpaToUva(q.layout.desc),
-    usedUserAddr: fe.mem.gpaToUva(q.layout.used), availUserAddr: fe.mem.gpaToUva(q.layout.avail), logGuestAddr: 0,
-  });
-  await fe2.send(VHOST_USER_SET_VRING_CALL, { kind: 'vring-fd', index: 0, noFd: false }, [q.callFd]);
-  await fe2.send(VHOST_USER_SET_VRING_KICK, { kind: 'vring-fd', index: 0, noFd: false }, [q.kickFd]);
-  await fe2.send(VHOST_USER_SET_VRING_ENABLE, vringState(0, 1));
-}
-
 t.test('session: a back-end dies holding packed requests; the next one resubmits them despite a stale SET_VRING_BASE', async (t) => {
   const size = 16;
   const first = startBackend({ numQueues: 1, features: bit(VIRTIO_F_RING_PACKED), hold: true });
@@ -531,7 +517,7 @@ t.test('session: a back-end dies holding packed requests; the next one resubmits
   await fe2.setFeatures(fe2.features | bit(VIRTIO_F_RING_PACKED));
   await fe2.setInflightFd(inf.fd, inf.mmapSize, 1, size);
   // QEMU 7.2 repeats the position of the previous start: slot 0, wrap 1.
-  await reattachPacked(fe2, fe, q, size, 0x8000);
+  await reattachRing(fe2, fe, q, size, 0x8000);
   const got: number[] = [];
   await until(() => { for (let id; (id = driver.popUsed()) >= 0;) got.push(id); return got.length >= 3; });
   t.same(got.sort(), reqs.map((r) => r.id).sort(), 'the three held requests answered once each');

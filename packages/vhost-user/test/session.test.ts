@@ -7,7 +7,7 @@ import {
   VHOST_USER_PROTOCOL_F_SHARED_OBJECT, VHOST_USER_PROTOCOL_F_DEVICE_STATE, VIRTIO_F_VERSION_1,
   VHOST_USER_SET_VRING_NUM, VHOST_USER_ADD_MEM_REG, vringState, VhostUserFrontend,
 } from '../src/index.js';
-import { connectAndNegotiate, pattern, startBackend, until } from './helpers.js';
+import { connectAndNegotiate, pattern, reattachRing, startBackend, until } from './helpers.js';
 
 t.test('full session: negotiation, two queues, echo, EVENT_IDX on and off', async (t) => {
   for (const eventIdx of [true, false]) {
@@ -394,17 +394,7 @@ t.test('inflight fd round trip: requests in flight at a crash are resubmitted', 
   await fe2.negotiate();
   await fe2.setInflightFd(inf.fd, inf.mmapSize, 1, 16);
   // restart the ring where the guest left it: base = used.idx (0), same addresses
-  const { VHOST_USER_SET_VRING_ADDR, VHOST_USER_SET_VRING_BASE, VHOST_USER_SET_VRING_CALL,
-    VHOST_USER_SET_VRING_KICK, VHOST_USER_SET_VRING_ENABLE } = await import('../src/index.js');
-  await fe2.send(VHOST_USER_SET_VRING_NUM, vringState(0, 16));
-  await fe2.send(VHOST_USER_SET_VRING_BASE, vringState(0, 0));
-  await fe2.send(VHOST_USER_SET_VRING_ADDR, {
-    kind: 'vring-addr', index: 0, flags: 0, descUserAddr: fe.mem.gpaToUva(q.layout.desc),
-    usedUserAddr: fe.mem.gpaToUva(q.layout.used), availUserAddr: fe.mem.gpaToUva(q.layout.avail), logGuestAddr: 0,
-  });
-  await fe2.send(VHOST_USER_SET_VRING_CALL, { kind: 'vring-fd', index: 0, noFd: false }, [q.callFd]);
-  await fe2.send(VHOST_USER_SET_VRING_KICK, { kind: 'vring-fd', index: 0, noFd: false }, [q.kickFd]);
-  await fe2.send(VHOST_USER_SET_VRING_ENABLE, vringState(0, 1));
+  await reattachRing(fe2, fe, q, 16, 0);
   await until(() => q.driver.usedCount() === 3);
   t.equal(second.device.queues.get(0)!.stats.resubmitted, 3, 'three resubmitted');
   for (let i = 0; i < 3; i++) {
@@ -432,17 +422,7 @@ t.test('a front-end that restarts a used split ring from base 0 (no inflight are
   const { path, backend, logs } = startBackend({ numQueues: 1 });
   const fe2 = await VhostUserFrontend.connect(path, { memory: fe.mem });
   await fe2.negotiate();
-  const { VHOST_USER_SET_VRING_ADDR, VHOST_USER_SET_VRING_BASE, VHOST_USER_SET_VRING_CALL,
-    VHOST_USER_SET_VRING_KICK, VHOST_USER_SET_VRING_ENABLE } = await import('../src/index.js');
-  await fe2.send(VHOST_USER_SET_VRING_NUM, vringState(0, 16));
-  await fe2.send(VHOST_USER_SET_VRING_BASE, vringState(0, 0));
-  await fe2.send(VHOST_USER_SET_VRING_ADDR, {
-    kind: 'vring-addr', index: 0, flags: 0, descUserAddr: fe.mem.gpaToUva(q.layout.desc),
-    usedUserAddr: fe.mem.gpaToUva(q.layout.used), availUserAddr: fe.mem.gpaToUva(q.layout.avail), logGuestAddr: 0,
-  });
-  await fe2.send(VHOST_USER_SET_VRING_CALL, { kind: 'vring-fd', index: 0, noFd: false }, [q.callFd]);
-  await fe2.send(VHOST_USER_SET_VRING_KICK, { kind: 'vring-fd', index: 0, noFd: false }, [q.kickFd]);
-  await fe2.send(VHOST_USER_SET_VRING_ENABLE, vringState(0, 1));
+  await reattachRing(fe2, fe, q, 16, 0);
   const a = fe.mem.alloc(8), b = fe.mem.alloc(8);
   fe.mem.memory.writeFrom(a, pattern(8, 99));
   q.driver.addChain([a, b], [8, 8], 2, 1);

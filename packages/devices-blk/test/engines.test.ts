@@ -229,7 +229,7 @@ t.test('file engine: large reads waiting for a worker when a refusal frees the s
     const reqs = [];
     for (let i = 0; i < n; i++) reqs.push(r.add({ type: VIRTIO_BLK_T_IN, sector: i * 2048, inLen: 1 << 20 }));
     r.kick();
-    const waiting = fe.waitCount;
+    const waiting = fe.waiting.count;
     fe.ring.setBuffer(0, null);
     const used = await r.waitUsed(n);
     t.equal(used.size, n, 'every read completed');
@@ -249,9 +249,9 @@ t.test('file engine: large reads waiting for a worker when a refusal frees the s
 });
 
 /** The engine of a rig, with what the refusal tests reach into. */
-function refusable(r: BlkRig): FileEngine & { ring: { setBuffer(i: number, b: ArrayBuffer | null): void }; generation: number; waitCount: number } {
+function refusable(r: BlkRig): FileEngine & { ring: { setBuffer(i: number, b: ArrayBuffer | null): void }; generation: number; waiting: { count: number } } {
   return (r.handler as unknown as { engine: FileEngine }).engine as unknown as FileEngine & {
-    ring: { setBuffer(i: number, b: ArrayBuffer | null): void }; generation: number; waitCount: number;
+    ring: { setBuffer(i: number, b: ArrayBuffer | null): void }; generation: number; waiting: { count: number };
   };
 }
 

@@ -34,6 +34,7 @@ import { SECTOR_SIZE, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_WRITE_ZERO
 import type { BlockCompletionSink, BlockEngine, BlockImage, EngineOptions } from '../engine.js';
 import { BlkError } from '../errors.js';
 import { DEFAULT_LOGICAL_BLOCK_SIZE, logicalBlockSizeOf } from './logical-block-size.js';
+import { SlotFifo } from './slot-fifo.js';
 
 const EOPNOTSUPP = -(osConstants.errno.EOPNOTSUPP ?? 95);
 const EINTR = -(osConstants.errno.EINTR ?? 4);
@@ -214,15 +215,11 @@ export class FileEngine implements BlockEngine {
   private bounceMapping: ArrayBuffer | null = null;
   private readonly bounceFree: Int32Array;
   private bounceFreeCount = BOUNCE_CHUNKS;
-  private readonly bounceWaiting: Int32Array;
-  private bounceWaitHead = 0;
-  private bounceWaitCount = 0;
+  private readonly bounceWaiting: SlotFifo;
   /** Per io_uring buffer (slab): its view's byte offset in the mapping, mod DIRECT_ALIGN. */
   private readonly slabMisalign: Int32Array;
-  /** Slots of large reads waiting for a worker (FIFO ring). */
-  private readonly waiting: Int32Array;
-  private waitHead = 0;
-  private waitCount = 0;
+  /** Slots of large reads waiting for a worker. */
+  private readonly waiting: SlotFifo;
   /** Native submit calls made (tests check batching). */
   submitCalls: number;
   private readonly fd: number;
@@ -249,7 +246,7 @@ export class FileEngine implements BlockEngine {
     this.direct = direct;
     this.bounceOf = new Int16Array(opts.slots).fill(NO_BOUNCE);
     this.bounceFree = Int32Array.from({ length: BOUNCE_CHUNKS }, (_, i) => i);
-    this.bounceWaiting = new Int32Array(opts.slots);
+    this.bounceWaiting = new SlotFifo(opts.slots);
     this.slabMisalign = new Int32Array(BOUNCE_BUFFER);
     this.sink = opts.sink;
     this.segCapacity = opts.segCapacity;
@@ -258,7 +255,7 @@ export class FileEngine implements BlockEngine {
     this.inflight = 0;
     this.asyncOp = new Uint8Array(opts.slots);
     this.slotGen = new Uint8Array(opts.slots);
-    this.waiting = new Int32Array(opts.slots);
+    this.waiting = new SlotFifo(opts.slots);
     this.submitCalls = 0;
     this.byIndex = new Array<BlkRequest | null>(opts.slots).fill(null);
     // Worst case every slot is a multi-range discard/write-zeroes, or a write plus its sync.
@@ -349,8 +346,7 @@ export class FileEngine implements BlockEngine {
           if (this.asyncOp[req.index] === 0) {
             if (this.asyncInFlight >= MAX_OFFLOADED) {
               // Every worker slot is taken: wait here (clearAsync starts it).
-              this.waiting[(this.waitHead + this.waitCount) % this.waiting.length] = req.index;
-              this.waitCount++;
+              this.waiting.push(req.index);
               return;
             }
             this.asyncOp[req.index] = 1;
@@ -429,8 +425,7 @@ export class FileEngine implements BlockEngine {
     let b = this.bounceOf[req.index];
     if (b < 0) {
       if (this.bounceFreeCount === 0) {
-        this.bounceWaiting[(this.bounceWaitHead + this.bounceWaitCount) % this.bounceWaiting.length] = req.index;
-        this.bounceWaitCount++;
+        this.bounceWaiting.push(req.index);
         return;
       }
       if (this.bounceBytes === null) {
@@ -496,11 +491,8 @@ export class FileEngine implements BlockEngine {
     this.bounceOf[index] = NO_BOUNCE;
     if (b < 0) return;
     this.bounceFree[this.bounceFreeCount++] = b;
-    if (this.bounceWaitCount > 0) {
-      const next = this.bounceWaiting[this.bounceWaitHead];
-      this.bounceWaitHead = (this.bounceWaitHead + 1) % this.bounceWaiting.length;
-      this.bounceWaitCount--;
-      const req = this.byIndex[next];
+    if (this.bounceWaiting.count > 0) {
+      const req = this.byIndex[this.bounceWaiting.shift()];
       if (req !== null && req.pending > 0) this.queueRequest(req); // submitted with the next flush
     }
   }
@@ -689,12 +681,9 @@ export class FileEngine implements BlockEngine {
     if (this.asyncOp[index] !== 0) {
       this.asyncOp[index] = 0;
       this.asyncInFlight--;
-      if (this.waitCount > 0) {
+      if (this.waiting.count > 0) {
         // A worker slot is free: the oldest waiting read goes (submitted with the next flush).
-        const next = this.waiting[this.waitHead];
-        this.waitHead = (this.waitHead + 1) % this.waiting.length;
-        this.waitCount--;
-        const req = this.byIndex[next];
+        const req = this.byIndex[this.waiting.shift()];
         if (req !== null && req.pending > 0) this.queueRequest(req);
       }
     }

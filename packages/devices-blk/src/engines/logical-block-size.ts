@@ -24,7 +24,7 @@ export function logicalBlockSizeOf(path: string): number {
   // glibc's dev_t encoding (major: bits 8–19 and 32–43, minor: bits 0–7 and 20–31).
   const lo = dev % 2 ** 32, hi = Math.floor(dev / 2 ** 32);
   const major = ((lo >>> 8) & 0xfff) | ((hi & 0xfffff000) >>> 0);
-  const minor = (lo & 0xff) | ((lo >>> 12) & 0xfff00);
+  const minor = ((lo & 0xff) | ((lo >>> 12) & 0xfff00) | ((hi & 0xfff) << 20)) >>> 0;
   // A partition's directory has no queue/: its disk's is one level up.
   for (const rel of ['queue/logical_block_size', '../queue/logical_block_size']) {
     try {

@@ -549,15 +549,15 @@ export class BackendSession {
     // Rings running now, and rings a previous table change left without their memory: QEMU
     // updates a changed region by removing it and adding it back, so a ring's memory can be
     // missing between two messages, and the ring resumes once it is back.
-    const running = this.rings.filter((r) => r.running || r.awaitingMemory);
-    for (const r of running) if (r.running) await this.stopRing(r, true);
+    const restart = this.rings.filter((r) => r.running || r.awaitingMemory);
+    for (const r of restart) if (r.running) await this.stopRing(r, true);
     const old = this.regions;
     this.regions = next;
     for (const r of this.regionRefs.keys()) if (!next.includes(r)) this.regionRefs.delete(r);
     this.dirtyMarksRetired += this.memory?.dirtyPagesMarked ?? 0;
     this.memory = memory;
     this.updateDirtyLog();
-    for (const r of running) this.restartOnNewMemory(r);
+    for (const r of restart) this.restartOnNewMemory(r);
     if (!this.leak) for (const r of old) if (!next.includes(r)) unmapRegion(r);
     return 0;
   }

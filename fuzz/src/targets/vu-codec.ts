@@ -42,7 +42,7 @@ export function payloadArb(kind: PayloadKind): fc.Arbitrary<Payload> {
     case 'vring-addr': return fc.record({
       index: u32Arb, flags: u32Arb, descUserAddr: addrArb, usedUserAddr: addrArb, availUserAddr: addrArb, logGuestAddr: addrArb,
     }).map((p) => ({ kind, ...p }));
-    case 'memory': return fc.array(regionArb, { minLength: 1, maxLength: 8 }).map((regions) => ({ kind, regions }));
+    case 'memory': return fc.array(regionArb, { minLength: 0, maxLength: 8 }).map((regions) => ({ kind, regions }));
     case 'mem-region': return regionArb.map((region) => ({ kind, region }));
     case 'log': return fc.record({ mmapSize: addrArb, mmapOffset: addrArb }).map((p) => ({ kind, ...p }));
     case 'iotlb': return fc.record({ iova: addrArb, size: addrArb, uaddr: addrArb, perm: fc.nat({ max: 255 }), type: fc.nat({ max: 255 }) })
@@ -85,7 +85,7 @@ function sizeOk(kind: PayloadKind, size: number, body: Uint8Array): boolean {
     case 'inflight': return size === 20 || size === 24;
     case 'memory': {
       const n = body.length >= 4 ? new DataView(body.buffer, body.byteOffset).getUint32(0, true) : -1;
-      return n >= 1 && n <= 8 && (size === 8 + 32 * n || size === 8 + 32 * 8);
+      return n >= 0 && n <= 8 && (size === 8 + 32 * n || size === 8 + 32 * 8);
     }
     case 'config': {
       if (size < 12 || size > 12 + 256) return false;

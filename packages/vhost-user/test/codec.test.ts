@@ -113,7 +113,13 @@ t.test('payload validation', async (t) => {
   t.throws(() => decodeRequest('frontend', h(VHOST_USER_SET_FEATURES, 8), Buffer.alloc(8), [3]), { code: 'BAD_FD_COUNT' });
   // memory table: 0 regions, count > room, count > 8, fds per region, full-size form
   const mem = Buffer.alloc(8 + 8 * 32);
-  t.throws(() => decodeRequest('frontend', h(VHOST_USER_SET_MEM_TABLE, 40), mem.subarray(0, 40), []), { code: 'BAD_PAYLOAD' });
+  t.throws(() => decodeRequest('frontend', h(VHOST_USER_SET_MEM_TABLE, 40), mem.subarray(0, 40), []), { code: 'BAD_SIZE' });
+  t.same(decodeRequest('frontend', h(VHOST_USER_SET_MEM_TABLE, 8), mem.subarray(0, 8), []).payload,
+    { kind: 'memory', regions: [] }, 'an empty table');
+  t.equal((decodeRequest('frontend', h(VHOST_USER_SET_MEM_TABLE, 264), mem, []).payload as { regions: unknown[] })
+    .regions.length, 0, 'an empty table in the 8-slot form');
+  t.throws(() => decodeRequest('frontend', h(VHOST_USER_SET_MEM_TABLE, 8), mem.subarray(0, 8), [1]), { code: 'BAD_FD_COUNT' });
+  t.throws(() => decodeRequest('frontend', h(VHOST_USER_SET_MEM_TABLE, 4), mem.subarray(0, 4), []), { code: 'BAD_SIZE' });
   mem.writeUInt32LE(2, 0);
   t.throws(() => decodeRequest('frontend', h(VHOST_USER_SET_MEM_TABLE, 40), mem.subarray(0, 40), [1, 2]), { code: 'BAD_PAYLOAD' });
   mem.writeUInt32LE(9, 0);

@@ -101,10 +101,17 @@ const cases: Case[] = [
     fds.forEach((fd) => close(fd));
     await expectClosed(t, c, '3 fds on SET_FEATURES');
   }],
-  ['SET_MEM_TABLE with 0 regions', async (t) => {
+  ['SET_MEM_TABLE claiming 0 regions in a 1-region payload', async (t) => {
     const c = new RawClient(path);
     c.send(rawMessage(C.VHOST_USER_SET_MEM_TABLE, 1, 40, new Uint8Array(40)));
-    await expectClosed(t, c, '0 regions');
+    await expectClosed(t, c, '0 regions in 40 bytes');
+  }],
+  ['SET_MEM_TABLE with 0 regions and a stray fd', async (t) => {
+    const c = new RawClient(path);
+    const fd = memfd(4096);
+    c.send(rawMessage(C.VHOST_USER_SET_MEM_TABLE, 1, 8, new Uint8Array(8)), [fd]);
+    close(fd);
+    await expectClosed(t, c, 'an fd with an empty table');
   }],
   ['SET_MEM_TABLE with too many regions', async (t) => {
     const c = new RawClient(path);

@@ -65,8 +65,8 @@ export function checkHeader(direction: Direction, header: Header, expectReply: b
 function sizeAllowed(rule: SizeRule, size: number): boolean {
   if (rule === 'raw') return true;
   if (rule === 'memory') {
-    // 8-byte header plus 1..8 regions; the exact count is checked against num_regions on decode.
-    return size >= MEMORY_HEADER_SIZE + MEMORY_REGION_SIZE
+    // 8-byte header plus 0..8 regions; the exact count is checked against num_regions on decode.
+    return size >= MEMORY_HEADER_SIZE
       && size <= MEMORY_HEADER_SIZE + VHOST_MEMORY_BASELINE_NREGIONS * MEMORY_REGION_SIZE
       && (size - MEMORY_HEADER_SIZE) % MEMORY_REGION_SIZE === 0;
   }
@@ -110,7 +110,9 @@ export function decodePayload(kind: PayloadKind, body: Uint8Array): Payload {
       if (body.byteLength < MEMORY_HEADER_SIZE) throw new ProtocolError('BAD_SIZE', 'memory table shorter than its header');
       const h = memoryHeaderLayout.decode(b);
       const room = Math.floor((body.byteLength - MEMORY_HEADER_SIZE) / MEMORY_REGION_SIZE);
-      if (h.numRegions === 0 || h.numRegions > VHOST_MEMORY_BASELINE_NREGIONS || h.numRegions > room) {
+      // An empty table is legal: the kernel's vhost, libvhost-user and DPDK take it as "no memory",
+      // and the session then parks its rings until a table holds them again.
+      if (h.numRegions > VHOST_MEMORY_BASELINE_NREGIONS || h.numRegions > room) {
         throw new ProtocolError('BAD_PAYLOAD', `memory table with ${h.numRegions} regions (size ${body.byteLength})`);
       }
       // Either exactly n regions, or the whole 8-slot array (some front-ends send sizeof(VhostUserMemory)).

@@ -7,10 +7,12 @@
  *   blk-loadgen --socket S --pattern randread|randwrite|read|write --bs N --qd N
  *               [--queues 1] [--queue-size 256] [--duration 5] [--warmup 1] [--seed 1] [--no-event-idx]
  *
- * One queue, split ring, one thread: keep `qd` requests in flight (header, data, status — each
- * slot's descriptors and buffers fixed at start), block on the call eventfd, collect used
- * elements, check every status byte, resubmit, publish once, kick when the device asks
- * (EVENT_IDX or VRING_USED_F_NO_NOTIFY). Latency = submit → completion seen, in ns.
+ * Per queue (split ring): keep `qd` requests in flight (header, data, status — each slot's
+ * descriptors and buffers fixed at start), collect used elements, check every status byte,
+ * resubmit, publish once, kick when the device asks (EVENT_IDX or VRING_USED_F_NO_NOTIFY).
+ * One thread serves every queue (as one guest vCPU would), blocking in poll() on all call
+ * eventfds; with --queues N > 1 each queue has its own ring, slots and call/kick eventfds and
+ * the result adds per-queue IOPS and p99. Latency = submit → completion seen, in ns.
  * Exit 0 when the run completed (the line may report errors), 1 when it could not run, 2 on
  * bad flags.
  */
@@ -48,6 +50,7 @@ enum {
 #define BLK_F_SEG_MAX 2
 #define BLK_F_BLK_SIZE 6
 #define BLK_F_FLUSH 9
+#define BLK_F_MQ 12
 #define BLK_T_IN 0
 #define BLK_T_OUT 1
 #define BLK_S_OK 0
@@ -161,42 +164,52 @@ static void set_fd(uint32_t req, uint32_t index, int fd) {
   send_msg(req, &v, sizeof v, &fd, 1);
 }
 
-/* ---- latency histogram: 25 ns buckets up to 50 ms, then one overflow bucket ------------- */
+/* ---- latency histograms: fixed-width buckets up to 50 ms, then one overflow bucket ------- */
 
-#define HIST_NS 25.0
-#define HIST_BUCKETS 2000000
-static uint32_t* g_hist;
-static uint64_t g_hist_n;
-static double g_hist_sum, g_hist_max;
+#define HIST_RANGE_NS 50e6
+struct hist {
+  double bucket_ns;
+  size_t buckets;
+  uint32_t* count;
+  uint64_t n;
+  double sum, max;
+};
 
-static void hist_reset(void) {
-  memset(g_hist, 0, (HIST_BUCKETS + 1) * sizeof *g_hist);
-  g_hist_n = 0;
-  g_hist_sum = 0;
-  g_hist_max = 0;
+static void hist_init(struct hist* h, double bucket_ns) {
+  h->bucket_ns = bucket_ns;
+  h->buckets = (size_t)(HIST_RANGE_NS / bucket_ns);
+  h->count = calloc(h->buckets + 1, sizeof *h->count);
+  if (h->count == NULL) fail("out of memory");
 }
 
-static void hist_record(double ns) {
-  size_t b = ns <= 0 ? 0 : (size_t)(ns / HIST_NS);
-  if (b > HIST_BUCKETS) b = HIST_BUCKETS;
-  g_hist[b]++;
-  g_hist_n++;
-  g_hist_sum += ns;
-  if (ns > g_hist_max) g_hist_max = ns;
+static void hist_reset(struct hist* h) {
+  memset(h->count, 0, (h->buckets + 1) * sizeof *h->count);
+  h->n = 0;
+  h->sum = 0;
+  h->max = 0;
+}
+
+static void hist_record(struct hist* h, double ns) {
+  size_t b = ns <= 0 ? 0 : (size_t)(ns / h->bucket_ns);
+  if (b > h->buckets) b = h->buckets;
+  h->count[b]++;
+  h->n++;
+  h->sum += ns;
+  if (ns > h->max) h->max = ns;
 }
 
 /* The bucket's upper edge holding quantile q (clamped to the largest value seen). */
-static double hist_quantile(double q) {
-  if (g_hist_n == 0) return 0;
-  uint64_t rank = (uint64_t)(q * (double)(g_hist_n - 1)) + 1, seen = 0;
-  for (size_t b = 0; b <= HIST_BUCKETS; b++) {
-    seen += g_hist[b];
+static double hist_quantile(const struct hist* h, double q) {
+  if (h->n == 0) return 0;
+  uint64_t rank = (uint64_t)(q * (double)(h->n - 1)) + 1, seen = 0;
+  for (size_t b = 0; b <= h->buckets; b++) {
+    seen += h->count[b];
     if (seen >= rank) {
-      double edge = (double)(b + 1) * HIST_NS;
-      return edge < g_hist_max ? edge : g_hist_max;
+      double edge = (double)(b + 1) * h->bucket_ns;
+      return edge < h->max ? edge : h->max;
     }
   }
-  return g_hist_max;
+  return h->max;
 }
 
 /* ---- the run ---------------------------------------------------------------------------- */
@@ -212,7 +225,7 @@ static uint32_t xorshift32(void) {
   return x;
 }
 
-/* ---- the driver side of the ring ------------------------------------------------------ */
+/* ---- the driver side of a ring -------------------------------------------------------- */
 
 /* One split ring as the driver sees it, and the request slots that feed it: slot s owns
  * descriptors [s * chain, (s + 1) * chain), set up once; a submit rewrites only the header's
@@ -220,18 +233,20 @@ static uint32_t xorshift32(void) {
 struct ring {
   volatile uint16_t* avail;       /* flags, idx, ring[qs], used_event */
   volatile uint16_t* used16;      /* flags, idx */
+  volatile struct used_elem* used;
   volatile uint16_t* avail_event; /* after used.ring[qs] */
-  int kickfd;
-  uint32_t qs, chain;
+  int kickfd, callfd;
+  uint32_t qs, chain, qd;
   int event_idx, is_read, is_random;
   uint64_t bs, blocks, seq_block;
   uint32_t** slot_hdr;
   volatile uint8_t** slot_status;
   uint8_t* slot_busy;
   double* submit_at;
-  uint16_t avail_idx, kicked_idx;
+  uint16_t avail_idx, kicked_idx, last_used;
   uint32_t inflight;
-  uint64_t kicks;
+  uint64_t kicks, calls, stalls, completed, bytes, errors, len_mismatches;
+  struct hist lat;
 };
 
 /* Puts slot s's request (next block of the pattern) in the avail ring; not yet published. */
@@ -275,6 +290,38 @@ static void flush(struct ring* r) {
   r->kicked_idx = r->avail_idx;
 }
 
+/* Collects what the device used, resubmits (while `running`), publishes, re-arms interrupts.
+ * `all` records every latency too. Returns 1 when the used ring moved again meanwhile (the
+ * caller comes back after serving the other queues: one pass per queue per round, so a device
+ * that keeps one queue busy cannot keep the driver away from the others). */
+static int collect(struct ring* r, int running, struct hist* all, uint32_t expect_len) {
+  double t = now_ns();
+  uint16_t uidx = __atomic_load_n(&r->used16[1], __ATOMIC_ACQUIRE);
+  if ((uint16_t)(uidx - r->last_used) > r->inflight) fail("used.idx moved from %u to %u with %u in flight", r->last_used, uidx, r->inflight);
+  while (r->last_used != uidx) {
+    struct used_elem e = r->used[r->last_used & (r->qs - 1)];
+    r->last_used++;
+    uint32_t s = e.id / r->chain;
+    if (e.id % r->chain != 0 || s >= r->qd || !r->slot_busy[s]) fail("used id %u belongs to no request in flight", e.id);
+    r->slot_busy[s] = 0;
+    r->inflight--;
+    if (running) { /* the drain after the window is not measured */
+      hist_record(&r->lat, t - r->submit_at[s]);
+      hist_record(all, t - r->submit_at[s]);
+    }
+    r->completed++;
+    if (*r->slot_status[s] != BLK_S_OK) r->errors++;
+    else r->bytes += r->bs;
+    if (e.len != expect_len) r->len_mismatches++;
+    if (running) submit(r, s, t);
+  }
+  flush(r);
+  /* Re-arm interrupts, then look again (a completion published meanwhile sends no call). */
+  if (r->event_idx) __atomic_store_n(&r->avail[2 + r->qs], r->last_used, __ATOMIC_SEQ_CST);
+  __atomic_thread_fence(__ATOMIC_SEQ_CST);
+  return __atomic_load_n(&r->used16[1], __ATOMIC_ACQUIRE) != r->last_used;
+}
+
 static double arg_num(const char* name, const char* v, double min) {
   char* end;
   double n = strtod(v, &end);
@@ -285,6 +332,8 @@ static double arg_num(const char* name, const char* v, double min) {
   }
   return n;
 }
+
+#define MAX_QUEUES 16
 
 int main(int argc, char** argv) {
   const char* pattern = "randread";
@@ -311,13 +360,13 @@ int main(int argc, char** argv) {
   int is_random = strcmp(pattern, "randread") == 0 || strcmp(pattern, "randwrite") == 0;
   if (!is_read && strcmp(pattern, "randwrite") != 0 && strcmp(pattern, "write") != 0) usage("bad --pattern");
   if ((uint64_t)bs % 512 != 0) usage("--bs must be a multiple of 512");
-  if (queues != 1) usage("only --queues 1 (use the TypeScript load generator for more)");
-  const uint32_t QS = (uint32_t)qsize, QD = (uint32_t)qd;
+  if (queues > MAX_QUEUES || queues != (uint32_t)queues) usage("--queues must be an integer in 1..16");
+  const uint32_t QS = (uint32_t)qsize, QD = (uint32_t)qd, NQ = (uint32_t)queues;
   const uint64_t BS = (uint64_t)bs;
   if (QS & (QS - 1)) usage("--queue-size must be a power of two");
   g_rng = (uint32_t)(seed * 7919) == 0 ? 0x9e3779b9u : (uint32_t)(seed * 7919);
-  g_hist = calloc(HIST_BUCKETS + 1, sizeof *g_hist);
-  if (g_hist == NULL) fail("out of memory");
+  struct hist all;
+  hist_init(&all, 25.0);
 
   g_sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -334,8 +383,9 @@ int main(int argc, char** argv) {
   uint64_t offered = get_u64(GET_FEATURES);
   if (!(offered & BIT(VIRTIO_F_VERSION_1))) fail("back-end does not offer VIRTIO_F_VERSION_1");
   if (!(offered & BIT(F_PROTOCOL_FEATURES))) fail("back-end does not offer VHOST_USER_F_PROTOCOL_FEATURES");
+  if (NQ > 1 && !(offered & BIT(BLK_F_MQ))) fail("back-end does not offer VIRTIO_BLK_F_MQ");
   uint64_t want = BIT(VIRTIO_F_VERSION_1) | BIT(F_PROTOCOL_FEATURES) | BIT(BLK_F_SIZE_MAX) | BIT(BLK_F_SEG_MAX)
-    | BIT(BLK_F_BLK_SIZE) | BIT(BLK_F_FLUSH) | (event_idx ? BIT(RING_F_EVENT_IDX) : 0);
+    | BIT(BLK_F_BLK_SIZE) | BIT(BLK_F_FLUSH) | (event_idx ? BIT(RING_F_EVENT_IDX) : 0) | (NQ > 1 ? BIT(BLK_F_MQ) : 0);
   uint64_t features = offered & want;
   uint64_t proto = get_u64(GET_PROTOCOL_FEATURES);
   if (!(proto & BIT(PROTO_F_CONFIG))) fail("back-end does not offer PROTOCOL_F_CONFIG (capacity unknown)");
@@ -343,14 +393,17 @@ int main(int argc, char** argv) {
   set_u64(SET_FEATURES, features);
   const int use_event_idx = (features & BIT(RING_F_EVENT_IDX)) != 0;
 
-  /* Config space: capacity (sectors, offset 0) and size_max (offset 8). */
-  struct { uint32_t offset, size, flags; uint8_t data[12]; } cfg = { 0, 12, 0, { 0 } };
+  /* Config space: capacity (sectors, offset 0), size_max (offset 8), num_queues (offset 34). */
+  struct { uint32_t offset, size, flags; uint8_t data[36]; } cfg = { 0, 36, 0, { 0 } };
   send_msg(GET_CONFIG, &cfg, sizeof cfg, NULL, 0);
   recv_reply(GET_CONFIG, &cfg, sizeof cfg);
   uint64_t capacity_sectors;
   uint32_t size_max;
+  uint16_t num_queues;
   memcpy(&capacity_sectors, cfg.data, 8);
   memcpy(&size_max, cfg.data + 8, 4);
+  memcpy(&num_queues, cfg.data + 34, 2);
+  if (NQ > 1 && num_queues < NQ) fail("back-end has %u queues, %u asked", num_queues, NQ);
   const uint64_t capacity = capacity_sectors * 512;
   const uint64_t blocks = capacity / BS;
   if (blocks < 1) fail("device of %" PRIu64 " bytes is smaller than one %" PRIu64 "-byte block", capacity, BS);
@@ -359,10 +412,11 @@ int main(int argc, char** argv) {
   const uint32_t chain = segs + 2;
   if ((uint64_t)chain * QD > QS) fail("queue depth %u x %u descriptors exceeds the ring size %u", QD, chain, QS);
 
-  /* Guest memory: rings, then per slot a 16-byte header, a status byte and 4 KiB-aligned data. */
-  const uint64_t ring_bytes = 16ULL * QS + 4096 + 6 + 2ULL * QS + 4096 + 6 + 8ULL * QS + 4096;
+  /* Guest memory, per queue: rings, then per slot a 16-byte header, a status byte and 4 KiB-aligned data. */
+  const uint64_t ring_bytes = (16ULL * QS + 4 + 2ULL * QS + 2 + 4095) / 4096 * 4096 + (4 + 8ULL * QS + 2 + 4095) / 4096 * 4096;
   const uint64_t slot_bytes = 4096 + ((BS + 4095) & ~4095ULL);
-  uint64_t mem_size = ring_bytes + QD * slot_bytes + (1 << 20);
+  const uint64_t queue_bytes = ring_bytes + QD * slot_bytes;
+  uint64_t mem_size = NQ * queue_bytes + (1 << 20);
   mem_size = (mem_size + (2 << 20) - 1) & ~((uint64_t)(2 << 20) - 1);
   const uint64_t GPA = 0x100000;
   int memfd = memfd_create("blk-loadgen", MFD_CLOEXEC);
@@ -372,135 +426,143 @@ int main(int argc, char** argv) {
   struct { uint32_t n, pad; uint64_t gpa, size, uaddr, offset; } mt = { 1, 0, GPA, mem_size, (uint64_t)(uintptr_t)mem, 0 };
   send_msg(SET_MEM_TABLE, &mt, sizeof mt, &memfd, 1);
 
-  struct desc* desc = (struct desc*)mem;
-  uint64_t off = 16ULL * QS;
-  volatile uint16_t* avail = (volatile uint16_t*)(mem + off); /* flags, idx, ring[QS], used_event */
-  off = (off + 4 + 2ULL * QS + 2 + 4095) & ~4095ULL;
-  volatile uint16_t* used16 = (volatile uint16_t*)(mem + off); /* flags, idx */
-  volatile struct used_elem* used = (volatile struct used_elem*)(mem + off + 4);
-  volatile uint16_t* avail_event = (volatile uint16_t*)(mem + off + 4 + 8ULL * QS);
-  off = (off + 4 + 8ULL * QS + 2 + 4095) & ~4095ULL;
-  const uint64_t desc_gpa = GPA, avail_gpa = GPA + 16ULL * QS;
-  const uint64_t used_gpa = GPA + (uint64_t)((uint8_t*)used16 - mem);
-
-  uint32_t** slot_hdr = calloc(QD, sizeof *slot_hdr);
-  volatile uint8_t** slot_status = calloc(QD, sizeof *slot_status);
-  double* submit_at = calloc(QD, sizeof *submit_at);
-  if (!slot_hdr || !slot_status || !submit_at) fail("out of memory");
-  for (uint32_t s = 0; s < QD; s++) {
-    uint8_t* base = mem + off + s * slot_bytes;
-    uint64_t gpa = GPA + off + s * slot_bytes;
-    slot_hdr[s] = (uint32_t*)base;
-    slot_status[s] = base + 16;
-    uint8_t* data = base + 4096;
-    if (!is_read) memset(data, 0x5a ^ (s & 0xff), BS); /* a pattern, not zero pages */
-    uint32_t d0 = s * chain;
-    desc[d0] = (struct desc){ gpa, 16, DESC_F_NEXT, (uint16_t)(d0 + 1) };
-    for (uint32_t k = 0; k < segs; k++) {
-      uint64_t len = BS - k * seg < seg ? BS - k * seg : seg;
-      desc[d0 + 1 + k] = (struct desc){ gpa + 4096 + k * seg, (uint32_t)len,
-        (uint16_t)(DESC_F_NEXT | (is_read ? DESC_F_WRITE : 0)), (uint16_t)(d0 + 2 + k) };
+  const uint32_t expect_len = is_read ? (uint32_t)BS + 1 : 1;
+  static struct ring rings[MAX_QUEUES];
+  struct pollfd pfd[MAX_QUEUES];
+  for (uint32_t q = 0; q < NQ; q++) {
+    struct ring* r = &rings[q];
+    uint8_t* base = mem + q * queue_bytes;
+    const uint64_t gbase = GPA + q * queue_bytes;
+    struct desc* desc = (struct desc*)base;
+    uint64_t off = 16ULL * QS;
+    r->avail = (volatile uint16_t*)(base + off);
+    off = (off + 4 + 2ULL * QS + 2 + 4095) & ~4095ULL;
+    r->used16 = (volatile uint16_t*)(base + off);
+    r->used = (volatile struct used_elem*)(base + off + 4);
+    r->avail_event = (volatile uint16_t*)(base + off + 4 + 8ULL * QS);
+    const uint64_t used_off = off;
+    off = (off + 4 + 8ULL * QS + 2 + 4095) & ~4095ULL;
+    r->qs = QS; r->chain = chain; r->qd = QD;
+    r->event_idx = use_event_idx; r->is_read = is_read; r->is_random = is_random; r->bs = BS; r->blocks = blocks;
+    /* Sequential patterns: each queue walks its own stretch of the disk. */
+    r->seq_block = blocks * q / NQ;
+    r->slot_hdr = calloc(QD, sizeof *r->slot_hdr);
+    r->slot_status = calloc(QD, sizeof *r->slot_status);
+    r->submit_at = calloc(QD, sizeof *r->submit_at);
+    r->slot_busy = calloc(QD, 1);
+    if (!r->slot_hdr || !r->slot_status || !r->submit_at || !r->slot_busy) fail("out of memory");
+    hist_init(&r->lat, 100.0);
+    for (uint32_t s = 0; s < QD; s++) {
+      uint8_t* sb = base + off + s * slot_bytes;
+      uint64_t gpa = gbase + off + s * slot_bytes;
+      r->slot_hdr[s] = (uint32_t*)sb;
+      r->slot_status[s] = sb + 16;
+      uint8_t* data = sb + 4096;
+      if (!is_read) memset(data, 0x5a ^ (s & 0xff), BS); /* a pattern, not zero pages */
+      uint32_t d0 = s * chain;
+      desc[d0] = (struct desc){ gpa, 16, DESC_F_NEXT, (uint16_t)(d0 + 1) };
+      for (uint32_t k = 0; k < segs; k++) {
+        uint64_t len = BS - k * seg < seg ? BS - k * seg : seg;
+        desc[d0 + 1 + k] = (struct desc){ gpa + 4096 + k * seg, (uint32_t)len,
+          (uint16_t)(DESC_F_NEXT | (is_read ? DESC_F_WRITE : 0)), (uint16_t)(d0 + 2 + k) };
+      }
+      desc[d0 + chain - 1] = (struct desc){ gpa + 16, 1, DESC_F_WRITE, 0 };
     }
-    desc[d0 + chain - 1] = (struct desc){ gpa + 16, 1, DESC_F_WRITE, 0 };
+    r->kickfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    r->callfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (r->kickfd < 0 || r->callfd < 0) fail("eventfd: %s", strerror(errno));
+    pfd[q] = (struct pollfd){ r->callfd, POLLIN, 0 };
+    set_state(SET_VRING_NUM, q, QS);
+    struct { uint32_t index, flags; uint64_t desc, used, avail, log; } va = {
+      q, 0, (uint64_t)(uintptr_t)base, (uint64_t)(uintptr_t)(base + used_off),
+      (uint64_t)(uintptr_t)(base + 16ULL * QS), 0 };
+    send_msg(SET_VRING_ADDR, &va, sizeof va, NULL, 0);
+    set_state(SET_VRING_BASE, q, 0);
+    set_fd(SET_VRING_CALL, q, r->callfd);
+    set_fd(SET_VRING_KICK, q, r->kickfd);
+    set_state(SET_VRING_ENABLE, q, 1);
   }
 
-  int kickfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK), callfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (kickfd < 0 || callfd < 0) fail("eventfd: %s", strerror(errno));
-  set_state(SET_VRING_NUM, 0, QS);
-  struct { uint32_t index, flags; uint64_t desc, used, avail, log; } va = {
-    0, 0, (uint64_t)(uintptr_t)(mem + (desc_gpa - GPA)), (uint64_t)(uintptr_t)(mem + (used_gpa - GPA)),
-    (uint64_t)(uintptr_t)(mem + (avail_gpa - GPA)), 0 };
-  send_msg(SET_VRING_ADDR, &va, sizeof va, NULL, 0);
-  set_state(SET_VRING_BASE, 0, 0);
-  set_fd(SET_VRING_CALL, 0, callfd);
-  set_fd(SET_VRING_KICK, 0, kickfd);
-  set_state(SET_VRING_ENABLE, 0, 1);
-
-  const uint32_t expect_len = is_read ? (uint32_t)BS + 1 : 1;
-  struct ring rg = {
-    .avail = avail, .used16 = used16, .avail_event = avail_event, .kickfd = kickfd, .qs = QS, .chain = chain,
-    .event_idx = use_event_idx, .is_read = is_read, .is_random = is_random, .bs = BS, .blocks = blocks,
-    .slot_hdr = slot_hdr, .slot_status = slot_status, .slot_busy = calloc(QD, 1), .submit_at = submit_at,
-  };
-  if (rg.slot_busy == NULL) fail("out of memory");
-  uint16_t last_used = 0;
-  uint64_t completed = 0, bytes = 0, errors = 0, len_mismatches = 0, calls = 0, stalls = 0;
   int running = 1;
-
   double t = now_ns();
-  for (uint32_t s = 0; s < QD; s++) submit(&rg, s, t);
-  flush(&rg);
+  for (uint32_t q = 0; q < NQ; q++) {
+    for (uint32_t s = 0; s < QD; s++) submit(&rings[q], s, t);
+    flush(&rings[q]);
+  }
 
   const double t_start = now_ns();
   const double t_measure = t_start + warmup * 1e9, t_end = t_measure + duration * 1e9;
   int measuring = 0;
   double cpu0 = 0, t0 = 0, seconds = 0, cpu = 0;
   uint64_t snap_completed = 0, snap_bytes = 0, snap_kicks = 0, snap_calls = 0, snap_stalls = 0, snap_len = 0;
+  uint64_t snap_q[MAX_QUEUES] = { 0 };
   double drain_deadline = 0;
 
   for (;;) {
-    /* Collect everything used, resubmit, publish once. */
-    for (;;) {
-      t = now_ns();
-      uint16_t uidx = __atomic_load_n(&used16[1], __ATOMIC_ACQUIRE);
-      if ((uint16_t)(uidx - last_used) > rg.inflight) fail("used.idx moved from %u to %u with %u in flight", last_used, uidx, rg.inflight);
-      while (last_used != uidx) {
-        struct used_elem e = used[last_used & (QS - 1)];
-        last_used++;
-        uint32_t s = e.id / chain;
-        if (e.id % chain != 0 || s >= QD || !rg.slot_busy[s]) fail("used id %u belongs to no request in flight", e.id);
-        rg.slot_busy[s] = 0;
-        rg.inflight--;
-        if (running) hist_record(t - submit_at[s]); /* the drain after the window is not measured */
-        completed++;
-        if (*slot_status[s] != BLK_S_OK) errors++;
-        else bytes += BS;
-        if (e.len != expect_len) len_mismatches++;
-        if (running) submit(&rg, s, t);
-      }
-      flush(&rg);
-      /* Re-arm interrupts, then look again (a completion published meanwhile sends no call). */
-      if (use_event_idx) __atomic_store_n(&avail[2 + QS], last_used, __ATOMIC_SEQ_CST);
-      __atomic_thread_fence(__ATOMIC_SEQ_CST);
-      if (__atomic_load_n(&used16[1], __ATOMIC_ACQUIRE) == last_used) break;
+    for (int more = 1; more;) {
+      more = 0;
+      for (uint32_t q = 0; q < NQ; q++) more |= collect(&rings[q], running, &all, expect_len);
     }
+    uint32_t inflight = 0;
+    for (uint32_t q = 0; q < NQ; q++) inflight += rings[q].inflight;
+    t = now_ns();
     if (!measuring && t >= t_measure) {
       measuring = 1;
-      hist_reset();
-      completed = bytes = rg.kicks = calls = stalls = len_mismatches = 0;
+      hist_reset(&all);
+      for (uint32_t q = 0; q < NQ; q++) {
+        struct ring* r = &rings[q];
+        hist_reset(&r->lat);
+        r->completed = r->bytes = r->kicks = r->calls = r->stalls = r->len_mismatches = 0;
+      }
       cpu0 = cpu_seconds();
       t0 = t;
     }
     if (measuring && running && t >= t_end) {
       seconds = (t - t0) / 1e9;
       cpu = cpu_seconds() - cpu0;
-      snap_completed = completed; snap_bytes = bytes; snap_kicks = rg.kicks; snap_calls = calls;
-      snap_stalls = stalls; snap_len = len_mismatches;
+      for (uint32_t q = 0; q < NQ; q++) {
+        struct ring* r = &rings[q];
+        snap_completed += r->completed; snap_bytes += r->bytes; snap_kicks += r->kicks; snap_calls += r->calls;
+        snap_stalls += r->stalls; snap_len += r->len_mismatches;
+        snap_q[q] = r->completed;
+      }
       running = 0;
       drain_deadline = t + 3e9;
     }
-    if (!running && (rg.inflight == 0 || t > drain_deadline)) break;
-    /* Wait for a call; after 100 ms without one, look at the ring anyway (a lost call). */
-    struct pollfd p = { callfd, POLLIN, 0 };
-    int r = poll(&p, 1, 100);
-    if (r < 0 && errno != EINTR) fail("poll: %s", strerror(errno));
-    if (r > 0) {
-      uint64_t v;
-      if (read(callfd, &v, 8) == 8) calls++;
-    } else if (r == 0 && rg.inflight > 0 && __atomic_load_n(&used16[1], __ATOMIC_ACQUIRE) != last_used) {
-      stalls++;
+    if (!running && (inflight == 0 || t > drain_deadline)) break;
+    /* Wait for a call; after 100 ms without one, look at the rings anyway (a lost call). */
+    int n = poll(pfd, NQ, 100);
+    if (n < 0 && errno != EINTR) fail("poll: %s", strerror(errno));
+    for (uint32_t q = 0; q < NQ; q++) {
+      struct ring* r = &rings[q];
+      if (n > 0 && (pfd[q].revents & POLLIN)) {
+        uint64_t v;
+        if (read(r->callfd, &v, 8) == 8) r->calls++;
+      } else if (n == 0 && r->inflight > 0 && __atomic_load_n(&r->used16[1], __ATOMIC_ACQUIRE) != r->last_used) {
+        r->stalls++;
+      }
     }
   }
 
-  const int ok = rg.inflight == 0 && snap_completed > 0;
+  uint32_t left = 0;
+  uint64_t errors = 0;
+  for (uint32_t q = 0; q < NQ; q++) { left += rings[q].inflight; errors += rings[q].errors; }
+  const int ok = left == 0 && snap_completed > 0;
   const double us = 1e-3;
   printf("{\"ok\":%s,", ok ? "true" : "false");
   if (!ok) printf("\"error\":\"%s\",", snap_completed == 0 ? "no request completed in the measured window" : "requests still in flight 3 s after stop");
-  printf("\"socket\":\"%s\",\"pattern\":\"%s\",\"blockSize\":%" PRIu64 ",\"queueDepth\":%u,\"queues\":1,", g_socket, pattern, BS, QD);
+  printf("\"socket\":\"%s\",\"pattern\":\"%s\",\"blockSize\":%" PRIu64 ",\"queueDepth\":%u,\"queues\":%u,", g_socket, pattern, BS, QD, NQ);
   printf("\"seconds\":%.3f,\"requests\":%" PRIu64 ",\"iops\":%.0f,\"mbps\":%.1f,", seconds, snap_completed,
     seconds > 0 ? snap_completed / seconds : 0, seconds > 0 ? snap_bytes / seconds / 1e6 : 0);
   printf("\"latUs\":{\"mean\":%.2f,\"p50\":%.2f,\"p99\":%.2f,\"p999\":%.2f,\"max\":%.2f},",
-    g_hist_n ? g_hist_sum / g_hist_n * us : 0, hist_quantile(0.5) * us, hist_quantile(0.99) * us, hist_quantile(0.999) * us, g_hist_max * us);
+    all.n ? all.sum / all.n * us : 0, hist_quantile(&all, 0.5) * us, hist_quantile(&all, 0.99) * us, hist_quantile(&all, 0.999) * us, all.max * us);
+  if (NQ > 1) {
+    printf("\"perQueue\":[");
+    for (uint32_t q = 0; q < NQ; q++) {
+      printf("%s{\"iops\":%.0f,\"p99\":%.2f}", q ? "," : "", seconds > 0 ? snap_q[q] / seconds : 0, hist_quantile(&rings[q].lat, 0.99) * us);
+    }
+    printf("],");
+  }
   printf("\"errors\":%" PRIu64 ",\"lenMismatches\":%" PRIu64 ",\"kicks\":%" PRIu64 ",\"calls\":%" PRIu64 ",\"stalls\":%" PRIu64 ",",
     errors, snap_len, snap_kicks, snap_calls, snap_stalls);
   printf("\"cpuSeconds\":%.3f,\"capacityBytes\":%" PRIu64 ",\"features\":\"0x%" PRIx64 "\",\"loadgen\":\"c\"}\n", cpu, capacity, features);

@@ -49,6 +49,8 @@ export interface LoadgenResult {
   mbps: number;
   /** Latency in microseconds, submit → completion seen by the driver. */
   latUs: { mean: number; p50: number; p99: number; p999: number; max: number };
+  /** With several queues: each queue's IOPS and p99 (µs), in queue order. */
+  perQueue?: { iops: number; p99: number }[];
   /** Requests whose status byte was not VIRTIO_BLK_S_OK (or was never written), whole run. */
   errors: number;
   /** Used elements whose length differs from what a correct device writes (informational). */

@@ -33,6 +33,8 @@ export class BlkQueueCounters {
   pollMisses = 0;
   /** Microseconds spent spinning (the CPU price of polling). */
   pollSpinUs = 0;
+  /** Spins and busy runs cut short to let another queue of the device run (PollGroup). */
+  pollYields = 0;
 }
 
 /** Metric name, help text and field of each counter. */
@@ -51,6 +53,7 @@ const METRICS: readonly [string, string, keyof BlkQueueCounters][] = [
   ['vhost_blk_poll_hits_total', 'Busy-poll spins that found work', 'pollHits'],
   ['vhost_blk_poll_misses_total', 'Busy-poll spins that ran out their window', 'pollMisses'],
   ['vhost_blk_poll_spin_microseconds_total', 'Time spent busy-polling', 'pollSpinUs'],
+  ['vhost_blk_poll_yields_total', 'Spins and busy runs cut short for another queue of the device', 'pollYields'],
 ];
 
 /** Prometheus text exposition (format 0.0.4) of every queue's counters. */

@@ -5,7 +5,7 @@
  */
 import { VIRTIO_F_RING_PACKED, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC } from '@vhost-ts/virtqueue';
 import {
-  VHOST_USER_PROTOCOL_F_CONFIG, VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD, VHOST_USER_PROTOCOL_F_MQ, VIRTIO_F_VERSION_1,
+  PollGroup, VHOST_USER_PROTOCOL_F_CONFIG, VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD, VHOST_USER_PROTOCOL_F_MQ, VIRTIO_F_VERSION_1,
   type QueueContext, type QueueHandler, type VirtioDevice,
 } from '@vhost-ts/vhost-user';
 import { BLK_CONFIG_WRITEBACK_OFFSET, capacitySectors, encodeBlkConfig, sliceConfig, type BlkConfigValues } from './blk-config.js';
@@ -86,6 +86,8 @@ export class BlkDevice implements VirtioDevice {
   private readonly queues: (BlkQueue | null)[];
   /** Busy-poll window bound of every queue, µs. */
   readonly pollUs: number;
+  /** The queues take turns on the one thread they share (see PollGroup). */
+  private readonly pollGroup = new PollGroup();
 
   /** @throws BlkError `bad-option` for out-of-range options. */
   constructor(opts: BlkDeviceOptions) {
@@ -301,6 +303,7 @@ export class BlkDevice implements VirtioDevice {
       counters: this.counters[index],
       log: this.log,
       pollUs: this.pollUs,
+      pollGroup: this.pollGroup,
     });
     this.queues[index] = q;
     const stop = q.stop.bind(q);

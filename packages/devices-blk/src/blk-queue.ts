@@ -15,7 +15,7 @@
  */
 import { channel } from 'node:diagnostics_channel';
 import { ChainWalker, DescriptorChain } from '@vhost-ts/virtqueue';
-import { AdaptivePoller, type InflightTracker, type QueueContext, type QueueHandler } from '@vhost-ts/vhost-user';
+import { AdaptivePoller, type InflightTracker, type PollGroup, type QueueContext, type QueueHandler } from '@vhost-ts/vhost-user';
 import type { BlkQueueCounters } from './blk-counters.js';
 import {
   BLK_OP_DISCARD, BLK_OP_FLUSH, BLK_OP_GET_ID, BLK_OP_NONE, BLK_OP_READ, BLK_OP_WRITE, BLK_OP_WRITE_ZEROES,
@@ -43,6 +43,8 @@ export interface BlkQueueOptions {
    * at once). See {@link AdaptivePoller}.
    */
   pollUs?: number;
+  /** The device's other queues, which a polling queue takes turns with (see PollGroup). */
+  pollGroup?: PollGroup;
 }
 
 /**
@@ -90,6 +92,8 @@ export class BlkQueue implements QueueHandler, BlockCompletionSink {
   private worked: boolean;
   /** Spin condition (built once: no closure per batch). */
   private readonly ready: () => boolean;
+  /** For the other queues of the poll group: this one has requests or completions to handle. */
+  private readonly hasWork: () => boolean;
   /** A setImmediate for `resume` is pending. */
   private resumeQueued = false;
   /**
@@ -129,7 +133,7 @@ export class BlkQueue implements QueueHandler, BlockCompletionSink {
     this.stopResolve = null;
     this.stopPromise = null;
     const pollUs = opts.pollUs ?? 0;
-    this.poller = pollUs > 0 ? new AdaptivePoller({ maxUs: pollUs }) : null;
+    this.poller = pollUs > 0 ? new AdaptivePoller({ maxUs: pollUs, group: opts.pollGroup }) : null;
     this.worked = false;
     this.engine = opts.image.createEngine({
       queueIndex: ctx.index, slots: n, segCapacity: opts.segCapacity, rangeCapacity: opts.rangeCapacity, sink: this,
@@ -140,6 +144,13 @@ export class BlkQueue implements QueueHandler, BlockCompletionSink {
     this.ready = engine.poll === undefined
       ? () => queue.availableCount() !== 0
       : () => queue.availableCount() !== 0 || (engine.inflight > 0 && engine.poll!());
+    // Side-effect free (another queue calls it from its own spin): requests count only when a
+    // slot is free for them; completions are looked at, not collected.
+    this.hasWork = engine.hasCompletions === undefined
+      ? () => !this.stopped && !this.broken && this.freeCount > 0 && queue.availableCount() !== 0
+      : () => !this.stopped && !this.broken
+        && ((this.freeCount > 0 && queue.availableCount() !== 0) || engine.hasCompletions!());
+    this.poller?.join(this.hasWork);
     this.resubmitInflight();
   }
 
@@ -278,7 +289,9 @@ export class BlkQueue implements QueueHandler, BlockCompletionSink {
         }
         if (popped === size) { this.again = true; continue; } // a full pass: more may wait
         const polling = poller !== null && this.worked && !((this.engine.offloaded ?? 0) > 0);
+        const yields = polling ? poller.counters.yields : 0;
         const budget = polling && poller.mayContinue();
+        if (polling) this.counters.pollYields += poller.counters.yields - yields;
         if (popped > 0) {
           // A busy run that used its budget: the event loop's turn, then on, notifications off.
           // (Only after a pass that popped: an idle pass past its budget goes to sleep.)
@@ -295,6 +308,8 @@ export class BlkQueue implements QueueHandler, BlockCompletionSink {
           const hit = poller.spin(this.ready);
           this.counters.pollSpinUs += poller.counters.spinUs - spun;
           if (hit) { this.counters.pollHits++; this.again = true; continue; }
+          // Another queue of the device has work: its turn first, then on (notifications off).
+          if (poller.yielded) { this.counters.pollYields++; yielded = true; break; }
           this.counters.pollMisses++;
           missed = true;
         }
@@ -358,6 +373,7 @@ export class BlkQueue implements QueueHandler, BlockCompletionSink {
   private breakDevice(reason: string): void {
     if (this.broken) return;
     this.broken = true;
+    this.poller?.leave();
     this.log.warn(`queue ${this.ctx.index}: ${reason}`);
     if (brokenChannel.hasSubscribers) brokenChannel.publish({ queue: this.ctx.index, reason });
     this.ctx.broken(reason);
@@ -432,6 +448,7 @@ export class BlkQueue implements QueueHandler, BlockCompletionSink {
 
   stop(): Promise<void> {
     this.stopped = true;
+    this.poller?.leave();
     if (this.stopPromise !== null) return this.stopPromise;
     if (this.inflight === 0) {
       this.engine.close();

@@ -51,6 +51,11 @@ export interface BlockEngine {
    * sink as usual. @returns true when at least one request finished.
    */
   poll?(): boolean;
+  /**
+   * Optional, with `poll`: whether finished requests wait to be collected — a look only, no
+   * completion is reported (another queue's poller asks it, see PollGroup).
+   */
+  hasCompletions?(): boolean;
   /** Releases the engine (call after every request completed). Idempotent. */
   close(): void;
 }

@@ -106,11 +106,16 @@ export class BlkRig {
   brokenReasons: string[] = [];
   readonly ctx: QueueContext;
 
-  constructor(devOpts: BlkDeviceOptions, guestOpts: MockGuestOptions | GuestLike = {}, acked?: bigint, queueIndex = 0) {
+  /** `devOpts` may be the device of another rig: this one then starts another of its queues. */
+  constructor(devOpts: BlkDeviceOptions | BlkDevice, guestOpts: MockGuestOptions | GuestLike = {}, acked?: bigint, queueIndex = 0) {
     this.guest = guestOpts instanceof MmapGuest ? guestOpts
       : new MockGuest({ queueSize: 64, heapBytes: 0x100000, indirectEntries: 32, ...(guestOpts as MockGuestOptions) });
-    this.device = new BlkDevice(devOpts);
-    this.device.setFeatures(acked ?? this.device.features);
+    if (devOpts instanceof BlkDevice) {
+      this.device = devOpts;
+    } else {
+      this.device = new BlkDevice(devOpts);
+      this.device.setFeatures(acked ?? this.device.features);
+    }
     this.ctx = {
       index: queueIndex,
       queue: this.guest.device,

@@ -88,6 +88,7 @@ class IoUring : public Napi::ObjectWrap<IoUring> {
     return DefineClass(env, "IoUring",
                        {InstanceMethod<&IoUring::SetBuffer>("setBuffer"), InstanceMethod<&IoUring::Submit>("submit"),
                         InstanceMethod<&IoUring::Reap>("reap"), InstanceMethod<&IoUring::Close>("close"),
+                        InstanceMethod<&IoUring::CompletionsReady>("completionsReady"),
                         InstanceAccessor<&IoUring::GetEntries>("entries"),
                         InstanceAccessor<&IoUring::GetEventFd>("eventFd"),
                         InstanceAccessor<&IoUring::GetInflight>("inflight")});
@@ -410,6 +411,14 @@ class IoUring : public Napi::ObjectWrap<IoUring> {
     inflight_ += consumed;
     if (consumed == 0 && err != 0 && err != EAGAIN && err != EBUSY) return ThrowSys(env, err, "io_uring_enter");
     return Napi::Number::New(env, consumed);
+  }
+
+  // completionsReady() -> whether a reap would find a completion (no syscall, consumes none)
+  Napi::Value CompletionsReady(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (ringFd_ < 0) return Napi::Boolean::New(env, false);
+    const bool ready = *cqHead_ != LoadAcquire(cqTail_) || (LoadAcquire(sqFlags_) & IORING_SQ_CQ_OVERFLOW) != 0;
+    return Napi::Boolean::New(env, ready);
   }
 
   // reap(out: Float64Array) -> completions copied as [userData, res] pairs

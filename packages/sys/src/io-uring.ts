@@ -138,6 +138,14 @@ export class IoUring {
     return this.#native.submit(ops, count, iovs);
   }
 
+  /**
+   * Whether a `reap` would find a completion: reads the shared completion ring, no syscall,
+   * consumes nothing (false once closed). For a poller deciding whom to serve.
+   */
+  completionsReady(): boolean {
+    return this.#native.completionsReady();
+  }
+
   /** Copies up to `out.length / 2` completions as [userData, res] pairs (res < 0 is -errno); returns the count. */
   reap(out: Float64Array): number {
     if (!(out instanceof Float64Array) || out.length < 2) {

@@ -20,6 +20,7 @@ export interface NativeIoUring {
   setBuffer(index: number, buffer: ArrayBuffer | ArrayBufferView | null): void;
   submit(ops: Float64Array, count: number, iovs: Float64Array): number;
   reap(out: Float64Array): number;
+  completionsReady(): boolean;
   close(): void;
 }
 

@@ -361,3 +361,27 @@ t.test('buffers stay alive while requests are in flight; close() cancels pending
   close(a);
   close(b);
 });
+
+t.test('completionsReady: sees a posted completion without consuming it, false once reaped or closed', async (t) => {
+  const dir = tempDir(t);
+  const path = join(dir, 'ready.img');
+  writeFileSync(path, Buffer.alloc(4096, 1));
+  const file = openFile(path, { write: true });
+  const ring = new IoUring(8);
+  const ops = new Float64Array(8 * OP_STRIDE);
+  const none = new Float64Array(0);
+  t.equal(ring.completionsReady(), false, 'an empty ring');
+  op(ops, 0, [IORING_OP.FDATASYNC, file, 0, 7, 0, 0, 0, 0]);
+  t.equal(ring.submit(ops, 1, none), 1);
+  const deadline = Date.now() + 5000;
+  while (!ring.completionsReady() && Date.now() < deadline) await new Promise((r) => setImmediate(r));
+  t.equal(ring.completionsReady(), true, 'the fdatasync completion is posted');
+  t.equal(ring.completionsReady(), true, 'looking again does not consume it');
+  const out = new Float64Array(16);
+  t.equal(ring.reap(out), 1, 'reap still finds it');
+  t.same([out[0], out[1]], [7, 0]);
+  t.equal(ring.completionsReady(), false, 'nothing left after the reap');
+  ring.close();
+  t.equal(ring.completionsReady(), false, 'a closed ring has none');
+  close(file);
+});

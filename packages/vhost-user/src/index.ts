@@ -11,6 +11,7 @@ export { BackendSession, type SessionOptions, TRANSPORT_PROTOCOL_FEATURES, DEVIC
   TRANSPORT_FEATURES, UNSUPPORTED_FEATURES } from './backend/session.js';
 export { VhostUserBackend, type BackendOptions, type ConnectOptions } from './backend/backend.js';
 export { AdaptivePoller, PollCounters, type AdaptivePollerOptions } from './backend/adaptive-poller.js';
+export { PollGroup, type HasWork } from './backend/poll-group.js';
 export { SplitInflightTracker, inflightQueueRegionSize } from './backend/inflight.js';
 export { PackedInflightTracker, packedInflightQueueRegionSize, PACKED_INFLIGHT_HEADER_SIZE, PACKED_INFLIGHT_DESC_SIZE } from './backend/packed-inflight.js';
 export { VhostUserFrontend, FrontendQueue, type FrontendOptions, type BackendRequestRecord } from './frontend/frontend.js';

@@ -4,7 +4,7 @@
  * busy handler when to yield to the event loop. A fake clock drives it.
  */
 import t from 'tap';
-import { AdaptivePoller } from '../src/index.js';
+import { AdaptivePoller, PollGroup } from '../src/index.js';
 
 /** A clock the test moves by hand; every read may also advance it by `step` ms. */
 class FakeClock {
@@ -164,6 +164,56 @@ t.test('mayContinue: a run yields after yieldMs', async (t) => {
   t.equal(p.mayContinue(), false, 'past 1 ms of continuous work');
   p.woke();
   t.equal(p.mayContinue(), true, 'a new run starts a new budget');
+});
+
+t.test('poll group: a spin or a run ends when another member has work, not on its own', async (t) => {
+  const clock = new FakeClock();
+  const group = new PollGroup();
+  const a = new AdaptivePoller({ maxUs: 100, startUs: 100, yieldMs: 1, now: clock.now, group });
+  const b = new AdaptivePoller({ maxUs: 100, startUs: 100, yieldMs: 1, now: clock.now, group });
+  let aWork = false, bWork = false;
+  const aHas = (): boolean => aWork, bHas = (): boolean => bWork;
+  a.join(aHas);
+  a.join(aHas);
+  b.join(bHas);
+  t.equal(group.size, 2, 'joining twice counts once');
+  t.equal(group.othersHaveWork(aHas), false);
+  aWork = true;
+  t.equal(group.othersHaveWork(aHas), false, 'its own work does not count');
+  t.equal(group.othersHaveWork(bHas), true);
+
+  // b has work a µs into a's spin: a stops, as a yield (no miss, the window does not adapt).
+  aWork = false;
+  clock.step = 0.0005;
+  let looks = 0;
+  const hit = a.spin(() => { if (++looks === 8) bWork = true; return false; });
+  t.equal(hit, false);
+  t.equal(a.yielded, true, 'the spin yielded');
+  t.equal(a.counters.yields, 1);
+  t.equal(a.counters.misses, 0, 'not a miss');
+  t.ok(clock.t - 1000 < 0.01, `ended within a few clock reads (${((clock.t - 1000) * 1000).toFixed(1)} µs)`);
+  t.equal(a.windowUs, 100, 'window unchanged');
+  clock.step = 0;
+  a.woke();
+  t.equal(a.mayContinue(), false, 'a run with another member waiting ends');
+  t.equal(a.counters.yields, 2);
+  bWork = false;
+  t.equal(a.mayContinue(), true, 'and goes on once it was served');
+  t.equal(a.spin(() => true), true, 'a hit');
+  t.equal(a.yielded, false, 'cleared by the next spin');
+
+  // Without a group, or after leaving it, another handler's work is not seen.
+  b.leave();
+  b.leave();
+  bWork = true;
+  t.equal(group.size, 1);
+  t.equal(a.mayContinue(), true, 'a member that left is not asked');
+  const lone = new AdaptivePoller({ maxUs: 50, now: clock.now });
+  lone.join(() => true);
+  lone.woke();
+  t.equal(lone.mayContinue(), true, 'no group: join does nothing');
+  a.leave();
+  t.equal(group.size, 0);
 });
 
 t.test('real clock: a miss spins about the window, not more', async (t) => {

@@ -585,6 +585,11 @@ export class FileEngine implements BlockEngine {
     return this.reapAll();
   }
 
+  /** See BlockEngine.hasCompletions: a look at the shared completion ring. */
+  hasCompletions(): boolean {
+    return !this.closed && this.inflight > 0 && this.ring.completionsReady();
+  }
+
   /** Reaps every posted completion, reports once, submits follow-ups once; true if any finished. */
   private reapAll(): boolean {
     const cqes = this.cqes;

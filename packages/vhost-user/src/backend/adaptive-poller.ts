@@ -17,9 +17,11 @@
  * batch, so a queue that gets no requests never spins, and a window that keeps missing decays
  * to zero. Because a spin blocks the Node event loop (control socket, other queues), a
  * handler must also stop spinning after {@link AdaptivePoller.yieldMs} of continuous work:
- * {@link AdaptivePoller.mayContinue} tells it when.
+ * {@link AdaptivePoller.mayContinue} tells it when — and, in a {@link PollGroup}, as soon as
+ * another queue of the group has work ({@link AdaptivePoller.yielded} after a spin).
  * @module
  */
+import type { HasWork, PollGroup } from './poll-group.js';
 
 /**
  * Spinning reads the clock about once per µs, not once per look at the ring: a read costs more
@@ -47,6 +49,8 @@ export interface AdaptivePollerOptions {
   yieldMs?: number;
   /** Clock in ms (tests inject one; default `performance.now`). */
   now?: () => number;
+  /** The handlers this one takes turns with (see {@link AdaptivePoller.join}). */
+  group?: PollGroup;
 }
 
 /** Counters of a poller (monotonic). */
@@ -63,6 +67,8 @@ export class PollCounters {
   /** Window grown / shrunk. */
   grows = 0;
   shrinks = 0;
+  /** Spins and runs cut short because another member of the group had work. */
+  yields = 0;
 }
 
 /** The adaptive busy-poll policy of one queue handler. */
@@ -82,6 +88,15 @@ export class AdaptivePoller {
   private missedUs: number;
   /** Start of the current continuous run (ms), for yielding. */
   private runStart: number;
+  private readonly group: PollGroup | null;
+  /** This handler's membership in `group` (null until join). */
+  private member: HasWork | null = null;
+  /**
+   * The last spin ended because another member of the group had work (not a miss: the window
+   * does not adapt). The handler should give the event loop a turn with notifications still
+   * off and go on after it.
+   */
+  yielded = false;
 
   constructor(opts: AdaptivePollerOptions) {
     const maxUs = opts.maxUs;
@@ -97,6 +112,24 @@ export class AdaptivePoller {
     this.sleptAt = -1;
     this.missedUs = 0;
     this.runStart = 0;
+    this.group = opts.group ?? null;
+  }
+
+  /** Joins the group (no-op without one); `hasWork` says whether this handler has work now. */
+  join(hasWork: HasWork): void {
+    if (this.group === null || this.member !== null) return;
+    this.member = hasWork;
+    this.group.join(hasWork);
+  }
+
+  /** Leaves the group (idempotent); call before the handler's rings go away. */
+  leave(): void {
+    if (this.group !== null && this.member !== null) this.group.leave(this.member);
+    this.member = null;
+  }
+
+  private othersWaiting(): boolean {
+    return this.member !== null && this.group!.othersHaveWork(this.member);
   }
 
   /** Polling is configured at all. */
@@ -127,16 +160,23 @@ export class AdaptivePoller {
     }
   }
 
-  /** True while the current run may keep spinning (it has not used up its yield budget). */
+  /**
+   * True while the current run may go on: it has not used up its yield budget, and no other
+   * member of the group has work waiting.
+   */
   mayContinue(): boolean {
-    return this.now() - this.runStart < this.yieldMs;
+    if (this.now() - this.runStart >= this.yieldMs) return false;
+    if (this.othersWaiting()) { this.counters.yields++; return false; }
+    return true;
   }
 
   /**
    * Busy-waits up to the current window for `ready()` to return true.
-   * @returns true on a hit (the caller processes again, notifications still disabled).
+   * @returns true on a hit (the caller processes again, notifications still disabled); false on
+   *   a miss, or when another member of the group has work ({@link yielded} is then set).
    */
   spin(ready: () => boolean): boolean {
+    this.yielded = false;
     const w = this.windowUs;
     if (w === 0) return false;
     const t0 = this.now();
@@ -155,6 +195,13 @@ export class AdaptivePoller {
       const t1 = this.now();
       if (t1 - t < CLOCK_ROUND_MS && looks < LOOKS_MAX) looks *= 2;
       t = t1;
+      // Once per clock read (about once per µs): another queue waiting ends the spin.
+      if (this.othersWaiting()) {
+        this.counters.yields++;
+        this.counters.spinUs += (t - t0) * 1000;
+        this.yielded = true;
+        return false;
+      }
     } while (t < deadline);
     this.counters.misses++;
     this.counters.spinUs += (t - t0) * 1000;

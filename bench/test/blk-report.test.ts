@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { cellP99, type Cell } from '../src/blk/matrix.js';
-import { chart, ratios } from '../src/blk/report.js';
+import { chart, perQueueNote, ratios } from '../src/blk/report.js';
 import { replaceSection } from '../src/common/doc-section.js';
 import type { LoadgenResult } from '../src/blk/workload.js';
 
@@ -63,4 +63,11 @@ t.test('chart is a well-formed SVG with one bar per measured cell', async (tt) =
   tt.match(svg, /^<svg [^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/);
   tt.match(svg, /<\/svg>\n$/);
   tt.equal(svg.match(/<rect x=/g)?.length, 2 + 3, 'two bars plus three legend swatches');
+});
+
+t.test('perQueueNote: each queue of a multi-queue run, nothing for one queue', async (tt) => {
+  tt.equal(perQueueNote({}), null);
+  tt.equal(perQueueNote({ perQueue: [{ iops: 5000, p99: 10 }] }), null);
+  tt.equal(perQueueNote({ perQueue: [{ iops: 402_736, p99: 94.3 }, { iops: 185_727, p99: 1019.5 }] }),
+    'per queue: 403 k / 186 k IOPS, p99 94 / 1020 µs');
 });

@@ -64,6 +64,13 @@ export function harnessBound(cells: readonly Cell[], c: Cell): string | null {
   return null;
 }
 
+/** Several queues: each one's IOPS and p99 (from the median run), so a starved queue shows. */
+export function perQueueNote(r: { perQueue?: { iops: number; p99: number }[] }): string | null {
+  const q = r.perQueue;
+  if (q === undefined || q.length < 2) return null;
+  return `per queue: ${q.map((x) => `${Math.round(x.iops / 1000)} k`).join(' / ')} IOPS, p99 ${q.map((x) => x.p99.toFixed(0)).join(' / ')} µs`;
+}
+
 /** Back-end CPU in % of one core, or '–' when unknown. */
 function backendCpu(r: { backendCpu?: number }): string {
   return r.backendCpu === undefined ? '–' : `${Math.round(r.backendCpu * 100)}%`;
@@ -172,7 +179,7 @@ export function markdownSection(x: ReportInput): string {
     const ps = c.repP99 ?? [];
     const p99Spread = ps.length > 1 ? ` (${Math.min(...ps).toFixed(1)}–${Math.max(...ps).toFixed(1)})` : '';
     L.push(`| ${c.workload} | ${c.peer} | ${r.iops}${spread} | ${r.mbps.toFixed(1)} | ${r.latUs.p50.toFixed(1)} | ${cellP99(c).toFixed(1)}${p99Spread} | ` +
-      `${r.errors} | ${Math.round((r.cpuSeconds / r.seconds) * 100)} % | ${backendCpu(r).replace('%', ' %')} | ${harnessBound(x.cells, c) ?? ''} |`);
+      `${r.errors} | ${Math.round((r.cpuSeconds / r.seconds) * 100)} % | ${backendCpu(r).replace('%', ' %')} | ${[harnessBound(x.cells, c), perQueueNote(r)].filter((n) => n !== null).join('; ')} |`);
   }
   const rs = ratios(x.cells);
   if (rs.length > 0) {

@@ -28,6 +28,8 @@ export const WORKLOADS: Readonly<Record<string, WorkloadSpec>> = {
   '64k-write-qd8': { pattern: 'write', blockSize: 65536, queueDepth: 8, queues: 1 },
   '1m-read-qd4': { pattern: 'read', blockSize: 1 << 20, queueDepth: 4, queues: 1 },
   '1m-write-qd4': { pattern: 'write', blockSize: 1 << 20, queueDepth: 4, queues: 1 },
+  // Two queues driven from one thread (a multi-queue guest disk): both must be served.
+  '4k-randread-qd16x2q': { pattern: 'randread', blockSize: 4096, queueDepth: 16, queues: 2 },
 };
 
 /** The JSON line the load generator prints (one per run). */

@@ -4,7 +4,7 @@
  * @module
  */
 import { unlinkSync } from 'node:fs';
-import { VhostUserBackend } from '@vhost-ts/vhost-user';
+import { PollGroup, VhostUserBackend } from '@vhost-ts/vhost-user';
 import { NetError } from './errors.js';
 import { LoopbackBackend } from './loopback-backend.js';
 import type { NetBackend } from './net-backend.js';
@@ -62,6 +62,8 @@ export function startNetServer(opts: NetServerOptions): NetServer {
   const backend = createBackend(opts);
   const devices: VirtioNetDevice[] = [];
   const servers: VhostUserBackend[] = [];
+  // Every port's queues run on this thread: they take turns as one group.
+  const pollGroup = new PollGroup();
   try {
     opts.socketPaths.forEach((path, i) => {
       let mac: Uint8Array | undefined;
@@ -69,7 +71,7 @@ export function startNetServer(opts: NetServerOptions): NetServer {
         mac = opts.mac.slice(0, 6);
         mac[5] = (mac[5] + i) & 0xff;
       }
-      const device = new VirtioNetDevice({ backend, name: path, mac, mtu: opts.mtu, queuePairs: opts.queuePairs, pollUs: opts.pollUs });
+      const device = new VirtioNetDevice({ backend, name: path, mac, mtu: opts.mtu, queuePairs: opts.queuePairs, pollUs: opts.pollUs, pollGroup });
       devices.push(device);
       const server = new VhostUserBackend(device, { log, trace: opts.trace });
       // Info level, as vhost-user-blk: an operator sees a front-end come and go (a reconnect).

@@ -9,7 +9,7 @@
  */
 import { DescriptorChain, type DeviceQueue, type GuestMemory } from '@vhost-ts/virtqueue';
 import { copyRanges } from '@vhost-ts/sys';
-import { AdaptivePoller, type QueueContext, type QueueHandler } from '@vhost-ts/vhost-user';
+import { AdaptivePoller, type PollGroup, type QueueContext, type QueueHandler } from '@vhost-ts/vhost-user';
 import { ETH_HLEN, VIRTIO_NET_HDR_V1_SIZE } from './constants.js';
 import { copyToChain, WritablePrefix } from './chain-copy.js';
 import { copyFast, slabWords } from './word-copy.js';
@@ -47,6 +47,8 @@ export interface RxSettings {
   pollUs: number;
   /** Continuous-run budget of the poller before yielding, ms. */
   pollYieldMs: number;
+  /** The queues this one takes turns with on their thread (see PollGroup); none: on its own. */
+  pollGroup?: PollGroup;
 }
 
 /** Per-RX-queue worker, also the {@link QueueHandler} the vhost-user back-end drives. */
@@ -96,6 +98,8 @@ export class RxQueue implements QueueHandler {
   /** Busy-poll policy (null: kick-driven only). */
   private readonly poller: AdaptivePoller | null;
   private readonly buffersReady: () => boolean;
+  /** For the other queues of the poll group: held frames and guest buffers for them. */
+  private readonly hasWork: () => boolean;
 
   constructor(
     pair: number, ctx: QueueContext, private readonly settings: RxSettings,
@@ -109,9 +113,11 @@ export class RxQueue implements QueueHandler {
     this.hold = new FrameRing(holdCapacity, slotSize);
     this.heads = new Uint16Array(ctx.queue.size);
     this.lens = new Uint32Array(ctx.queue.size);
-    this.poller = settings.pollUs > 0 ? new AdaptivePoller({ maxUs: settings.pollUs, yieldMs: settings.pollYieldMs }) : null;
+    this.poller = settings.pollUs > 0 ? new AdaptivePoller({ maxUs: settings.pollUs, yieldMs: settings.pollYieldMs, group: settings.pollGroup }) : null;
     const q = ctx.queue;
     this.buffersReady = () => q.availableCount() !== 0;
+    this.hasWork = () => this.running && this.hold.size > 0 && !q.isBroken && q.availableCount() !== 0;
+    this.poller?.join(this.hasWork);
     // RX buffers are consumed when frames arrive, not on kicks: only ask for kicks while waiting.
     this.queue.disableNotify();
   }
@@ -189,6 +195,7 @@ export class RxQueue implements QueueHandler {
 
   async stop(): Promise<void> {
     this.running = false;
+    this.poller?.leave();
     // Always empty between calls; cleared anyway so no stale plan can outlive the queue.
     this.planCount = 0;
     this.counters.rxDropped += this.hold.size;
@@ -271,7 +278,11 @@ export class RxQueue implements QueueHandler {
         const spun = poller.counters.spinUs;
         const hit = poller.spin(this.buffersReady);
         this.counters.pollSpinUs += poller.counters.spinUs - spun;
-        if (!hit) { this.counters.pollMisses++; missed = true; break; }
+        if (!hit) {
+          // A yield (another queue had work) is not a miss: the window stays as it is.
+          if (!poller.yielded) { this.counters.pollMisses++; missed = true; }
+          break;
+        }
         this.counters.pollHits++;
         if (this.flushHold() === 0) break;
         q.publishUsed();

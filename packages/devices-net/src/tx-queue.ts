@@ -10,7 +10,7 @@
  */
 import { DescriptorChain, type DeviceQueue } from '@vhost-ts/virtqueue';
 import { copyRanges } from '@vhost-ts/sys';
-import { AdaptivePoller, type QueueContext, type QueueHandler } from '@vhost-ts/vhost-user';
+import { AdaptivePoller, type PollGroup, type QueueContext, type QueueHandler } from '@vhost-ts/vhost-user';
 import { ETH_HLEN, VIRTIO_NET_HDR_V1_SIZE } from './constants.js';
 import { copyFromChain } from './chain-copy.js';
 import { copyFast, slabWords } from './word-copy.js';
@@ -32,6 +32,8 @@ export interface TxSettings {
   pollUs: number;
   /** Continuous-run budget of the poller before yielding, ms. */
   pollYieldMs: number;
+  /** The queues this one takes turns with on their thread (see PollGroup); none: on its own. */
+  pollGroup?: PollGroup;
 }
 
 /**
@@ -74,6 +76,8 @@ export class TxQueue implements QueueHandler {
   /** Busy-poll policy (null: kick-driven only). */
   private readonly poller: AdaptivePoller | null;
   private readonly ready: () => boolean;
+  /** For the other queues of the poll group: chains wait to be sent. */
+  private readonly hasWork: () => boolean;
 
   constructor(
     pair: number, private readonly ctx: QueueContext, private readonly settings: TxSettings,
@@ -85,9 +89,11 @@ export class TxQueue implements QueueHandler {
     ctx.queue.markDeviceReadOnly(); // DPDK virtio-user's packed TX tables (see there)
     this.chain = new DescriptorChain(Math.min(ctx.queue.size, 1024));
     this.batch = new FrameBatch(batchCapacity, slotSize);
-    this.poller = settings.pollUs > 0 ? new AdaptivePoller({ maxUs: settings.pollUs, yieldMs: settings.pollYieldMs }) : null;
+    this.poller = settings.pollUs > 0 ? new AdaptivePoller({ maxUs: settings.pollUs, yieldMs: settings.pollYieldMs, group: settings.pollGroup }) : null;
     const q = ctx.queue;
     this.ready = () => q.availableCount() !== 0;
+    this.hasWork = () => this.running && !q.isBroken && q.availableCount() !== 0;
+    this.poller?.join(this.hasWork);
   }
 
   onKick(): void {
@@ -97,6 +103,7 @@ export class TxQueue implements QueueHandler {
 
   async stop(): Promise<void> {
     this.running = false;
+    this.poller?.leave();
   }
 
   private run(): void {
@@ -130,6 +137,8 @@ export class TxQueue implements QueueHandler {
         const hit = poller.spin(this.ready);
         this.counters.pollSpinUs += poller.counters.spinUs - spun;
         if (hit) { this.counters.pollHits++; continue; }
+        // Another queue has work: its turn first, then on (notifications off).
+        if (poller.yielded) break;
         this.counters.pollMisses++;
         missed = true;
       }

@@ -12,7 +12,7 @@
  */
 import type { QueueContext, QueueHandler, VirtioDevice } from '@vhost-ts/vhost-user';
 import {
-  VHOST_USER_PROTOCOL_F_CONFIG, VHOST_USER_PROTOCOL_F_MQ, VHOST_USER_PROTOCOL_F_MTU, VHOST_USER_PROTOCOL_F_RARP,
+  PollGroup, VHOST_USER_PROTOCOL_F_CONFIG, VHOST_USER_PROTOCOL_F_MQ, VHOST_USER_PROTOCOL_F_MTU, VHOST_USER_PROTOCOL_F_RARP,
 } from '@vhost-ts/vhost-user';
 import { VIRTIO_F_IN_ORDER, VIRTIO_F_RING_PACKED, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC } from '@vhost-ts/virtqueue';
 import {
@@ -67,6 +67,12 @@ export interface VirtioNetDeviceOptions {
   pollUs?: number;
   /** Longest continuous run (work + spinning) before yielding to the event loop, ms (default 1). */
   pollYieldMs?: number;
+  /**
+   * The queues that take turns on one thread (PollGroup): a queue that spins gives the event
+   * loop a turn as soon as another member has work. Default: one group per device; ports of
+   * one switch in one process share one.
+   */
+  pollGroup?: PollGroup;
   /**
    * Most frames a TX queue copies out before handing them to the backend (default 128, at most
    * 256; fewer when slots are large: at most 4 MiB of slots). Small batches keep the copy
@@ -143,6 +149,9 @@ export class VirtioNetDevice implements VirtioDevice, NetPortSink, CtrlTarget {
     this.txSettings.pollUs = pollUs;
     this.rxSettings.pollYieldMs = pollYieldMs;
     this.txSettings.pollYieldMs = pollYieldMs;
+    const group = opts.pollGroup ?? new PollGroup();
+    this.rxSettings.pollGroup = group;
+    this.txSettings.pollGroup = group;
     this.backend = backend;
     this.maxPairs = pairs;
     this.hasCtrlQueue = opts.ctrlQueue ?? true;

@@ -84,3 +84,23 @@ t.test('pollUs is validated', async (t) => {
   t.throws(() => new NetRig({ backend: new LoopbackBackend(), pollUs: Number.NaN }), { code: 'bad-option' });
   t.throws(() => new NetRig({ backend: new LoopbackBackend(), pollUs: 10, pollYieldMs: 0 }), { code: 'bad-option' });
 });
+
+t.test('queues take turns: a TX queue that spins yields at once to another pair\'s waiting chains', async (t) => {
+  // Pair 1's driver has queued a frame and kicked (the kick waits in the event loop) while pair
+  // 0's TX spins with a 200 ms window: pair 0 must give the thread back at once.
+  const rig = new NetRig({ backend: new LoopbackBackend(), ctrlQueue: false, queuePairs: 2, pollUs: 200_000, pollYieldMs: 10_000 });
+  rig.postRx(4, 2048, { pair: 0 });
+  rig.postRx(4, 2048, { pair: 1 });
+  rig.send(makeFrame(B, A, 61), { pair: 1, kick: false });
+  const t0 = performance.now();
+  rig.send(makeFrame(B, A, 60), { pair: 0 });
+  const ms = performance.now() - t0;
+  t.ok(ms < 50, `pair 0 returned after ${ms.toFixed(1)} ms (window up to 200 ms)`);
+  t.equal(rig.device.counters.pollMisses, 0, 'its spin did not run out: it yielded');
+  t.same(rig.txUsed(0), [0], 'pair 0 sent its frame');
+  // The event loop's turn: pair 1's kick, then pair 0 goes on (finds nothing, sleeps).
+  rig.q(3).handler.onKick();
+  t.same(rig.txUsed(1), [0], 'pair 1 sent its frame');
+  t.equal(rig.device.counters.txFrames, 2);
+  for (const i of [0, 1, 2, 3]) void rig.q(i).handler.stop();
+});

@@ -1,7 +1,7 @@
 // Hostile front-end input, each case on a real Unix socket with real fds. After every case the
 // back-end must be alive, the next connection must complete a normal session, and no fd may leak.
 import t, { type Test } from 'tap';
-import { close, eventfd, ftruncate, memfdCreate, openFdCount } from '@vhost-ts/sys';
+import { close, eventfd, ftruncate, memfdCreate, openFdCount, sendMsg, socketpair, unixConnect } from '@vhost-ts/sys';
 import * as C from '../src/constants.js';
 import { encodeMessage, u64, vringState, type Payload } from '../src/index.js';
 import { RawClient, connectAndNegotiate, pattern, rawMessage, startBackend, until } from './helpers.js';
@@ -93,6 +93,38 @@ const cases: Case[] = [
     const c = new RawClient(path);
     c.send(encodeMessage(C.VHOST_USER_SET_VRING_KICK, 0, { kind: 'vring-fd', index: 0, noFd: false }));
     await expectClosed(t, c, 'missing kick fd');
+  }],
+  ['SET_VRING_KICK with a socket whose peer is gone (readable forever, not an eventfd)', async (t) => {
+    const c = new RawClient(path);
+    const [a, b] = socketpair();
+    close(b);
+    c.send(encodeMessage(C.VHOST_USER_SET_VRING_KICK, 0, { kind: 'vring-fd', index: 0, noFd: false }), [a]);
+    close(a);
+    await expectClosed(t, c, 'a dead socket as kick fd');
+    t.ok(logs.some((l) => /ring 0: kick: fd is not an eventfd \(socket:/.test(l)), 'the log names the fd kind');
+  }],
+  ['SET_VRING_CALL with a memfd (not an eventfd)', async (t) => {
+    const c = new RawClient(path);
+    const fd = memfd(4096);
+    c.send(encodeMessage(C.VHOST_USER_SET_VRING_CALL, 0, { kind: 'vring-fd', index: 1, noFd: false }), [fd]);
+    close(fd);
+    await expectClosed(t, c, 'a memfd as call fd');
+    t.ok(logs.some((l) => /ring 1: call: fd is not an eventfd \(\/memfd:/.test(l)), 'the log names the fd');
+  }],
+  ['front-end that closes with replies unread: the log names the reset, not a poll EBADF', async (t) => {
+    const get = encodeMessage(C.VHOST_USER_GET_FEATURES, 0, { kind: 'none' });
+    const four = Buffer.concat([get, get, get, get]);
+    const from = logs.length;
+    for (let i = 0; i < 12; i++) {
+      const fd = unixConnect(path);
+      sendMsg(fd, four);
+      await new Promise((r) => setTimeout(r, i % 3));
+      close(fd);
+      await until(() => backend.activeSession === null, 3000);
+    }
+    const closes = logs.slice(from).filter((l) => /closing connection/.test(l));
+    t.notOk(closes.some((l) => /EBADF/.test(l)), `no EBADF among ${closes.length} close reasons`);
+    t.ok(closes.every((l) => /ECONNRESET|EPIPE/.test(l)), `each says reset or broken pipe: ${[...new Set(closes)].join('; ')}`);
   }],
   ['extra fds', async (t) => {
     const c = new RawClient(path);

@@ -12,6 +12,7 @@
  *   u64 when NEED_REPLY is set.
  * @module
  */
+import { readlinkSync } from 'node:fs';
 import { FdWatcher, READABLE, close, eventfdRead, eventfdWrite, fstatSize, ftruncate, memfdCreate, mmap, munmap } from '@vhost-ts/sys';
 import {
   GuestMemory, PackedQueueDevice, SplitQueueDevice, VIRTIO_F_RING_PACKED, decodePackedVringBase, encodePackedIndex,
@@ -130,13 +131,37 @@ function isPow2(n: number): boolean {
   return n > 0 && (n & (n - 1)) === 0;
 }
 
-function mapArea(fd: number, size: number, offset: number): MappedArea {
+/**
+ * vhost-user.rst: kick, call and error fds are eventfds. Another kind would be polled forever
+ * once readable (a pipe at EOF, a socket whose peer left: a core spinning on no kick), or
+ * written to with no one reading: refused when it comes (closed). Without /proc, not checked.
+ */
+function assertEventfd(fd: number, what: string): void {
+  let link: string;
+  try {
+    link = readlinkSync(`/proc/self/fd/${fd}`);
+  } catch {
+    return;
+  }
+  if (link === 'anon_inode:[eventfd]') return;
+  try { close(fd); } catch { /* ignore */ }
+  throw new ProtocolError('INVALID_ARGUMENT', `${what}: fd is not an eventfd (${link})`);
+}
+
+/** Maps `size` bytes at `offset` of a front-end's fd; `what` names the request in errors. */
+function mapArea(fd: number, size: number, offset: number, what: string): MappedArea {
   const fileSize = fstatSize(fd);
   if (size <= 0 || offset + size > fileSize) {
-    throw new ProtocolError('BAD_MEMORY', `area of ${size} bytes at ${offset} does not fit an fd of ${fileSize} bytes`);
+    throw new ProtocolError('BAD_MEMORY', `${what}: area of ${size} bytes at ${offset} does not fit an fd of ${fileSize} bytes`);
   }
   const mapOff = offset - (offset % MAP_ALIGN);
-  const buffer = mmap(fd, size + (offset - mapOff), mapOff, true);
+  let buffer: ArrayBuffer;
+  try {
+    buffer = mmap(fd, size + (offset - mapOff), mapOff, true);
+  } catch (e) {
+    // Too large for one mapping, or an fd opened read-only: refused like any bad area.
+    throw new ProtocolError('BAD_MEMORY', `${what}: area of ${size} bytes cannot be mapped (${(e as Error).message})`);
+  }
   return { buffer, bytes: new Uint8Array(buffer, offset - mapOff, size) };
 }
 
@@ -586,7 +611,7 @@ export class BackendSession {
     const fd = take(msg);
     let area: MappedArea;
     try {
-      area = mapArea(fd, mmapSize, mmapOffset);
+      area = mapArea(fd, mmapSize, mmapOffset, 'SET_LOG_BASE');
     } finally {
       close(fd);
     }
@@ -710,6 +735,8 @@ export class BackendSession {
     const { index, noFd } = msg.payload as Extract<Payload, { kind: 'vring-fd' }>;
     const r = this.ring(index);
     const fd = noFd ? -1 : take(msg);
+    const kind = msg.request === C.VHOST_USER_SET_VRING_KICK ? 'kick' : msg.request === C.VHOST_USER_SET_VRING_CALL ? 'call' : 'error';
+    if (fd >= 0) assertEventfd(fd, `ring ${index}: ${kind}`);
     switch (msg.request) {
       case C.VHOST_USER_SET_VRING_KICK:
         if (fd >= 0) assertPollable(fd, `ring ${index}: kick`);
@@ -872,7 +899,14 @@ export class BackendSession {
           this.unwatchKick(r);
           return;
         }
-        try { eventfdRead(fd); } catch { /* not an eventfd: still counts as a kick */ }
+        try {
+          eventfdRead(fd);
+        } catch (e) {
+          // Checked to be an eventfd when it came; a read that fails now would fail forever.
+          this.opts.log(`vhost-user: ring ${r.index}: kick fd unreadable (${(e as Error).message}): no longer watched`);
+          this.unwatchKick(r);
+          return;
+        }
         this.kick(r);
       });
       r.kickWatcher.start(READABLE);
@@ -1095,7 +1129,7 @@ export class BackendSession {
     const fd = memfdCreate('vhost-user-inflight');
     try {
       ftruncate(fd, size);
-      const area = mapArea(fd, size, 0);
+      const area = mapArea(fd, size, 0, 'GET_INFLIGHT_FD');
       this.installInflight({ ...area, numQueues: p.numQueues, queueSize: p.queueSize, regionSize, packed });
       return this.reply(C.VHOST_USER_GET_INFLIGHT_FD,
         { kind: 'inflight', mmapSize: size, mmapOffset: 0, numQueues: p.numQueues, queueSize: p.queueSize }, [fd]);
@@ -1119,7 +1153,7 @@ export class BackendSession {
       if (packed && p.mmapOffset % 8 !== 0) {
         throw new ProtocolError('INVALID_ARGUMENT', `inflight area offset ${p.mmapOffset} is not 8-byte aligned`);
       }
-      const area = mapArea(fd, p.mmapSize, p.mmapOffset);
+      const area = mapArea(fd, p.mmapSize, p.mmapOffset, 'SET_INFLIGHT_FD');
       this.installInflight({ ...area, numQueues: p.numQueues, queueSize: p.queueSize, regionSize, packed });
     } finally {
       close(fd);

@@ -139,7 +139,11 @@ export class MessageConnection {
   private onEvents(events: number, error?: Error): void {
     if (this.closedFlag) return;
     if (error !== undefined) {
-      this.close(error);
+      // libuv reports POLLERR as EBADF; the socket's own error says what happened (ECONNRESET:
+      // the front-end closed with replies unread). The connection closes either way.
+      let why = error;
+      try { recvMsg(this.fd, this.framer.target()); } catch (e) { why = e as Error; }
+      this.close(why);
       return;
     }
     if ((events & WRITABLE) !== 0) this.flush();

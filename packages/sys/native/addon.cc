@@ -10,6 +10,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   env.SetInstanceData<AddonData>(new AddonData());
   InitErrors(env, exports);
   InitMemory(env, exports);
+  InitMappingFaults(env, exports);
   InitFiles(env, exports);
   InitEventfd(env, exports);
   InitFdWatcher(env, exports);

@@ -28,11 +28,22 @@ void FinalizeMapping(napi_env /*env*/, void* /*data*/, void* hint) {
     if (m->mapped) {
       gMappings.erase(m->addr);
       m->mapped = false;
+      UnregisterFaultRange(m->faultSlot);
       ::munmap(m->addr, m->length);
     }
   }
   delete m;
 }
+
+}  // namespace
+
+int FaultSlotOf(void* addr) {
+  std::lock_guard<std::mutex> lock(gMapLock);
+  auto it = addr != nullptr ? gMappings.find(addr) : gMappings.end();
+  return it == gMappings.end() || !it->second->mapped ? -1 : it->second->faultSlot;
+}
+
+namespace {
 
 Napi::Value MemfdCreate(const Napi::CallbackInfo& info) {
   std::string name;
@@ -63,10 +74,10 @@ Napi::Value Mmap(const Napi::CallbackInfo& info) {
       !ArgInt(info, 2, "mmap", "offset", 0, kMaxSafe, &offset) ||
       !ArgBool(info, 3, "mmap", "writable", true, &writable))
     return env.Undefined();
-  // Touching a page past the end of a file raises SIGBUS, which would kill
-  // the process: refuse mappings that reach beyond a regular file (memfds
-  // are regular files). A frontend that shrinks the file afterwards can still
-  // cause SIGBUS; sealing against that is the frontend's job.
+  // Touching a page past the end of a file raises SIGBUS: refuse mappings
+  // that reach beyond a regular file (memfds are regular files). A frontend
+  // that shrinks the file afterwards is caught by the SIGBUS guard
+  // (mapping-faults.cc): the page reads as zeros and the fault is counted.
   struct stat st;
   if (::fstat(fd, &st) < 0) return ThrowSys(env, errno, "mmap");
   if (S_ISREG(st.st_mode) && offset + length > static_cast<double>(st.st_size))
@@ -79,9 +90,10 @@ Napi::Value Mmap(const Napi::CallbackInfo& info) {
   int flags = writable ? MAP_SHARED : MAP_PRIVATE;
   void* addr = ::mmap(nullptr, static_cast<size_t>(length), prot, flags, fd, static_cast<off_t>(offset));
   if (addr == MAP_FAILED) return ThrowSys(env, errno, "mmap");
-  Mapping* m = new Mapping{addr, static_cast<size_t>(length), true};
+  Mapping* m = new Mapping{addr, static_cast<size_t>(length), true, -1};
   {
     std::lock_guard<std::mutex> lock(gMapLock);
+    m->faultSlot = RegisterFaultRange(addr, m->length);
     gMappings[addr] = m;
   }
   napi_value ab;
@@ -97,6 +109,7 @@ Napi::Value Mmap(const Napi::CallbackInfo& info) {
     if (it != gMappings.end() && it->second == m && m->mapped) {
       gMappings.erase(it);
       m->mapped = false;
+      UnregisterFaultRange(m->faultSlot);
       ::munmap(addr, m->length);
     }
     return ThrowSys(env, EINVAL, "mmap", "cannot wrap the mapping in an ArrayBuffer (too large for this Node?)");
@@ -128,6 +141,7 @@ Napi::Value Munmap(const Napi::CallbackInfo& info) {
   if (m->mapped) {
     gMappings.erase(m->addr);
     m->mapped = false;
+    UnregisterFaultRange(m->faultSlot);
     if (::munmap(m->addr, m->length) < 0) return ThrowSys(env, errno, "munmap");
   }
   return env.Undefined();

@@ -24,7 +24,14 @@ struct Mapping {
   void* addr;
   size_t length;
   bool mapped;
+  int faultSlot;  // its entry in the SIGBUS guard's table (mapping-faults.cc), or -1
 };
+
+// SIGBUS guard (mapping-faults.cc): list a live mapping / take it off the list.
+int RegisterFaultRange(void* addr, size_t length);
+void UnregisterFaultRange(int slot);
+// The guard's slot of the live mapping starting at `addr`, or -1 (memory.cc).
+int FaultSlotOf(void* addr);
 
 // Per-environment state (napi instance data): worker threads each get one.
 // Process-wide state (live mappings, watched fds) lives in the .cc files that
@@ -68,6 +75,7 @@ void CloseWatcherForFd(Napi::Env env, int fd);
 // --- module parts: each adds its exports --------------------------------
 void InitErrors(Napi::Env env, Napi::Object exports);
 void InitMemory(Napi::Env env, Napi::Object exports);
+void InitMappingFaults(Napi::Env env, Napi::Object exports);
 void InitFiles(Napi::Env env, Napi::Object exports);
 void InitEventfd(Napi::Env env, Napi::Object exports);
 void InitFdWatcher(Napi::Env env, Napi::Object exports);

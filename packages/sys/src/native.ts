@@ -32,6 +32,8 @@ export interface NativeAddon {
   ftruncate(fd: number, size: number): void;
   mmap(fd: number, length: number, offset: number, writable: boolean): ArrayBuffer;
   munmap(buffer: ArrayBuffer): void;
+  mappingFaultFd(): number;
+  mappingFaults(buffer: ArrayBuffer): number;
   copyRanges(dst: ArrayBufferView, src: ArrayBufferView, plan: Float64Array, count: number, prefetchDst: boolean): void;
   openFile(path: string, write: boolean, create: boolean, direct: boolean, mode: number): number;
   fstatSize(fd: number): number;

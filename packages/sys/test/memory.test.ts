@@ -111,3 +111,33 @@ t.test('mmap errors', (t) => {
   t.ok(new SysError('EX', 1, 'x') instanceof Error);
   t.end();
 });
+
+t.test('a file shrunk under its mapping: the touched pages read as zeros, the fault is counted and announced, the process lives', async (t) => {
+  const { mappingFaults, onMappingFault, copyRanges: copy } = await import('../src/index.js');
+  const fd = memfdCreate('shrink');
+  ftruncate(fd, 4 * 4096);
+  const buf = mmap(fd, 4 * 4096, 0);
+  const bytes = new Uint8Array(buf);
+  bytes.fill(7);
+  t.equal(mappingFaults(buf), 0);
+  let announced = 0;
+  const off = onMappingFault(() => { announced++; });
+  ftruncate(fd, 4096); // the frontend's move: pages 1..3 are gone
+  t.equal(bytes[0], 7, 'the page still in the file is intact');
+  t.equal(bytes[4096], 0, 'a page past the new end reads as zero (was SIGBUS)');
+  bytes[2 * 4096 + 5] = 9; // a store into another one
+  t.equal(bytes[2 * 4096 + 5], 9, 'and takes a store, privately');
+  // Native code touching the third page (the copy path of the data plane).
+  const src = new Uint8Array(64).fill(3);
+  copy(bytes, src, new Float64Array([0, 3 * 4096, 64]), 1, false);
+  t.equal(bytes[3 * 4096 + 63], 3, 'a native copy into a vanished page completes');
+  t.equal(mappingFaults(buf), 3, 'three pages faulted, each once');
+  await new Promise((r) => setTimeout(r, 20));
+  t.ok(announced >= 1, `the event loop heard about it (${announced} call(s))`);
+  off();
+  t.equal(bytes[4096 + 100], 0, 'the replaced page stays readable');
+  t.equal(mappingFaults(buf), 3, 'no new fault for a page already replaced');
+  munmap(buf);
+  t.equal(mappingFaults(buf), 0, 'an unmapped buffer has none');
+  close(fd);
+});

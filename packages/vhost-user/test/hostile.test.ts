@@ -126,6 +126,20 @@ const cases: Case[] = [
     t.notOk(closes.some((l) => /EBADF/.test(l)), `no EBADF among ${closes.length} close reasons`);
     t.ok(closes.every((l) => /ECONNRESET|EPIPE/.test(l)), `each says reset or broken pipe: ${[...new Set(closes)].join('; ')}`);
   }],
+  ['front-end shrinks the memfd behind a running ring (was: SIGBUS killed the process)', async (t) => {
+    const fe = await connectAndNegotiate(path);
+    const q = await fe.setupQueue(0, 16);
+    t.same(await fe.roundTrip(0, pattern(20)), pattern(20), 'the ring works');
+    let closed = false;
+    fe.on('close', () => { closed = true; });
+    for (const fd of (fe.mem as unknown as { fds: number[] }).fds) ftruncate(fd, 0);
+    q.kick(); // the back-end reads the avail ring: a page that is gone
+    await until(() => closed, 3000);
+    t.ok(closed, 'the back-end ended the connection');
+    t.ok(logs.some((l) => /closing connection: the front-end shrank the file behind its shared memory \(\d+ page/.test(l)),
+      'and said why');
+    fe.close();
+  }],
   ['extra fds', async (t) => {
     const c = new RawClient(path);
     const fds = [eventfd(0), eventfd(0), eventfd(0)];

@@ -10,8 +10,9 @@
  * @module
  */
 import { EventEmitter } from 'node:events';
-import { FdWatcher, READABLE, close, unixAccept, unixConnect, unixListen } from '@vhost-ts/sys';
+import { FdWatcher, READABLE, close, onMappingFault, unixAccept, unixConnect, unixListen } from '@vhost-ts/sys';
 import type { VirtioDevice } from '../device.js';
+import { ProtocolError } from '../errors.js';
 import { MessageConnection } from '../transport/message-connection.js';
 import { BackendSession } from './session.js';
 
@@ -50,6 +51,8 @@ export class VhostUserBackend extends EventEmitter {
   private listenFd = -1;
   private listenWatcher: FdWatcher | null = null;
   private conn: MessageConnection | null = null;
+  /** Ends the current session's watch for memory faults (see startSession). */
+  private stopFaultWatch: (() => void) | null = null;
   private session: BackendSession | null = null;
   private cleanup: Promise<void> | null = null;
   private stopped = false;
@@ -126,6 +129,17 @@ export class VhostUserBackend extends EventEmitter {
       onClose: (error) => this.endSession(error, after),
     });
     this.conn = conn;
+    // A front-end that shrinks the file behind its memory made the process die of SIGBUS; the
+    // native guard now keeps the process alive (the pages read as zeros), and the session whose
+    // memory it was ends here.
+    const stopFaultWatch = onMappingFault(() => {
+      const faults = this.conn === conn ? (this.session?.memoryFaults() ?? 0) : 0;
+      if (faults > 0) {
+        conn.close(new ProtocolError('BAD_MEMORY',
+          `the front-end shrank the file behind its shared memory (${faults} page(s) gone, now read as zeros)`));
+      }
+    });
+    this.stopFaultWatch = stopFaultWatch;
     this.session = new BackendSession({
       device: this.device,
       send: (bytes, fds) => conn.send(bytes, fds),
@@ -140,6 +154,8 @@ export class VhostUserBackend extends EventEmitter {
 
   private endSession(error: Error | null, after: (() => void) | null): void {
     if (error !== null) this.logFn(`vhost-user: closing connection: ${error.message}`);
+    this.stopFaultWatch?.();
+    this.stopFaultWatch = null;
     const session = this.session as BackendSession;
     this.conn = null;
     this.cleanup = session.close().catch((e: Error) => {

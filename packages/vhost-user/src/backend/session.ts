@@ -13,7 +13,9 @@
  * @module
  */
 import { readlinkSync } from 'node:fs';
-import { FdWatcher, READABLE, close, eventfdRead, eventfdWrite, fstatSize, ftruncate, memfdCreate, mmap, munmap } from '@vhost-ts/sys';
+import {
+  FdWatcher, READABLE, close, eventfdRead, eventfdWrite, fstatSize, ftruncate, mappingFaults, memfdCreate, mmap, munmap,
+} from '@vhost-ts/sys';
 import {
   GuestMemory, PackedQueueDevice, SplitQueueDevice, VIRTIO_F_RING_PACKED, decodePackedVringBase, encodePackedIndex,
   type DeviceQueue, type SplitQueueLayout,
@@ -641,6 +643,19 @@ export class BackendSession {
    * Dirty-log page bits this session has set so far (all memory tables): how much the back-end
    * reported to a migrating front-end. Grows only while VHOST_F_LOG_ALL is on.
    */
+  /**
+   * Pages of this session's mappings (guest memory, dirty log, inflight area) that faulted
+   * because the front-end shrank the file behind them (see @vhost-ts/sys mappingFaults): each
+   * now reads as zeros. Any is a front-end that broke its memory: the connection should end.
+   */
+  memoryFaults(): number {
+    let n = 0;
+    for (const r of this.regions) for (const p of r.pieces) n += mappingFaults(p.buffer);
+    if (this.logArea !== null) n += mappingFaults(this.logArea.buffer);
+    if (this.inflightArea !== null) n += mappingFaults(this.inflightArea.buffer);
+    return n;
+  }
+
   get dirtyPagesMarked(): number {
     return this.dirtyMarksRetired + (this.memory?.dirtyPagesMarked ?? 0);
   }

@@ -4,7 +4,8 @@
  * One boot per backend covers every case (boots are the expensive part):
  *   vda — writable, 2 queues, guest has 2 vCPUs: size, queue count, both queues carry I/O,
  *         O_DIRECT and buffered+fsync pattern writes read back two ways, FLUSH, discard;
- *   vdb — the same backend started with read-only: guest sees ro=1, writes fail, reads work;
+ *   vdb — the same backend started with read-only, QEMU queue-size=1024 (the default limit):
+ *         guest sees ro=1, writes fail, reads work;
  *   vdc — QEMU's own virtio-blk with the pattern source (trusted side channel).
  * Afterwards the host compares both image files byte for byte with what it expects.
  *
@@ -138,7 +139,9 @@ for (const kind of selectedBackends()) {
         kernel: env.kernel!,
         initrd,
         smp: 2,
-        blkDisks: [{ socket: rw.socket, numQueues: NUM_QUEUES }, { socket: ro.socket, numQueues: 1 }],
+        // The read-only disk with QEMU's largest rings, against the back-end's default limit
+        // (it was 256: QEMU failed to start the device and the guest saw no vdb).
+        blkDisks: [{ socket: rw.socket, numQueues: NUM_QUEUES }, { socket: ro.socket, numQueues: 1, queueSize: 1024 }],
         rawDisks: [{ path: srcImage }],
         signal: abortOnExit(backends),
       }).catch((err: unknown) => {

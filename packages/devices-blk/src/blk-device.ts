@@ -27,7 +27,7 @@ export interface BlkDeviceOptions {
   image: BlockImage;
   /** Request queues, 1..16 (default 1). */
   numQueues?: number;
-  /** Largest queue size accepted, a power of two ≤ 32768 (default 256). */
+  /** Largest queue size accepted, a power of two ≤ 32768 (default 1024, QEMU's largest: a larger QEMU `queue-size` than this fails the device at start). */
   queueSize?: number;
   /** Serial answered to GET_ID (≤ 20 bytes used; default "vhost-ts"). */
   serial?: string;
@@ -92,7 +92,7 @@ export class BlkDevice implements VirtioDevice {
   /** @throws BlkError `bad-option` for out-of-range options. */
   constructor(opts: BlkDeviceOptions) {
     const numQueues = opts.numQueues ?? 1;
-    const queueSize = opts.queueSize ?? 256;
+    const queueSize = opts.queueSize ?? 1024;
     if (!Number.isInteger(numQueues) || numQueues < 1 || numQueues > MAX_BLK_QUEUES) {
       throw new BlkError('bad-option', `num-queues must be 1..${MAX_BLK_QUEUES}, got ${numQueues}`);
     }

@@ -37,7 +37,7 @@ Serves a disk image as a vhost-user-blk device (virtio-blk over vhost-user).
   --blk-file PATH      disk image: a regular file or a block device
   --read-only          expose the disk read-only (VIRTIO_BLK_F_RO); the image is opened O_RDONLY
   --num-queues N       request queues, 1..${MAX_BLK_QUEUES} (default 1)
-  --queue-size N       largest virtqueue size, a power of two 4..32768 (default 256)
+  --queue-size N       largest virtqueue size, a power of two 4..32768 (default 1024, QEMU's largest)
   --serial S           serial number returned to GET_ID, up to 20 bytes (default vhost-ts)
   --direct             open the image with O_DIRECT (bypass the host page cache)
   --client             connect to PATH (QEMU listens, server=on) instead of listening; reconnects
@@ -99,7 +99,7 @@ export function parseBlkArgs(argv: readonly string[], defaults: ParseDefaults = 
   if (Buffer.byteLength(socketPath) > 107) return { kind: 'error', message: `--socket-path is too long for a unix socket (max 107 bytes)` };
   const numQueues = intFlag('num-queues', values['num-queues'], 1, 1, MAX_BLK_QUEUES);
   if (typeof numQueues === 'string') return { kind: 'error', message: numQueues };
-  const queueSize = intFlag('queue-size', values['queue-size'], 256, 4, 32768);
+  const queueSize = intFlag('queue-size', values['queue-size'], 1024, 4, 32768);
   if (typeof queueSize === 'string') return { kind: 'error', message: queueSize };
   if ((queueSize & (queueSize - 1)) !== 0) return { kind: 'error', message: `--queue-size must be a power of two, got ${queueSize}` };
   const serial = values.serial ?? 'vhost-ts';

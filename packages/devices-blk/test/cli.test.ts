@@ -39,7 +39,7 @@ t.test('flag parsing (unit)', async (t) => {
   const ok = parseBlkArgs(['--socket-path', '/tmp/x.sock', '--blk-file', 'a.img', '--num-queues', '4', '--read-only', '--serial', 's1', '--direct', '--client', '--queue-size', '128', '--log-level', 'debug', '--poll-us', '50']);
   t.same(ok, { kind: 'ok', config: { socketPath: '/tmp/x.sock', blkFile: 'a.img', readOnly: true, numQueues: 4, queueSize: 128, serial: 's1', direct: true, client: true, logLevel: 'debug', pollUs: 50 } });
   const d = parseBlkArgs(['--socket-path', 's', '--blk-file', 'f']);
-  t.match(d, { kind: 'ok', config: { numQueues: 1, queueSize: 256, readOnly: false, serial: 'vhost-ts', logLevel: 'info', pollUs: 100 } });
+  t.match(d, { kind: 'ok', config: { numQueues: 1, queueSize: 1024, readOnly: false, serial: 'vhost-ts', logLevel: 'info', pollUs: 100 } });
   t.match(parseBlkArgs(['--socket-path', 's', '--blk-file', 'f', '--poll-us', '0']), { kind: 'ok', config: { pollUs: 0 } }, 'polling off');
   for (const [args, re] of [
     [['--blk-file', 'f'], /missing --socket-path/],

@@ -17,6 +17,8 @@ export interface VhostUserBlkDisk {
   readonly socket: string;
   /** `num-queues` of vhost-user-blk-pci. When unset QEMU 7.2 uses one per vCPU, which fails against a backend offering fewer. */
   readonly numQueues?: number;
+  /** QEMU's `queue-size` (default QEMU's own). */
+  readonly queueSize?: number;
   /** `packed=on`: offer VIRTIO_F_RING_PACKED to the guest (packed virtqueues, virtio 1.2 §2.8). */
   readonly packed?: boolean;
 }
@@ -126,6 +128,7 @@ export function qemuArgs(opts: GuestOptions): string[] {
     args.push('-chardev', `socket,id=blk${i},path=${d.socket}`);
     let dev = `vhost-user-blk-pci,chardev=blk${i},addr=${slot(SLOT_BLK + i)}`;
     if (d.numQueues !== undefined) dev += `,num-queues=${d.numQueues}`;
+    if (d.queueSize !== undefined) dev += `,queue-size=${d.queueSize}`;
     if (d.packed) dev += ',packed=on';
     args.push('-device', dev);
   });

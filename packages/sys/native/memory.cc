@@ -114,6 +114,16 @@ Napi::Value Mmap(const Napi::CallbackInfo& info) {
     }
     return ThrowSys(env, EINVAL, "mmap", "cannot wrap the mapping in an ArrayBuffer (too large for this Node?)");
   }
+  // V8 counts an external ArrayBuffer's length as external memory and collects
+  // garbage when that grows fast: mapping a large guest (1 GiB pieces) ran a
+  // full GC per piece, 5-9 ms each — a 1 TiB region blocked the event loop for
+  // ~10 s. A mapping is not memory a GC can give back: take it off the count.
+  // V8 takes it off once more when the buffer is detached or collected; the
+  // count then sits below its true value, which is harmless: V8 triggers on
+  // growth since the last GC, not on the absolute value (and adding it back at
+  // munmap looked like growth: a full GC per unmapped piece).
+  int64_t ignored;
+  napi_adjust_external_memory(env, -static_cast<int64_t>(m->length), &ignored);
   return Napi::Value(env, ab);
 }
 

@@ -1,5 +1,6 @@
 // Hostile front-end input, each case on a real Unix socket with real fds. After every case the
 // back-end must be alive, the next connection must complete a normal session, and no fd may leak.
+import { readFileSync } from 'node:fs';
 import t, { type Test } from 'tap';
 import { close, eventfd, ftruncate, memfdCreate, openFdCount, sendMsg, socketpair, unixConnect } from '@vhost-ts/sys';
 import * as C from '../src/constants.js';
@@ -158,6 +159,44 @@ const cases: Case[] = [
     c.send(rawMessage(C.VHOST_USER_SET_MEM_TABLE, 1, 8, new Uint8Array(8)), [fd]);
     close(fd);
     await expectClosed(t, c, 'an fd with an empty table');
+  }],
+  ['SET_MEM_TABLE with a sparse 8 TiB region: mapped over many event-loop turns; a connection gone mid-mapping leaves nothing mapped', async (t) => {
+    const GiB = 2 ** 30;
+    // Mappings of the test's memfds ("/memfd:hostile (deleted)").
+    const mapCount = (): number => readFileSync('/proc/self/maps', 'utf8').split('\n').filter((l) => l.includes('memfd:hostile')).length;
+    const before = mapCount();
+    const c = new RawClient(path);
+    c.send(encodeMessage(C.VHOST_USER_SET_PROTOCOL_FEATURES, 0, u64(1n << BigInt(C.VHOST_USER_PROTOCOL_F_REPLY_ACK))));
+    const a = memfd(8192 * GiB); // costs the front-end nothing
+    let worst = 0;
+    let last = performance.now();
+    const tick = setInterval(() => { const now = performance.now(); worst = Math.max(worst, now - last); last = now; }, 1);
+    c.send(encodeMessage(C.VHOST_USER_SET_MEM_TABLE, C.VHOST_USER_NEED_REPLY_MASK, { kind: 'memory', regions: [
+      { guestPhysAddr: 0, size: 8192 * GiB, userAddr: 2 ** 46, mmapOffset: 0 },
+    ] }), [a]);
+    close(a);
+    await until(() => c.frames.length === 1, 20_000);
+    clearInterval(tick);
+    t.equal(Buffer.from(c.frames[0].body).readBigUInt64LE(0), 0n, 'mapped and acked');
+    t.ok(worst < 100, `the event loop was never held longer than ${worst.toFixed(0)} ms (was: the whole mapping, seconds)`);
+    c.close();
+    await until(() => backend.activeSession === null);
+    await backend.idle();
+    // The same, but the front-end leaves while the back-end maps.
+    const c2 = new RawClient(path);
+    const b = memfd(2048 * GiB);
+    c2.send(encodeMessage(C.VHOST_USER_SET_MEM_TABLE, 0, { kind: 'memory', regions: [
+      { guestPhysAddr: 0, size: 2048 * GiB, userAddr: 2 ** 46, mmapOffset: 0 },
+    ] }), [b]);
+    close(b);
+    await until(() => mapCount() > before, 5000);
+    const midway = mapCount();
+    c2.close();
+    await until(() => backend.activeSession === null, 20_000);
+    await backend.idle();
+    await new Promise((r) => setTimeout(r, 50));
+    t.ok(midway > before, `the back-end was mapping when the front-end left (${midway - before} pieces)`);
+    t.equal(mapCount(), before, 'no mapping left behind');
   }],
   ['SET_MEM_TABLE with too many regions', async (t) => {
     const c = new RawClient(path);

@@ -1,3 +1,4 @@
+import fc from 'fast-check';
 import t from 'tap';
 import {
   FAULT_ADDR_RANGE, FAULT_DISCONTIGUOUS, FAULT_GAP, FAULT_TOO_MANY_SEGMENTS, FAULT_UNMAPPED,
@@ -141,4 +142,26 @@ t.test('dirty log: 1 bit per 4 KiB page, bit = gpa / 4096 (VHOST_F_LOG_ALL)', as
   m.markDirty(0x3000, 1);
   t.equal(log[0], 0b1110, 'off again');
   t.equal(m.dirtyPagesMarked, 5, 'nothing counted while logging is off');
+});
+
+t.test('overlap check (neighbours after sorting) agrees with a pair-wise check on random tables', async (t) => {
+  const shared = new ArrayBuffer(0x10000);
+  const regionArb = fc.record({ gpa: fc.nat({ max: 64 }), uva: fc.nat({ max: 64 }), size: fc.integer({ min: 1, max: 8 }) });
+  fc.assert(fc.property(fc.array(regionArb, { minLength: 0, maxLength: 12 }), (rs) => {
+    const regions: MemoryRegion[] = rs.map((r) => ({
+      guestPhysAddr: r.gpa * 0x1000, size: r.size * 0x1000, userAddr: r.uva * 0x1000, mmapOffset: 0, buffer: shared, bufferOffset: 0,
+    }));
+    let pairwise = false;
+    for (let i = 0; i < regions.length; i++) {
+      for (let j = i + 1; j < regions.length; j++) {
+        const a = regions[i], b = regions[j];
+        if ((a.guestPhysAddr < b.guestPhysAddr + b.size && b.guestPhysAddr < a.guestPhysAddr + a.size)
+          || (a.userAddr < b.userAddr + b.size && b.userAddr < a.userAddr + a.size)) pairwise = true;
+      }
+    }
+    let refused = false;
+    try { new GuestMemory(regions); } catch (e) { refused = (e as GuestMemoryError).code === 'overlap'; }
+    return refused === pairwise;
+  }), { numRuns: 3000, seed: 20261206 });
+  t.pass('3000 random tables');
 });

@@ -510,12 +510,15 @@ export class BackendSession {
 
   // --- memory ----------------------------------------------------------------------------------
 
-  private setMemTable(msg: Message): Promise<number> {
+  private async setMemTable(msg: Message): Promise<number> {
     const { regions } = msg.payload as Extract<Payload, { kind: 'memory' }>;
+    const fds = regions.map(() => take(msg));
     const mapped: MappedRegion[] = [];
     try {
-      for (const desc of regions) mapped.push(mapRegion(desc, take(msg)));
+      // mapRegion closes its fd; the ones not reached yet are closed here on failure.
+      while (fds.length > 0) mapped.push(await mapRegion(regions[mapped.length], fds.shift()!, () => this.closed));
     } catch (e) {
+      closeFds(fds);
       mapped.forEach(unmapRegion);
       throw e;
     }
@@ -536,8 +539,7 @@ export class BackendSession {
       this.regionRefs.set(same, (this.regionRefs.get(same) ?? 1) + 1);
       return Promise.resolve(0);
     }
-    const added = mapRegion(desc, take(msg));
-    return this.replaceMemory([...this.regions, added], [added]);
+    return mapRegion(desc, take(msg), () => this.closed).then((added) => this.replaceMemory([...this.regions, added], [added]));
   }
 
   private remMemReg(msg: Message): Promise<number> {
@@ -564,6 +566,11 @@ export class BackendSession {
    * unmapped memory). `fresh` are the newly mapped regions, unmapped again on failure.
    */
   private async replaceMemory(next: MappedRegion[], fresh: MappedRegion[]): Promise<number> {
+    if (this.closed) {
+      // The connection ended while a large region was being mapped: nothing to install it in.
+      fresh.forEach(unmapRegion);
+      throw new ProtocolError('BAD_MEMORY', 'the session ended while its memory was being mapped');
+    }
     let memory: GuestMemory | null = null;
     if (next.length > 0) {
       try {

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstring>
 #include <mutex>
 #include <unordered_map>
@@ -19,6 +20,9 @@ namespace vts {
 namespace {
 
 std::mutex gMapLock;
+// Bytes V8 took off its external-memory count for unmapped buffers that Mmap
+// had already taken off (see Mmap).
+std::atomic<int64_t> gExternalOwed{0};
 std::unordered_map<void*, Mapping*> gMappings;  // live mappings by address
 
 void FinalizeMapping(napi_env /*env*/, void* /*data*/, void* hint) {
@@ -32,6 +36,7 @@ void FinalizeMapping(napi_env /*env*/, void* /*data*/, void* hint) {
       ::munmap(m->addr, m->length);
     }
   }
+  gExternalOwed += static_cast<int64_t>(m->length);
   delete m;
 }
 
@@ -96,6 +101,20 @@ Napi::Value Mmap(const Napi::CallbackInfo& info) {
     m->faultSlot = RegisterFaultRange(addr, m->length);
     gMappings[addr] = m;
   }
+  // V8 counts an external ArrayBuffer's length as external memory and collects
+  // garbage when that grows fast: mapping a large guest (1 GiB pieces) ran a
+  // full GC per piece, 5-9 ms each — a 1 TiB region blocked the event loop for
+  // ~10 s. A mapping is not memory a GC can give back: take it off the count.
+  // V8 takes it off once more when the buffer is detached or collected (at a
+  // time we do not know: adding it back at munmap looked like growth, a full
+  // GC per unmapped piece). That second removal is owed back, and repaid
+  // here, at the next mapping: a count left low would keep other external
+  // memory (frame buffers of finished sessions) from ever triggering a GC —
+  // RSS grew 170 → 390 MiB over 1000 net sessions. (Taken off before the
+  // ArrayBuffer is made: V8 checks its GC limit as it adds the length.)
+  const int64_t owed = gExternalOwed.exchange(0);
+  int64_t ignored;
+  napi_adjust_external_memory(env, owed - static_cast<int64_t>(m->length), &ignored);
   napi_value ab;
   napi_status status = napi_create_external_arraybuffer(env, addr, m->length, FinalizeMapping, m, &ab);
   if (status != napi_ok) {
@@ -104,6 +123,7 @@ Napi::Value Mmap(const Napi::CallbackInfo& info) {
     // synchronously on some failure paths), so unmap only if it did not and
     // leave the small record to the finalizer rather than risk a double free.
     if (env.IsExceptionPending()) env.GetAndClearPendingException();
+    napi_adjust_external_memory(env, static_cast<int64_t>(m->length), &ignored);  // V8 never counted it
     std::lock_guard<std::mutex> lock(gMapLock);
     auto it = gMappings.find(addr);
     if (it != gMappings.end() && it->second == m && m->mapped) {
@@ -114,16 +134,6 @@ Napi::Value Mmap(const Napi::CallbackInfo& info) {
     }
     return ThrowSys(env, EINVAL, "mmap", "cannot wrap the mapping in an ArrayBuffer (too large for this Node?)");
   }
-  // V8 counts an external ArrayBuffer's length as external memory and collects
-  // garbage when that grows fast: mapping a large guest (1 GiB pieces) ran a
-  // full GC per piece, 5-9 ms each — a 1 TiB region blocked the event loop for
-  // ~10 s. A mapping is not memory a GC can give back: take it off the count.
-  // V8 takes it off once more when the buffer is detached or collected; the
-  // count then sits below its true value, which is harmless: V8 triggers on
-  // growth since the last GC, not on the absolute value (and adding it back at
-  // munmap looked like growth: a full GC per unmapped piece).
-  int64_t ignored;
-  napi_adjust_external_memory(env, -static_cast<int64_t>(m->length), &ignored);
   return Napi::Value(env, ab);
 }
 

@@ -175,7 +175,10 @@ export function model(bufs: Buf[], disk: Uint8Array, o: { readOnly: boolean; dis
   const R = concat(bufs.filter((b) => !b.writable).map((b) => b.content));
   const W = bufs.filter((b) => b.writable).reduce((a, b) => a + b.len, 0);
   if (W === 0) return { broken: true, status: -1, usedLen: 0, data: null }; // no status byte
-  const err = (status: number): Expect => ({ broken: false, status, usedLen: 1, data: null });
+  // §2.7.8.2: used len = bytes written from the start of the writable part. The status byte
+  // (the last writable byte) counts only when it directly follows the data written.
+  const lenOf = (dataWritten: number): number => (dataWritten === W - 1 ? W : dataWritten);
+  const err = (status: number): Expect => ({ broken: false, status, usedLen: lenOf(0), data: null });
   if (R.length < 16) return err(VIRTIO_BLK_S_IOERR);
   const v = new DataView(R.buffer);
   const type = v.getUint32(0, true);
@@ -185,7 +188,7 @@ export function model(bufs: Buf[], disk: Uint8Array, o: { readOnly: boolean; dis
     case TYPES.in: {
       const len = W - 1;
       if (len % 512 !== 0 || !inRange(sector, len / 512)) return err(VIRTIO_BLK_S_IOERR);
-      return { broken: false, status: VIRTIO_BLK_S_OK, usedLen: len + 1, data: disk.slice(sector * 512, sector * 512 + len) };
+      return { broken: false, status: VIRTIO_BLK_S_OK, usedLen: lenOf(len), data: disk.slice(sector * 512, sector * 512 + len) };
     }
     case TYPES.out: {
       if (o.readOnly) return err(VIRTIO_BLK_S_IOERR);
@@ -197,7 +200,7 @@ export function model(bufs: Buf[], disk: Uint8Array, o: { readOnly: boolean; dis
     case TYPES.flush: return err(VIRTIO_BLK_S_OK);
     case TYPES.getid: {
       const n = Math.min(20, W - 1);
-      return { broken: false, status: VIRTIO_BLK_S_OK, usedLen: n + 1, data: o.serial.slice(0, n) };
+      return { broken: false, status: VIRTIO_BLK_S_OK, usedLen: lenOf(n), data: o.serial.slice(0, n) };
     }
     case TYPES.discard: case TYPES.wz: {
       const isDiscard = type === TYPES.discard;
@@ -422,7 +425,7 @@ async function runBatches(
       const wr = concat(wbufs.map((b) => g.read(b.gpa, b.len)));
       const status = wr[wr.length - 1];
       if (status !== exp.status) fail(`request ${i}: status ${status}, model ${exp.status}`);
-      const dataLen = exp.usedLen - 1;
+      const dataLen = exp.data?.length ?? 0;
       if (exp.data !== null && Buffer.compare(wr.subarray(0, dataLen), exp.data) !== 0) fail(`request ${i}: data differs from the model disk`);
       // Writable bytes past the used length (but the status) are untouched.
       const orig = concat(wbufs.map((b) => b.content));

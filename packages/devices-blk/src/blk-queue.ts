@@ -403,8 +403,13 @@ export class BlkQueue implements QueueHandler, BlockCompletionSink {
       if (req.status === VIRTIO_BLK_S_UNSUPP) c.unsupported++;
       else c.errors++;
     }
-    // virtio 1.2 §2.7.8.2: len = bytes written into the device-writable part, status included.
-    this.ctx.queue.pushUsed(req.head, req.written + 1);
+    // virtio 1.2 §2.7.8.2: the device wrote at least len bytes from the start of the writable
+    // part. The status byte is the last writable byte: it extends that prefix only when it
+    // directly follows the data written (a good read: data + 1; a write or flush with a 1-byte
+    // status: 1). After a failed read, or with a larger status buffer, it does not: len is the
+    // data prefix alone (often 0) — never bytes the guest's buffer did not receive.
+    const written = req.written;
+    this.ctx.queue.pushUsed(req.head, written === req.writableBytes - 1 ? written + 1 : written);
     if (this.ctx.inflight !== null) this.ctx.inflight.end(req.head);
     req.busy = false;
     this.free[this.freeCount++] = req.index;

@@ -94,8 +94,10 @@ export class BlkRequest {
   statusGpa: number;
   /** VIRTIO_BLK_S_* once known. */
   status: number;
-  /** Bytes written into the guest's data buffers (used length = this + 1). */
+  /** Bytes written into the guest's data buffers, from the start of the writable part. */
   written: number;
+  /** Device-writable bytes of the chain, the status byte (the last) included. */
+  writableBytes: number;
   /** Engine scratch: bytes transferred so far. */
   done: number;
   /** Engine scratch: operations still outstanding. */
@@ -131,6 +133,7 @@ export class BlkRequest {
     this.statusGpa = 0;
     this.status = VIRTIO_BLK_S_OK;
     this.written = 0;
+    this.writableBytes = 0;
     this.done = 0;
     this.pending = 0;
     this.phase = 0;
@@ -233,6 +236,7 @@ export class BlkRequestParser {
       return PARSE_NO_STATUS;
     }
     const last = chain.readableSegs + chain.writableSegs - 1;
+    req.writableBytes = chain.writableBytes;
     req.statusSlab = chain.segSlab[last];
     req.statusOffset = chain.segOffset[last] + chain.segLen[last] - 1;
     req.statusGpa = chain.segGpa[last] + chain.segLen[last] - 1;

@@ -50,7 +50,9 @@ t.test('device status and used length agree with the expected outcome', async (t
       case 'in':
         type = VIRTIO_BLK_T_IN; inLen = dataLen;
         expStatus = p.extra === 0 && inRange ? VIRTIO_BLK_S_OK : VIRTIO_BLK_S_IOERR;
-        expLen = expStatus === VIRTIO_BLK_S_OK ? dataLen + 1 : 1;
+        // §2.7.8.2: len = bytes written from the start of the writable part; the status byte
+        // counts when it follows them (after a failed read, only when there was no data buffer).
+        expLen = expStatus === VIRTIO_BLK_S_OK ? dataLen + 1 : inLen === 0 ? 1 : 0;
         break;
       case 'out':
         type = VIRTIO_BLK_T_OUT; out = pattern(dataLen, p.seed);
@@ -61,7 +63,7 @@ t.test('device status and used length agree with the expected outcome', async (t
         type = VIRTIO_BLK_T_FLUSH; expStatus = VIRTIO_BLK_S_OK; expLen = 1;
         break;
       case 'getid':
-        type = VIRTIO_BLK_T_GET_ID; inLen = p.idLen; expStatus = VIRTIO_BLK_S_OK; expLen = Math.min(20, p.idLen) + 1;
+        type = VIRTIO_BLK_T_GET_ID; inLen = p.idLen; expStatus = VIRTIO_BLK_S_OK; expLen = p.idLen <= 20 ? p.idLen + 1 : 20;
         break;
       default:
         type = 0x1234; expStatus = VIRTIO_BLK_S_UNSUPP; expLen = 1;

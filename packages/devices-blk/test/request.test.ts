@@ -116,7 +116,9 @@ t.test('range checks: capacity, overflow, sector alignment (IOERR)', async (t) =
   const used = r.collect();
   for (const s of cases) {
     t.equal(r.status(s), VIRTIO_BLK_S_IOERR, `head ${s.head} IOERR`);
-    t.equal(used.get(s.head), 1, 'nothing written');
+    // §2.7.8.2: nothing written from the start of the writable part; the status byte, at the
+    // end, does not count when a data buffer precedes it.
+    t.equal(used.get(s.head), s.inGpas.length > 0 ? 0 : 1, 'nothing written');
   }
   t.equal(r.status(huge), VIRTIO_BLK_S_OK);
   t.ok(sameBytes(image.bytes, before), 'image untouched');
@@ -147,9 +149,13 @@ t.test('unknown and not-offered types get UNSUPP', async (t) => {
   const used = r.collect();
   for (const s of list) {
     t.equal(r.status(s), VIRTIO_BLK_S_UNSUPP);
-    t.equal(used.get(s.head), 1);
+    t.equal(used.get(s.head), 0, 'the 512-byte buffer before the status byte was not written: len 0');
   }
   t.equal(r.device.counters[0].unsupported, list.length);
+  // With only the status byte writable, that byte is the written prefix.
+  const bare = r.add({ type: 99 });
+  r.kick();
+  t.equal(r.collect().get(bare.head), 1);
 });
 
 t.test('header shorter than 16 bytes with a status byte → IOERR', async (t) => {
@@ -159,8 +165,9 @@ t.test('header shorter than 16 bytes with a status byte → IOERR', async (t) =>
   r.kick();
   const used = r.collect();
   t.equal(r.status(s), VIRTIO_BLK_S_IOERR);
-  t.equal(used.get(s.head), 1);
+  t.equal(used.get(s.head), 0);
   t.equal(r.status(s2), VIRTIO_BLK_S_IOERR);
+  t.equal(used.get(s2.head), 1);
   t.same(r.brokenReasons, []);
 });
 
@@ -302,4 +309,22 @@ t.test('many requests in one kick: one notify; EVENT_IDX suppression counted', a
   t.equal(r.notifies, 1);
   t.equal(r.device.counters[0].notificationsSuppressed, 2);
   t.equal(r.device.counters[0].kicks, 2);
+});
+
+t.test('used len counts only bytes written from the start of the writable part (virtio 1.2 §2.7.8.2)', async (t) => {
+  // An independent C driver checked every byte: a failed 4 KiB read answered len 1 although the
+  // one byte written was the status at offset 4096, and GET_ID into 40 bytes answered 21.
+  const { r } = rig();
+  const failedRead = r.add({ type: VIRTIO_BLK_T_IN, sector: CAP, inLen: 4096 });
+  const id40 = r.add({ type: VIRTIO_BLK_T_GET_ID, inLen: 40 });
+  const id20 = r.add({ type: VIRTIO_BLK_T_GET_ID, inLen: 20 });
+  const bigStatus = r.add({ type: VIRTIO_BLK_T_FLUSH, statusLen: 64 });
+  const read = r.add({ type: VIRTIO_BLK_T_IN, sector: 0, inLen: 1024 });
+  r.kick();
+  const used = r.collect();
+  t.equal(used.get(failedRead.head), 0, 'failed read: nothing from the start');
+  t.equal(used.get(id40.head), 20, 'GET_ID into 40 bytes: the 20 id bytes (the status sits at byte 40)');
+  t.equal(used.get(id20.head), 21, 'GET_ID into exactly 20 bytes: id and the status right after it');
+  t.equal(used.get(bigStatus.head), 0, 'a 64-byte status buffer: only its last byte is written');
+  t.equal(used.get(read.head), 1025, 'a good read: data and status');
 });

@@ -9,7 +9,7 @@
  */
 import type { QueueContext, QueueHandler, VirtioDevice } from '@vhost-ts/vhost-user';
 import {
-  AdaptivePoller, VHOST_USER_PROTOCOL_F_CONFIG, VHOST_USER_PROTOCOL_F_MQ, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, bit,
+  AdaptivePoller, PollGroup, VHOST_USER_PROTOCOL_F_CONFIG, VHOST_USER_PROTOCOL_F_MQ, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, bit,
 } from '@vhost-ts/vhost-user';
 import { DescriptorChain } from '@vhost-ts/virtqueue';
 import { CFG_BLK_SIZE, CFG_CAPACITY, CFG_NUM_QUEUES, SECTOR_SIZE, VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_MQ } from './virtio-blk.js';
@@ -25,10 +25,12 @@ class InstantQueue implements QueueHandler {
   private readonly ready: () => boolean;
 
   /** @param pollUs adaptive busy-poll bound after a batch, µs (0 = never), as BlkQueue does. */
-  constructor(private readonly ctx: QueueContext, pollUs: number) {
-    this.poller = pollUs > 0 ? new AdaptivePoller({ maxUs: pollUs }) : null;
+  constructor(private readonly ctx: QueueContext, pollUs: number, group: PollGroup) {
+    this.poller = pollUs > 0 ? new AdaptivePoller({ maxUs: pollUs, group }) : null;
     const q = ctx.queue;
     this.ready = () => q.availableCount() !== 0;
+    // The queues of the device take turns, as BlkQueue's do (PollGroup).
+    this.poller?.join(() => !this.stopped && q.availableCount() !== 0);
   }
 
   private resumeQueued = false;
@@ -74,6 +76,13 @@ class InstantQueue implements QueueHandler {
           }
           if (q.availableCount() !== 0) continue;
           if (poller.spin(this.ready)) continue;
+          if (poller.yielded) {
+            if (!this.resumeQueued) {
+              this.resumeQueued = true;
+              setImmediate(this.resume);
+            }
+            return;
+          }
           missed = true;
         }
       }
@@ -86,6 +95,7 @@ class InstantQueue implements QueueHandler {
 
   stop(): Promise<void> {
     this.stopped = true;
+    this.poller?.leave();
     return Promise.resolve();
   }
 }
@@ -99,6 +109,7 @@ export class InstantBlkDevice implements VirtioDevice {
   readonly protocolFeatures = bit(VHOST_USER_PROTOCOL_F_CONFIG) | bit(VHOST_USER_PROTOCOL_F_MQ);
   onConfigChanged: (() => void) | null = null;
   private readonly config = new Uint8Array(64);
+  private readonly pollGroup = new PollGroup();
 
   /** @param pollUs adaptive busy-poll bound after each batch in µs (0: sleep at once). */
   constructor(readonly numQueues: number, sizeBytes: number, private readonly pollUs = 0) {
@@ -117,7 +128,7 @@ export class InstantBlkDevice implements VirtioDevice {
   }
 
   startQueue(_index: number, ctx: QueueContext): QueueHandler {
-    return new InstantQueue(ctx, this.pollUs);
+    return new InstantQueue(ctx, this.pollUs, this.pollGroup);
   }
 
   reset(): void {}

@@ -289,6 +289,14 @@ export class BlkQueue implements QueueHandler, BlockCompletionSink {
         }
         if (popped === size) { this.again = true; continue; } // a full pass: more may wait
         const polling = poller !== null && this.worked && !((this.engine.offloaded ?? 0) > 0);
+        // Another queue of the device has work: its turn after this pass — also when this queue
+        // does not spin (buffered reads on kernel workers) but would go round again.
+        if (popped > 0 && poller !== null && poller.othersWaiting()) {
+          poller.counters.yields++;
+          this.counters.pollYields++;
+          yielded = true;
+          break;
+        }
         const yields = polling ? poller.counters.yields : 0;
         const budget = polling && poller.mayContinue();
         if (polling) this.counters.pollYields += poller.counters.yields - yields;

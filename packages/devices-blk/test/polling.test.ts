@@ -26,12 +26,17 @@ class DeferredEngine implements BlockEngine {
   /** Set by a test: requests "on kernel workers" (BlockEngine.offloaded). */
   offloaded = 0;
   onPoll: (() => void) | null = null;
+  /** Runs after each submit (a driver adding requests while the device works). */
+  onSubmit: (() => void) | null = null;
+  submits = 0;
   constructor(private readonly sink: BlockCompletionSink) {}
   get inflight(): number {
     return this.pending.length;
   }
   submit(batch: readonly BlkRequest[], count: number): void {
     for (let i = 0; i < count; i++) this.pending.push(batch[i]);
+    this.submits++;
+    this.onSubmit?.();
   }
   poll(): boolean {
     this.pollCalls++;
@@ -347,4 +352,33 @@ t.test('queues of one device take turns: a spinning queue yields to another one\
   t.equal(p0.counters.yields, 1, 'no yield to a stopped queue');
   t.equal(p0.counters.misses, misses + 1, 'the spin ran its window');
   await rig0.handler.stop();
+});
+
+t.test('queues take turns also when a queue does not spin (requests on kernel workers)', async (t) => {
+  // A buffered file engine with reads on io-wq workers does not spin (BlockEngine.offloaded),
+  // but a driver that keeps adding requests kept the queue going round, pass after pass, while
+  // the other queue waited (two queues of a tmpfs file: 253 k / 198 k IOPS, p99 165 µs / 2.2 ms).
+  const image = new DeferredImage();
+  const rig0 = new BlkRig({ image, pollUs: 100, numQueues: 2 });
+  const e0 = image.engine!;
+  const rig1 = new BlkRig(rig0.device, {}, undefined, 1);
+  e0.offloaded = 1;
+  let added = 0;
+  e0.onSubmit = () => {
+    if (added === 10) return;
+    added++;
+    rig0.add({ type: VIRTIO_BLK_T_FLUSH });
+    rig0.guest.driver.publish();
+  };
+  rig1.add({ type: VIRTIO_BLK_T_FLUSH });
+  rig1.guest.driver.publish(); // its kick waits in the event loop
+  rig0.add({ type: VIRTIO_BLK_T_FLUSH });
+  rig0.kick();
+  t.equal(e0.submits, 1, 'one pass, then the other queue\'s turn (was: a pass per request added)');
+  t.equal(rig0.device.counters[0].pollYields, 1, 'counted as a yield');
+  rig1.handler.onKick();
+  await new Promise((r) => setImmediate(r));
+  t.ok(e0.submits >= 2, `queue 0 went on after the turn (${e0.submits} passes)`);
+  void rig0.handler.stop();
+  void rig1.handler.stop();
 });

@@ -128,7 +128,8 @@ export class AdaptivePoller {
     this.member = null;
   }
 
-  private othersWaiting(): boolean {
+  /** Another member of the group has work (no counting; false without a group). */
+  othersWaiting(): boolean {
     return this.member !== null && this.group!.othersHaveWork(this.member);
   }
 

@@ -48,6 +48,12 @@ interface BlkCase {
 const broken: Expectation = { kind: 'broken' };
 const ioerr = (head: number, statusGpa: number): Expectation =>
   ({ kind: 'status', head, statusGpa, status: VIRTIO_BLK_S_IOERR, usedLen: 1 });
+/**
+ * IOERR for a chain whose writable part holds data buffers before the status byte: nothing was
+ * written from the start of the writable part, so used len is 0 (virtio 1.2 §2.7.8.2).
+ */
+const ioerrAfterData = (head: number, statusGpa: number): Expectation =>
+  ({ kind: 'status', head, statusGpa, status: VIRTIO_BLK_S_IOERR, usedLen: 0 });
 
 /** A read request of `len` data bytes at `sector`: header, data, status — all well formed. */
 function readReq(c: Ctx, sector: bigint | number, len: number): { head: number; status: number } {
@@ -113,7 +119,7 @@ const CASES: BlkCase[] = [
       const head = c.r.chain([{ gpa: hdr, len: BLK_HEADER_BYTES, write: true },
         { gpa: c.wbuf(512), len: 512, write: true }, { gpa: status, len: 1, write: true }]);
       c.r.offer(head);
-      return ioerr(head, status);
+      return ioerrAfterData(head, status);
     },
   },
   {
@@ -123,20 +129,20 @@ const CASES: BlkCase[] = [
       const status = c.wbuf(1);
       const head = c.r.chain([{ gpa: hdr, len: 8 }, { gpa: c.wbuf(512), len: 512, write: true }, { gpa: status, len: 1, write: true }]);
       c.r.offer(head);
-      return ioerr(head, status);
+      return ioerrAfterData(head, status);
     },
   },
   {
     name: 'sector past capacity → IOERR',
-    build(c) { const q = readReq(c, CAPACITY_SECTORS, 512); return ioerr(q.head, q.status); },
+    build(c) { const q = readReq(c, CAPACITY_SECTORS, 512); return ioerrAfterData(q.head, q.status); },
   },
   {
     name: 'sector range ending past capacity → IOERR',
-    build(c) { const q = readReq(c, CAPACITY_SECTORS - 1, 1024); return ioerr(q.head, q.status); },
+    build(c) { const q = readReq(c, CAPACITY_SECTORS - 1, 1024); return ioerrAfterData(q.head, q.status); },
   },
   {
     name: 'sector 2^64 - 1 (offset overflows 64 bits) → IOERR',
-    build(c) { const q = readReq(c, (1n << 64n) - 1n, 512); return ioerr(q.head, q.status); },
+    build(c) { const q = readReq(c, (1n << 64n) - 1n, 512); return ioerrAfterData(q.head, q.status); },
   },
   {
     name: 'write at sector 2^55 (sector × 512 wraps to 0) → IOERR',
@@ -150,7 +156,7 @@ const CASES: BlkCase[] = [
   },
   {
     name: 'read data not a multiple of 512 → IOERR',
-    build(c) { const q = readReq(c, 0, 100); return ioerr(q.head, q.status); },
+    build(c) { const q = readReq(c, 0, 100); return ioerrAfterData(q.head, q.status); },
   },
   {
     name: 'write data not a multiple of 512 → IOERR',
@@ -172,7 +178,7 @@ const CASES: BlkCase[] = [
       const head = c.r.chain([{ gpa: c.hdr(VIRTIO_BLK_T_IN, 0), len: BLK_HEADER_BYTES },
         { gpa: data, len: 512, write: true }, { gpa: c.wbuf(1), len: 0, write: true }]);
       c.r.offer(head);
-      return ioerr(head, data + 511);
+      return ioerrAfterData(head, data + 511);
     },
   },
   {
@@ -223,7 +229,7 @@ const CASES: BlkCase[] = [
       for (let k = 0; k < 300; k++) e.push([c.wbuf(512), 512, W | N, k + 2]);
       e.push([status, 1, W, 0]);
       const head = viaIndirect(c, table(c, e), e.length * 16);
-      return ioerr(head, status);
+      return ioerrAfterData(head, status);
     },
   },
   {
@@ -235,7 +241,7 @@ const CASES: BlkCase[] = [
       for (let k = 0; k < 1022; k++) e.push([big, 0x10_0000, W | N, k + 2]);
       e.push([status, 1, W, 0]);
       const head = viaIndirect(c, table(c, e), e.length * 16);
-      return ioerr(head, status);
+      return ioerrAfterData(head, status);
     },
   },
   {

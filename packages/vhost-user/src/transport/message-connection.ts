@@ -142,7 +142,12 @@ export class MessageConnection {
       // libuv reports POLLERR as EBADF; the socket's own error says what happened (ECONNRESET:
       // the front-end closed with replies unread). The connection closes either way.
       let why = error;
-      try { recvMsg(this.fd, this.framer.target()); } catch (e) { why = e as Error; }
+      try {
+        const r = recvMsg(this.fd, this.framer.target());
+        if (r !== null) closeAll(r.fds); // closing anyway: nothing received now is used
+      } catch (e) {
+        why = e as Error;
+      }
       this.close(why);
       return;
     }

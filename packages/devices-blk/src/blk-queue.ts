@@ -291,8 +291,7 @@ export class BlkQueue implements QueueHandler, BlockCompletionSink {
         const polling = poller !== null && this.worked && !((this.engine.offloaded ?? 0) > 0);
         // Another queue of the device has work: its turn after this pass — also when this queue
         // does not spin (buffered reads on kernel workers) but would go round again.
-        if (popped > 0 && poller !== null && poller.othersWaiting()) {
-          poller.counters.yields++;
+        if (popped > 0 && poller !== null && poller.shouldYield()) {
           this.counters.pollYields++;
           yielded = true;
           break;

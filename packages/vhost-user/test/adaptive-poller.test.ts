@@ -195,10 +195,12 @@ t.test('poll group: a spin or a run ends when another member has work, not on it
   t.equal(a.windowUs, 100, 'window unchanged');
   clock.step = 0;
   a.woke();
-  t.equal(a.mayContinue(), false, 'a run with another member waiting ends');
+  t.equal(a.shouldYield(), true, 'a run with another member waiting yields');
   t.equal(a.counters.yields, 2);
+  t.equal(a.mayContinue(), false, 'and does not go on spinning');
   bWork = false;
-  t.equal(a.mayContinue(), true, 'and goes on once it was served');
+  t.equal(a.shouldYield(), false, 'it goes on once the other was served');
+  t.equal(a.mayContinue(), true);
   t.equal(a.spin(() => true), true, 'a hit');
   t.equal(a.yielded, false, 'cleared by the next spin');
 
@@ -207,11 +209,11 @@ t.test('poll group: a spin or a run ends when another member has work, not on it
   b.leave();
   bWork = true;
   t.equal(group.size, 1);
-  t.equal(a.mayContinue(), true, 'a member that left is not asked');
+  t.equal(a.shouldYield(), false, 'a member that left is not asked');
   const lone = new AdaptivePoller({ maxUs: 50, now: clock.now });
   lone.join(() => true);
   lone.woke();
-  t.equal(lone.mayContinue(), true, 'no group: join does nothing');
+  t.equal(lone.shouldYield(), false, 'no group: join does nothing');
   a.leave();
   t.equal(group.size, 0);
 });

@@ -128,9 +128,15 @@ export class AdaptivePoller {
     this.member = null;
   }
 
-  /** Another member of the group has work (no counting; false without a group). */
-  othersWaiting(): boolean {
-    return this.member !== null && this.group!.othersHaveWork(this.member);
+  /**
+   * True when another member of the group has work, counted as a yield: the handler should
+   * give the event loop a turn (notifications off) instead of going round again. False
+   * without a group.
+   */
+  shouldYield(): boolean {
+    if (this.member === null || !this.group!.othersHaveWork(this.member)) return false;
+    this.counters.yields++;
+    return true;
   }
 
   /** Polling is configured at all. */
@@ -163,12 +169,11 @@ export class AdaptivePoller {
 
   /**
    * True while the current run may go on: it has not used up its yield budget, and no other
-   * member of the group has work waiting.
+   * member of the group has work waiting (then it should rather sleep than spin: the others
+   * run, and its own driver kicks again).
    */
   mayContinue(): boolean {
-    if (this.now() - this.runStart >= this.yieldMs) return false;
-    if (this.othersWaiting()) { this.counters.yields++; return false; }
-    return true;
+    return this.now() - this.runStart < this.yieldMs && !this.shouldYield();
   }
 
   /**
@@ -197,8 +202,7 @@ export class AdaptivePoller {
       if (t1 - t < CLOCK_ROUND_MS && looks < LOOKS_MAX) looks *= 2;
       t = t1;
       // Once per clock read (about once per µs): another queue waiting ends the spin.
-      if (this.othersWaiting()) {
-        this.counters.yields++;
+      if (this.shouldYield()) {
         this.counters.spinUs += (t - t0) * 1000;
         this.yielded = true;
         return false;

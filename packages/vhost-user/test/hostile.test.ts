@@ -283,6 +283,24 @@ const cases: Case[] = [
     c.send(rawMessage(C.VHOST_USER_SET_VRING_ADDR, 1, 40, body));
     await expectClosed(t, c, 'huge address');
   }],
+  ['address >= 2^53 with REPLY_ACK: that request refused, the connection kept', async (t) => {
+    const fe = await connectAndNegotiate(path);
+    t.ok(fe.protocol & (1n << BigInt(C.VHOST_USER_PROTOCOL_F_REPLY_ACK)), 'REPLY_ACK negotiated');
+    await fe.send(C.VHOST_USER_SET_VRING_NUM, vringState(0, 16));
+    for (const field of [8, 16, 24, 32]) {
+      const body = Buffer.alloc(40);
+      body.writeBigUInt64LE(1n << 53n, field);
+      const reply = await fe.requestRaw(C.VHOST_USER_SET_VRING_ADDR,
+        rawMessage(C.VHOST_USER_SET_VRING_ADDR, 1 | C.VHOST_USER_NEED_REPLY_MASK, 40, body));
+      t.same(reply.payload, u64(1), `field at +${field}: failure ack`);
+    }
+    t.ok(logs.some((l) => /VHOST_USER_SET_VRING_ADDR rejected: .*>= 2\^53/.test(l)), 'refusal logged, request named');
+    // The ring is still usable with a good address afterwards.
+    await fe.setupQueue(0, 16);
+    t.same(await fe.roundTrip(0, pattern(21)), pattern(21), 'the same ring then works');
+    t.notOk(fe.closed, 'connection kept');
+    fe.close();
+  }],
   ['SET_MEM_TABLE while rings run, then disconnect mid-session', async (t) => {
     const fe = await connectAndNegotiate(path);
     await fe.setupQueue(0, 16);

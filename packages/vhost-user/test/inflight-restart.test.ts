@@ -43,6 +43,44 @@ t.test('regression: a restart on a used inflight area resumes at used.idx + in f
   await second.backend.close();
 });
 
+t.test('regression: a ring smaller than the area\'s queues is tracked (SeaBIOS: 128 entries on a queue-size=1024 disk)', async (t) => {
+  const first = startBackend({ numQueues: 1 });
+  const fe = await connectAndNegotiate(first.path);
+  const inf = await fe.getInflightFd(1, 64);
+  await fe.setInflightFd(inf.fd, inf.mmapSize, 1, 64);
+  const q = await fe.setupQueue(0, 16);
+  for (let i = 0; i < 3; i++) t.same(await fe.roundTrip(0, pattern(8, i)), pattern(8, i), `request ${i} answered`);
+  t.notOk(first.logs.some((l) => /does not cover/.test(l)), 'the area covers the smaller ring');
+  await first.backend.close();
+  t.equal(ringUsedIdx(fe, q), 3);
+
+  // As in the test above: only a tracked ring can tell the new back-end where it stopped.
+  const second = startBackend({ numQueues: 1 });
+  const fe2 = await VhostUserFrontend.connect(second.path, { memory: fe.mem });
+  await fe2.negotiate();
+  await fe2.setInflightFd(inf.fd, inf.mmapSize, 1, 64);
+  await reattachRing(fe2, fe, q, 16, 1);
+  t.same(await fe.roundTrip(0, pattern(8, 9)), pattern(8, 9), 'the new request is answered, nothing else');
+  t.ok(second.logs.some((l) => /next avail 3 from the inflight area \(SET_VRING_BASE said 1\)/.test(l)), 'resumed from the area');
+  close(inf.fd);
+  fe2.close();
+  fe.close();
+  await second.backend.close();
+});
+
+t.test('a ring larger than the area\'s queues runs without it', async (t) => {
+  const b = startBackend({ numQueues: 1 });
+  const fe = await connectAndNegotiate(b.path);
+  const inf = await fe.getInflightFd(1, 16);
+  await fe.setInflightFd(inf.fd, inf.mmapSize, 1, 16);
+  await fe.setupQueue(0, 32);
+  t.same(await fe.roundTrip(0, pattern(8, 1)), pattern(8, 1));
+  t.ok(b.logs.some((l) => /ring 0: inflight area \(1x16\) does not cover it/.test(l)), 'logged');
+  close(inf.fd);
+  fe.close();
+  await b.backend.close();
+});
+
 t.test('a fresh inflight area leaves SET_VRING_BASE in charge', async (t) => {
   const b = startBackend({ numQueues: 1 });
   const fe = await connectAndNegotiate(b.path);

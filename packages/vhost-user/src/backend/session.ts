@@ -259,6 +259,13 @@ export class BackendSession {
       msg = decodeRequest('frontend', header, frame.body, frame.fds);
     } catch (e) {
       closeFds(frame.fds);
+      // A well-framed request whose address, size or offset is >= 2^53 (no guest memory
+      // reaches that far): refuse that request alone, as any other unusable value, when the
+      // front-end asked for an ack and the request has no reply of its own to fill in.
+      if (e instanceof ProtocolError && e.code === 'ADDRESS_RANGE' && frame.spec.reply === null) {
+        this.failed(header.request, header.flags, e);
+        return;
+      }
       throw e;
     }
     const trace = this.opts.trace;
@@ -270,7 +277,7 @@ export class BackendSession {
       r = this.dispatch(msg);
     } catch (e) {
       closeFds(msg.fds);
-      this.failed(msg, e);
+      this.failed(msg.request, msg.flags, e);
       return;
     }
     if (typeof r === 'number') {
@@ -283,7 +290,7 @@ export class BackendSession {
       this.finish(msg, v);
     }, (e) => {
       closeFds(msg.fds);
-      this.failed(msg, e);
+      this.failed(msg.request, msg.flags, e);
     });
   }
 
@@ -297,14 +304,14 @@ export class BackendSession {
     }
   }
 
-  private failed(msg: Message, e: unknown): void {
-    const canAck = e instanceof ProtocolError && !e.fatal && needsReply(msg.flags)
+  private failed(request: number, flags: number, e: unknown): void {
+    const canAck = e instanceof ProtocolError && !e.fatal && needsReply(flags)
       && this.hasProtocol(C.VHOST_USER_PROTOCOL_F_REPLY_ACK)
-      && (msg.request !== C.VHOST_USER_GET_VRING_BASE);
-    this.opts.trace?.(`vhost-user: -> ${frontendRequestName(msg.request)} failed: ${(e as Error).message}`);
+      && (request !== C.VHOST_USER_GET_VRING_BASE);
+    this.opts.trace?.(`vhost-user: -> ${frontendRequestName(request)} failed: ${(e as Error).message}`);
     if (!canAck) throw e;
-    this.opts.log(`vhost-user: ${frontendRequestName(msg.request)} rejected: ${(e as Error).message}`);
-    this.opts.send(encodeReply(msg.request, u64(1)));
+    this.opts.log(`vhost-user: ${frontendRequestName(request)} rejected: ${(e as Error).message}`);
+    this.opts.send(encodeReply(request, u64(1)));
   }
 
   private ring(index: number): Vring {
@@ -831,7 +838,9 @@ export class BackendSession {
     r.inflight = null;
     const area = this.inflightArea;
     if (area !== null && this.hasProtocol(C.VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD)) {
-      if (r.index >= area.numQueues || r.size !== area.queueSize) {
+      // A ring may be smaller than the area's queues (firmware drivers cap their rings: SeaBIOS
+      // uses 128 entries on a queue-size=1024 disk); it tracks in the first entries of its region.
+      if (r.index >= area.numQueues || r.size > area.queueSize) {
         this.opts.log(`vhost-user: ring ${r.index}: inflight area (${area.numQueues}x${area.queueSize}) does not cover it`);
       } else if (area.packed !== queue.packed) {
         // The format follows RING_PACKED when the area was installed (QEMU sets features

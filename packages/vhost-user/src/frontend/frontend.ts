@@ -173,6 +173,14 @@ export class VhostUserFrontend extends EventEmitter {
     this.conn.send(bytes, fds);
   }
 
+  /** Sends a pre-encoded request that asks for a reply (hostile tests) and resolves with it. */
+  requestRaw(request: number, bytes: Uint8Array, fds: readonly number[] = []): Promise<Message> {
+    if (this.conn.closed) return Promise.reject(new ProtocolError('CLOSED', 'connection closed'));
+    const reply = this.expectReply(request);
+    this.conn.send(bytes, fds);
+    return reply;
+  }
+
   private expectReply(request: number): Promise<Message> {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {

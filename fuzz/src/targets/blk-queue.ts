@@ -86,6 +86,11 @@ export const blkArb = fc.record({
    */
   direct: fc.boolean(),
   /**
+   * File engine without O_DIRECT: reads and writes as plain syscalls on the queue's thread
+   * (aio inline, as a tmpfs image gets) instead of through the ring.
+   */
+  inline: fc.boolean(),
+  /**
    * Split rings: the queue starts as after a back-end restart (INFLIGHT_SHMFD) — the first this
    * many chains of the first batch were popped by the previous back-end and are handed over in
    * the inflight list, the queue's next avail index past them; the rest are new.
@@ -277,17 +282,17 @@ function memoryImage(base: Uint8Array): ImageUnderTest {
   return { image, bytes: () => image.bytes, close: () => {}, concurrent: false };
 }
 
-function fileImage(base: Uint8Array, readOnly: boolean, direct: boolean): ImageUnderTest {
+function fileImage(base: Uint8Array, readOnly: boolean, direct: boolean, inline: boolean): ImageUnderTest {
   const dir = mkdtempSync(join(tmpdir(), 'fuzz-blk-'));
   const path = join(dir, 'disk.img');
   try {
     writeFileSync(path, base);
     let image: FileImage;
     try {
-      image = FileImage.open(path, { readOnly, direct });
+      image = FileImage.open(path, { readOnly, direct, aio: inline && !direct ? 'inline' : 'io_uring' });
     } catch (e) {
       if (!direct) throw e;
-      image = FileImage.open(path, { readOnly }); // no O_DIRECT on this file system
+      image = FileImage.open(path, { readOnly, aio: 'io_uring' }); // no O_DIRECT on this file system
     }
     return {
       image, bytes: () => new Uint8Array(readFileSync(path)), close: () => { image.close(); rmSync(dir, { recursive: true, force: true }); },
@@ -306,7 +311,7 @@ export async function runBlkQueue(s: Scenario, engine: 'memory' | 'file' = 'memo
   const gOpts = { queueSize: s.queueSize, eventIdx: s.eventIdx, heapBytes: 0x100000, indirectEntries: 16 };
   const g = s.packed ? new MockPackedGuest(gOpts) : new MockGuest(gOpts);
   const base = bytes(CAP * 512, 99);
-  const under = engine === 'memory' ? memoryImage(base) : fileImage(base, s.readOnly, s.direct);
+  const under = engine === 'memory' ? memoryImage(base) : fileImage(base, s.readOnly, s.direct, s.inline);
   try {
     await runOn(s, g, under, base);
   } finally {

@@ -38,7 +38,7 @@ export class BlkServerError extends Error {
 export function startBlkServer(config: BlkServerConfig, log: Logger): BlkServer {
   let image: FileImage;
   try {
-    image = FileImage.open(config.blkFile, { readOnly: config.readOnly, direct: config.direct });
+    image = FileImage.open(config.blkFile, { readOnly: config.readOnly, direct: config.direct, aio: config.aio });
   } catch (err) {
     if (err instanceof BlkError) throw new BlkServerError(err.code, err.message, { cause: err });
     throw err;

@@ -5,6 +5,7 @@
  */
 import { parseArgs } from 'node:util';
 import { DEFAULT_POLL_US, MAX_BLK_QUEUES, MAX_POLL_US } from './constants.js';
+import { FILE_AIO_MODES, type FileAio } from './engines/file-engine.js';
 import { isLogLevel, type LogLevel } from './logger.js';
 
 /** A validated configuration of the block server. */
@@ -16,6 +17,8 @@ export interface BlkServerConfig {
   queueSize: number;
   serial: string;
   direct: boolean;
+  /** How reads and writes reach the image (FileImageOptions.aio). */
+  aio: FileAio;
   client: boolean;
   logLevel: LogLevel;
   /** Busy-poll window bound per queue after a batch, µs (0 = off). */
@@ -40,6 +43,11 @@ Serves a disk image as a vhost-user-blk device (virtio-blk over vhost-user).
   --queue-size N       largest virtqueue size, a power of two 4..32768 (default 1024, QEMU's largest)
   --serial S           serial number returned to GET_ID, up to 20 bytes (default vhost-ts)
   --direct             open the image with O_DIRECT (bypass the host page cache)
+  --aio MODE           auto | io_uring | inline (default auto): io_uring submits reads and
+                       writes to the queue's io_uring; inline runs them as plain syscalls on
+                       the queue's thread (reads of 128 KiB and more still go to kernel
+                       workers); auto = inline for a file on tmpfs/ramfs without --direct
+                       (io_uring hands each of its ops to a kernel thread), else io_uring
   --client             connect to PATH (QEMU listens, server=on) instead of listening; reconnects
   --log-level L        error | warn | info | debug (default info)
   --poll-us N          after a batch, busy-poll each queue up to N µs for the next request
@@ -81,6 +89,7 @@ export function parseBlkArgs(argv: readonly string[], defaults: ParseDefaults = 
         'queue-size': { type: 'string' },
         serial: { type: 'string' },
         direct: { type: 'boolean' },
+        aio: { type: 'string' },
         client: { type: 'boolean' },
         'log-level': { type: 'string' },
         'poll-us': { type: 'string' },
@@ -106,6 +115,11 @@ export function parseBlkArgs(argv: readonly string[], defaults: ParseDefaults = 
   if (Buffer.byteLength(serial) > 20) return { kind: 'error', message: `--serial is longer than 20 bytes` };
   const pollUs = intFlag('poll-us', values['poll-us'], DEFAULT_POLL_US, 0, MAX_POLL_US);
   if (typeof pollUs === 'string') return { kind: 'error', message: pollUs };
+  const aio = values.aio ?? 'auto';
+  if (!(FILE_AIO_MODES as readonly string[]).includes(aio)) {
+    return { kind: 'error', message: `--aio must be ${FILE_AIO_MODES.join(', ')}, got '${aio}'` };
+  }
+  if (aio === 'inline' && values.direct === true) return { kind: 'error', message: '--aio inline cannot be combined with --direct' };
   const logLevel = values['log-level'] ?? 'info';
   if (!isLogLevel(logLevel)) return { kind: 'error', message: `--log-level must be error, warn, info or debug, got '${logLevel}'` };
   return {
@@ -118,6 +132,7 @@ export function parseBlkArgs(argv: readonly string[], defaults: ParseDefaults = 
       queueSize,
       serial,
       direct: values.direct === true,
+      aio: aio as FileAio,
       client: values.client === true,
       logLevel,
       pollUs,

@@ -37,10 +37,13 @@ async function waitFor(cond: () => boolean, ms = 10000): Promise<void> {
 
 t.test('flag parsing (unit)', async (t) => {
   const ok = parseBlkArgs(['--socket-path', '/tmp/x.sock', '--blk-file', 'a.img', '--num-queues', '4', '--read-only', '--serial', 's1', '--direct', '--client', '--queue-size', '128', '--log-level', 'debug', '--poll-us', '50']);
-  t.same(ok, { kind: 'ok', config: { socketPath: '/tmp/x.sock', blkFile: 'a.img', readOnly: true, numQueues: 4, queueSize: 128, serial: 's1', direct: true, client: true, logLevel: 'debug', pollUs: 50 } });
+  t.same(ok, { kind: 'ok', config: { socketPath: '/tmp/x.sock', blkFile: 'a.img', readOnly: true, numQueues: 4, queueSize: 128, serial: 's1', direct: true, aio: 'auto', client: true, logLevel: 'debug', pollUs: 50 } });
   const d = parseBlkArgs(['--socket-path', 's', '--blk-file', 'f']);
   t.match(d, { kind: 'ok', config: { numQueues: 1, queueSize: 1024, readOnly: false, serial: 'vhost-ts', logLevel: 'info', pollUs: 100 } });
   t.match(parseBlkArgs(['--socket-path', 's', '--blk-file', 'f', '--poll-us', '0']), { kind: 'ok', config: { pollUs: 0 } }, 'polling off');
+  for (const aio of ['auto', 'io_uring', 'inline']) {
+    t.match(parseBlkArgs(['--socket-path', 's', '--blk-file', 'f', '--aio', aio]), { kind: 'ok', config: { aio } }, `--aio ${aio}`);
+  }
   for (const [args, re] of [
     [['--blk-file', 'f'], /missing --socket-path/],
     [['--socket-path', 's'], /missing --blk-file/],
@@ -52,6 +55,8 @@ t.test('flag parsing (unit)', async (t) => {
     [['--socket-path', 's', '--blk-file', 'f', '--poll-us', '10001'], /poll-us must be in 0\.\.10000/],
     [['--socket-path', 's', '--blk-file', 'f', '--poll-us', '-1'], /poll-us/],
     [['--socket-path', 's', '--blk-file', 'f', '--bogus'], /bogus/],
+    [['--socket-path', 's', '--blk-file', 'f', '--aio', 'threads'], /--aio must be auto, io_uring, inline, got 'threads'/],
+    [['--socket-path', 's', '--blk-file', 'f', '--aio', 'inline', '--direct'], /--aio inline cannot be combined with --direct/],
     [['--socket-path', 's', '--blk-file', 'f', 'extra'], /extra|positional/i],
     [['--socket-path', 'x'.repeat(120), '--blk-file', 'f'], /too long/],
   ] as [string[], RegExp][]) {

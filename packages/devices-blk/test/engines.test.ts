@@ -284,7 +284,8 @@ t.test('file engine: hasCompletions looks at the completion ring without collect
   const path = tmpImage('look.img', pattern(4 << 20, 3));
   const image = FileImage.open(path);
   t.teardown(() => image.close());
-  const r = new BlkRig({ image, pollUs: 0 }, new MmapGuest(8 << 20, 64));
+  // Room for every attempt's buffers (the guest allocator does not reuse them).
+  const r = new BlkRig({ image, pollUs: 0 }, new MmapGuest(96 << 20, 64));
   const engine = (r.handler as unknown as { engine: FileEngine }).engine;
   t.equal(engine.hasCompletions(), false, 'nothing in flight');
   // Four 1 MiB reads go to kernel workers: their completions are usually posted after the

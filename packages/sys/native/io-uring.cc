@@ -14,6 +14,7 @@
 // handed to the kernel. iovecs are built in a scratch array that is reused
 // on the next submit: IORING_FEAT_SUBMIT_STABLE guarantees the kernel has
 // consumed them once io_uring_enter returns.
+#include <fcntl.h>
 #include <linux/falloc.h>
 #include <linux/io_uring.h>
 #include <sys/eventfd.h>
@@ -87,6 +88,7 @@ class IoUring : public Napi::ObjectWrap<IoUring> {
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "IoUring",
                        {InstanceMethod<&IoUring::SetBuffer>("setBuffer"), InstanceMethod<&IoUring::Submit>("submit"),
+                        InstanceMethod<&IoUring::RunInline>("runInline"),
                         InstanceMethod<&IoUring::Reap>("reap"), InstanceMethod<&IoUring::Close>("close"),
                         InstanceMethod<&IoUring::CompletionsReady>("completionsReady"),
                         InstanceAccessor<&IoUring::GetEntries>("entries"),
@@ -274,9 +276,10 @@ class IoUring : public Napi::ObjectWrap<IoUring> {
     return true;
   }
 
-  Napi::Value BadOp(Napi::Env env, size_t op, const char* what) {
+  // Throws EINVAL naming op `op` of a batch given to `fn`.
+  Napi::Value BadOp(Napi::Env env, const char* fn, size_t op, const char* what) {
     std::string msg = "op " + std::to_string(op) + ": " + what;
-    return ThrowSys(env, EINVAL, "io_uring_submit", msg.c_str());
+    return ThrowSys(env, EINVAL, fn, msg.c_str());
   }
 
   // Checks triple `t`; on success stores the iovec it denotes.
@@ -294,6 +297,115 @@ class IoUring : public Napi::ObjectWrap<IoUring> {
     return true;
   }
 
+  bool Bad(Napi::Env env, const char* fn, size_t op, const char* what) {
+    BadOp(env, fn, op, what);
+    return false;
+  }
+
+  // Checks `count` records and every iovec triple they name; throws (BadOp) and returns false on
+  // the first bad one. Adds the READV/WRITEV iovec count to *totalIovs.
+  bool Validate(Napi::Env env, const char* fn, const double* ops, size_t count, const double* iovs, size_t numTriples, size_t* totalIovs) {
+    for (size_t i = 0; i < count; i++) {
+      const double* r = ops + i * kOpStride;
+      if (!IsIntIn(r[0], kReadv, kWrite)) return Bad(env, fn, i, "unknown opcode");
+      if (!IsIntIn(r[1], 0, INT32_MAX)) return Bad(env, fn, i, "fd must be an integer >= 0");
+      if (!IsIntIn(r[2], 0, kMaxSafe)) return Bad(env, fn, i, "file offset must be an integer in [0, 2^53)");
+      if (!IsIntIn(r[3], 0, static_cast<double>(kInternalTag - 1))) return Bad(env, fn, i, "userData must be an integer in [0, 2^40)");
+      int op = static_cast<int>(r[0]);
+      if (op == kReadv || op == kWritev || op == kRead || op == kWrite) {
+        double maxIov = (op == kRead || op == kWrite) ? 1 : kMaxIovPerOp;
+        if (!IsIntIn(r[5], 1, maxIov)) return Bad(env, fn, i, "bad iovCount");
+        if (!IsIntIn(r[4], 0, kMaxSafe) || r[4] + r[5] > static_cast<double>(numTriples))
+          return Bad(env, fn, i, "iovec range outside the iovs array");
+        size_t start = static_cast<size_t>(r[4]);
+        size_t n = static_cast<size_t>(r[5]);
+        iovec v;
+        for (size_t k = 0; k < n; k++) {
+          if (!CheckIov(iovs, start + k, &v))
+            return Bad(env, fn, i, "bad iovec triple (unknown buffer, or range outside the buffer's current length)");
+          if ((op == kRead || op == kWrite) && v.iov_len > UINT32_MAX) return Bad(env, fn, i, "length over 2^32 - 1");
+        }
+        if (op == kReadv || op == kWritev) *totalIovs += n;
+        // arg = SQE flags; only IOSQE_ASYNC (the others change linking, fixed files or
+        // buffer selection, which this wrapper does not set up).
+        if (!IsIntIn(r[6], 0, 0xff) || (static_cast<unsigned>(r[6]) & ~static_cast<unsigned>(IOSQE_ASYNC)) != 0)
+          return Bad(env, fn, i, "read/write flags: only IOSQE_ASYNC");
+      } else if (op == kFallocate) {
+        if (!IsIntIn(r[6], 0, 0xff)) return Bad(env, fn, i, "bad fallocate mode");
+        if (!IsIntIn(r[7], 1, kMaxSafe) || r[2] + r[7] > kMaxSafe) return Bad(env, fn, i, "bad fallocate length");
+      }
+    }
+    return true;
+  }
+
+  // runInline(ops: Float64Array, count, iovs: Float64Array, out: Float64Array) -> ops run
+  //
+  // Runs the records on the calling thread with the plain syscalls (pread/pwrite/preadv/pwritev,
+  // fsync/fdatasync, fallocate) instead of the ring, and stores [userData, res] pairs in `out`
+  // as reap() would (res = bytes or 0, or -errno). Same records, same validation, same buffer
+  // table. For files whose reads and writes never wait for a device but which io_uring cannot
+  // run without blocking (tmpfs): the ring punts every such op to an io-wq thread.
+  Napi::Value RunInline(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (Closed(env, "io_uring_run_inline")) return env.Undefined();
+    double* ops;
+    size_t opsLen;
+    double* iovs;
+    size_t iovsLen;
+    double* out;
+    size_t outLen;
+    if (info.Length() < 4 || !IsF64Array(env, info[0], &ops, &opsLen) || !IsF64Array(env, info[2], &iovs, &iovsLen) ||
+        !IsF64Array(env, info[3], &out, &outLen))
+      return ThrowArg(env, "io_uring_run_inline", "ops, iovs and out must be Float64Arrays");
+    double countD;
+    if (!ArgInt(info, 1, "io_uring_run_inline", "count", 0, static_cast<double>(opsLen / kOpStride), &countD))
+      return env.Undefined();
+    size_t count = static_cast<size_t>(countD);
+    if (outLen / 2 < count) return ThrowArg(env, "io_uring_run_inline", "out must hold two numbers per op");
+    stamp_++;
+    size_t maxIovs = 0;
+    if (!Validate(env, "io_uring_run_inline", ops, count, iovs, iovsLen / kIovStride, &maxIovs)) return env.Undefined();
+    if (scratch_.size() < kMaxIovPerOp) scratch_.resize(static_cast<size_t>(kMaxIovPerOp));
+    for (size_t i = 0; i < count; i++) {
+      const double* r = ops + i * kOpStride;
+      const int op = static_cast<int>(r[0]);
+      const int fd = static_cast<int>(r[1]);
+      const off_t off = static_cast<off_t>(r[2]);
+      long res;
+      do {
+        switch (op) {
+          case kRead:
+          case kWrite: {
+            iovec v;
+            CheckIov(iovs, static_cast<size_t>(r[4]), &v);  // validated above
+            res = op == kRead ? ::pread(fd, v.iov_base, v.iov_len, off) : ::pwrite(fd, v.iov_base, v.iov_len, off);
+            break;
+          }
+          case kReadv:
+          case kWritev: {
+            const size_t start = static_cast<size_t>(r[4]);
+            const int cnt = static_cast<int>(r[5]);
+            for (int k = 0; k < cnt; k++) CheckIov(iovs, start + static_cast<size_t>(k), &scratch_[static_cast<size_t>(k)]);
+            res = op == kReadv ? ::preadv(fd, scratch_.data(), cnt, off) : ::pwritev(fd, scratch_.data(), cnt, off);
+            break;
+          }
+          case kFsync:
+            res = ::fsync(fd);
+            break;
+          case kFdatasync:
+            res = ::fdatasync(fd);
+            break;
+          default:  // kFallocate (validated)
+            res = ::fallocate(fd, static_cast<int>(r[6]), off, static_cast<off_t>(r[7]));
+            break;
+        }
+      } while (res < 0 && errno == EINTR);
+      out[2 * i] = r[3];
+      out[2 * i + 1] = res < 0 ? -static_cast<double>(errno) : static_cast<double>(res);
+    }
+    return Napi::Number::New(env, static_cast<double>(count));
+  }
+
   // submit(ops: Float64Array, count, iovs: Float64Array) -> ops submitted
   Napi::Value Submit(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
@@ -308,41 +420,11 @@ class IoUring : public Napi::ObjectWrap<IoUring> {
     if (!ArgInt(info, 1, "io_uring_submit", "count", 0, static_cast<double>(opsLen / kOpStride), &countD))
       return env.Undefined();
     size_t count = static_cast<size_t>(countD);
-    const size_t numTriples = iovsLen / kIovStride;
     stamp_++;
 
     // Pass 1: validate the whole batch before anything reaches the ring.
     size_t totalIovs = 0;
-    for (size_t i = 0; i < count; i++) {
-      const double* r = ops + i * kOpStride;
-      if (!IsIntIn(r[0], kReadv, kWrite)) return BadOp(env, i, "unknown opcode");
-      if (!IsIntIn(r[1], 0, INT32_MAX)) return BadOp(env, i, "fd must be an integer >= 0");
-      if (!IsIntIn(r[2], 0, kMaxSafe)) return BadOp(env, i, "file offset must be an integer in [0, 2^53)");
-      if (!IsIntIn(r[3], 0, static_cast<double>(kInternalTag - 1))) return BadOp(env, i, "userData must be an integer in [0, 2^40)");
-      int op = static_cast<int>(r[0]);
-      if (op == kReadv || op == kWritev || op == kRead || op == kWrite) {
-        double maxIov = (op == kRead || op == kWrite) ? 1 : kMaxIovPerOp;
-        if (!IsIntIn(r[5], 1, maxIov)) return BadOp(env, i, "bad iovCount");
-        if (!IsIntIn(r[4], 0, kMaxSafe) || r[4] + r[5] > static_cast<double>(numTriples))
-          return BadOp(env, i, "iovec range outside the iovs array");
-        size_t start = static_cast<size_t>(r[4]);
-        size_t n = static_cast<size_t>(r[5]);
-        iovec v;
-        for (size_t k = 0; k < n; k++) {
-          if (!CheckIov(iovs, start + k, &v))
-            return BadOp(env, i, "bad iovec triple (unknown buffer, or range outside the buffer's current length)");
-          if ((op == kRead || op == kWrite) && v.iov_len > UINT32_MAX) return BadOp(env, i, "length over 2^32 - 1");
-        }
-        if (op == kReadv || op == kWritev) totalIovs += n;
-        // arg = SQE flags; only IOSQE_ASYNC (the others change linking, fixed files or
-        // buffer selection, which this wrapper does not set up).
-        if (!IsIntIn(r[6], 0, 0xff) || (static_cast<unsigned>(r[6]) & ~static_cast<unsigned>(IOSQE_ASYNC)) != 0)
-          return BadOp(env, i, "read/write flags: only IOSQE_ASYNC");
-      } else if (op == kFallocate) {
-        if (!IsIntIn(r[6], 0, 0xff)) return BadOp(env, i, "bad fallocate mode");
-        if (!IsIntIn(r[7], 1, kMaxSafe) || r[2] + r[7] > kMaxSafe) return BadOp(env, i, "bad fallocate length");
-      }
-    }
+    if (!Validate(env, "io_uring_submit", ops, count, iovs, iovsLen / kIovStride, &totalIovs)) return env.Undefined();
     if (count == 0) return Napi::Number::New(env, 0);
 
     // Pass 2: fill what fits in the SQ.

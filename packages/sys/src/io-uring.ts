@@ -139,6 +139,25 @@ export class IoUring {
   }
 
   /**
+   * Runs `count` op records on the calling thread with the plain syscalls (pread, pwrite,
+   * preadv, pwritev, fsync, fdatasync, fallocate) instead of the ring, and stores their results
+   * in `out` as [userData, res] pairs, as {@link reap} would (res = bytes transferred or 0, or
+   * -errno); returns `count`. Same records, validation and buffer table as {@link submit}
+   * (a bad record throws SysError EINVAL with nothing run); the IOSQE_ASYNC flag is ignored.
+   * For files whose I/O never waits for a device but which io_uring cannot run without
+   * blocking: it punts every read and write of a tmpfs file to an io-wq thread, and the wake-up
+   * costs more than the copy. The call blocks for as long as the syscalls do.
+   */
+  runInline(ops: Float64Array, count: number, iovs: Float64Array, out: Float64Array): number {
+    if (!(ops instanceof Float64Array) || !(iovs instanceof Float64Array) || !(out instanceof Float64Array)) {
+      throw invalidArgument('io_uring_run_inline', 'ops, iovs and out must be Float64Arrays');
+    }
+    assertInt(count, 0, Math.floor(ops.length / OP_STRIDE), 'count', 'io_uring_run_inline');
+    if (out.length < 2 * count) throw invalidArgument('io_uring_run_inline', 'out must hold two numbers per op');
+    return this.#native.runInline(ops, count, iovs, out);
+  }
+
+  /**
    * Whether a `reap` would find a completion: reads the shared completion ring, no syscall,
    * consumes nothing (false once closed). For a poller deciding whom to serve.
    */

@@ -19,6 +19,7 @@ export interface NativeIoUring {
   readonly inflight: number;
   setBuffer(index: number, buffer: ArrayBuffer | ArrayBufferView | null): void;
   submit(ops: Float64Array, count: number, iovs: Float64Array): number;
+  runInline(ops: Float64Array, count: number, iovs: Float64Array, out: Float64Array): number;
   reap(out: Float64Array): number;
   completionsReady(): boolean;
   close(): void;

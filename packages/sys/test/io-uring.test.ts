@@ -385,3 +385,51 @@ t.test('completionsReady: sees a posted completion without consuming it, false o
   t.equal(ring.completionsReady(), false, 'a closed ring has none');
   close(file);
 });
+
+t.test('runInline: the same records on the calling thread, results as reap gives them', async (t) => {
+  const dir = tempDir(t);
+  const path = join(dir, 'inline.img');
+  writeFileSync(path, Buffer.alloc(65536, 0x5a));
+  const file = openFile(path, { write: true });
+  const mem = guestMemory(1 << 16);
+  const bytes = new Uint8Array(mem.buf);
+  for (let i = 0; i < 8192; i++) bytes[i] = (i * 13 + 1) & 0xff;
+  const ring = new IoUring(4);
+  ring.setBuffer(0, mem.buf);
+  const ops = new Float64Array(8 * OP_STRIDE);
+  const out = new Float64Array(16);
+  // three segments written contiguously, one plain write, a read back in two segments, a sync,
+  // a punched hole, an op on a bad fd, and a read at the end of the file (0 bytes)
+  const iovs = new Float64Array([0, 0, 1000, 0, 1000, 3096, 0, 4096, 4096, 0, 100, 50, 0, 32768, 5000, 0, 40000, 3192, 0, 50000, 512]);
+  op(ops, 0, [IORING_OP.WRITEV, file, 4096, 11, 0, 3, 0, 0]);
+  op(ops, 1, [IORING_OP.WRITE, file, 0, 12, 3, 1, IOSQE_ASYNC, 0]);
+  op(ops, 2, [IORING_OP.READV, file, 4096, 13, 4, 2, 0, 0]);
+  op(ops, 3, [IORING_OP.FDATASYNC, file, 0, 14, 0, 0, 0, 0]);
+  op(ops, 4, [IORING_OP.FALLOCATE, file, 16384, 15, 0, 0, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 4096]);
+  op(ops, 5, [IORING_OP.FSYNC, 999999, 0, 16, 0, 0, 0, 0]);
+  op(ops, 6, [IORING_OP.READ, file, 65536, 17, 6, 1, 0, 0]);
+  t.equal(ring.runInline(ops, 7, iovs, out), 7, 'seven ops run');
+  t.same(Array.from(out.subarray(0, 14)), [11, 8192, 12, 50, 13, 8192, 14, 0, 15, 0, 16, -EBADF, 17, 0], '[userData, res] pairs in order');
+  t.equal(ring.inflight, 0, 'nothing went to the ring');
+  t.equal(ring.reap(new Float64Array(8)), 0, 'and nothing completes there');
+  const disk = readFileSync(path);
+  t.same(disk.subarray(4096, 4096 + 8192), Buffer.from(bytes.subarray(0, 8192)), 'writev data in the file');
+  t.same(disk.subarray(0, 50), Buffer.from(bytes.subarray(100, 150)), 'write data in the file');
+  t.same(bytes.subarray(32768, 32768 + 5000), bytes.subarray(0, 5000), 'readv first segment');
+  t.same(bytes.subarray(40000, 40000 + 3192), bytes.subarray(5000, 8192), 'readv second segment');
+  t.ok(disk.subarray(16384, 20480).every((b) => b === 0), 'punched range reads as zeros');
+  // validation is submit's: a bad record anywhere runs nothing
+  const before = Buffer.from(readFileSync(path).subarray(0, 50));
+  bytes.fill(0xee, 100, 150);
+  op(ops, 0, [IORING_OP.WRITE, file, 0, 21, 1, 1, 0, 0]);
+  op(ops, 1, [IORING_OP.WRITE, file, 0, 22, 2, 1, 0, 0]);
+  throwsSys(t, () => ring.runInline(ops, 2, new Float64Array([0, 0, 16, 0, 100, 50, 0, 65530, 16]), out), 'EINVAL', 'io_uring_run_inline', 'triple past the buffer end');
+  throwsSys(t, () => ring.runInline(ops, 2, new Float64Array([0, 0, 16, 0, 100, 50]), out), 'EINVAL', 'io_uring_run_inline', 'iovec index past the array');
+  t.same(readFileSync(path).subarray(0, 50), before, 'the valid first record of a refused batch did not run');
+  throwsSys(t, () => ring.runInline(ops, 2, iovs, new Float64Array(3)), 'EINVAL', 'io_uring_run_inline', 'out too small');
+  ring.close();
+  throwsSys(t, () => ring.runInline(ops, 1, iovs, out), 'EBADF', 'io_uring_run_inline', 'closed ring');
+  munmap(mem.buf);
+  close(mem.fd);
+  close(file);
+});

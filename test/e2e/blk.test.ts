@@ -8,12 +8,15 @@
  *         guest sees ro=1, writes fail, reads work;
  *   vdc — QEMU's own virtio-blk with the pattern source (trusted side channel).
  * Afterwards the host compares both image files byte for byte with what it expects.
+ * The writable image lives on tmpfs (/dev/shm) where there is one, so our back-end serves it
+ * with inline I/O (`--aio auto`); the read-only one on the work directory's disk, through
+ * io_uring. The other blk e2e tests keep their images on disk (io_uring).
  *
  * Backends: `E2E_BLK_BACKENDS` (comma list of `vhost-ts`, `qemu-storage-daemon`/`qsd`;
  * default `vhost-ts`). Running the same cases against qemu-storage-daemon proves the test.
  */
 import t from 'tap';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { abortOnExit, findVhostTsBlkCli, makeWorkDir, startBlkBackend, type Backend, type BlkBackendKind } from './src/backends.js';
 import { defaultPlan, expectedImage, firstDifference, patternBytes, patternScript, sha256, SRC_SIZE, type DiscardRange } from './src/blk-checks.js';
@@ -93,6 +96,15 @@ function guestScript(plan: ReturnType<typeof defaultPlan>): string {
   ].join('\n');
 }
 
+/** A directory on tmpfs (TMPFS_MAGIC). */
+function onTmpfs(dir: string): boolean {
+  try {
+    return existsSync(dir) && statfsSync(dir).type === 0x01021994;
+  } catch {
+    return false;
+  }
+}
+
 const env = detectEnv();
 
 for (const kind of selectedBackends()) {
@@ -111,7 +123,9 @@ for (const kind of selectedBackends()) {
       t.teardown(work.cleanup);
       const seed = `blk-${kind}-${Date.now()}`;
       t.comment(`pattern seed: ${seed}`);
-      const rwImage = join(work.dir, 'rw.img');
+      const shm = onTmpfs('/dev/shm') ? mkdtempSync('/dev/shm/vte2e-') : null;
+      if (shm !== null) t.teardown(() => rmSync(shm, { recursive: true, force: true }));
+      const rwImage = join(shm ?? work.dir, 'rw.img');
       const roImage = join(work.dir, 'ro.img');
       const srcImage = join(work.dir, 'src.img');
       const rwInitial = patternBytes(`${seed}/rw`, RW_SIZE);
@@ -133,6 +147,11 @@ for (const kind of selectedBackends()) {
       ]);
       for (const s of started) if (s.status === 'fulfilled') backends.push(s.value);
       for (const s of started) if (s.status === 'rejected') throw s.reason;
+      if (kind === 'vhost-ts') {
+        t.equal(/rw\.img \([^)]*inline I\/O/.test(backends[0].logs()), shm !== null,
+          `writable image served with ${shm !== null ? 'inline I/O (tmpfs)' : 'io_uring (no tmpfs here)'}`);
+        t.equal(/inline I\/O/.test(backends[1].logs()), onTmpfs(work.dir), 'read-only image: io_uring unless the work directory is on tmpfs too');
+      }
       const [rw, ro] = backends;
 
       const r = await runGuest({

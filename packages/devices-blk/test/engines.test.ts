@@ -10,6 +10,8 @@ import { DIRECT_OPS_PER_CALL, INLINE_BYTES_PER_CALL, MAX_OFFLOADED } from '../sr
 import { BlkRig, MmapGuest, pattern, sameBytes, segments } from './helpers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'blk-engines-'));
+/** These cases test the io_uring path; a tmpdir on tmpfs would otherwise get inline I/O (aio auto). */
+const RING = { aio: 'io_uring' } as const;
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
 
 function tmpImage(name: string, bytes: Uint8Array): string {
@@ -128,7 +130,7 @@ t.test('memory engine round trip', async (t) => {
 t.test('file engine: large reads go to kernel workers (IOSQE_ASYNC) and are counted while they run', async (t) => {
   const size = 4 << 20;
   const path = tmpImage('big.img', pattern(size, 5));
-  const image = FileImage.open(path);
+  const image = FileImage.open(path, RING);
   t.teardown(() => image.close());
   const r = new BlkRig({ image }, new MmapGuest(8 << 20, 64));
   const engine = (r.handler as unknown as { engine: FileEngine }).engine;
@@ -154,7 +156,7 @@ t.test('file engine: at most MAX_OFFLOADED reads on kernel workers at once, the 
   const n = MAX_OFFLOADED + 2;
   const size = (n + 1) << 20;
   const path = tmpImage('many-big.img', pattern(size, 6));
-  const image = FileImage.open(path);
+  const image = FileImage.open(path, RING);
   t.teardown(() => image.close());
   const r = new BlkRig({ image }, new MmapGuest((n + 2) << 20, 64));
   const engine = (r.handler as unknown as { engine: FileEngine }).engine;
@@ -182,7 +184,7 @@ t.test('file engine: a batch the kernel refuses fails its requests; the engine s
   const n = 3 * MAX_OFFLOADED + 2;
   const size = (n + 1) << 20;
   const path = tmpImage('refused.img', pattern(size, 16));
-  const image = FileImage.open(path);
+  const image = FileImage.open(path, RING);
   t.teardown(() => image.close());
   const r = new BlkRig({ image }, new MmapGuest((n + 2) << 20, 64));
   const fe = refusable(r);
@@ -219,7 +221,7 @@ t.test('file engine: large reads waiting for a worker when a refusal frees the s
   const size = (n + 1) << 20;
   const want = pattern(size, 17);
   const path = tmpImage('refused-waiting.img', want);
-  const image = FileImage.open(path);
+  const image = FileImage.open(path, RING);
   t.teardown(() => image.close());
   const attempts = 8;
   const r = new BlkRig({ image }, new MmapGuest((attempts * n + 2) << 20, 64)); // each attempt takes fresh buffers
@@ -258,7 +260,7 @@ function refusable(r: BlkRig): FileEngine & { ring: { setBuffer(i: number, b: Ar
 t.test('file engine: one kick of large requests is handed over in calls of about INLINE_BYTES_PER_CALL', async (t) => {
   const size = 4 << 20;
   const path = tmpImage('chunks.img', pattern(size, 9));
-  const image = FileImage.open(path);
+  const image = FileImage.open(path, RING);
   t.teardown(() => image.close());
   const r = new BlkRig({ image }, new MmapGuest(8 << 20, 64));
   const engine = (r.handler as unknown as { engine: FileEngine }).engine;
@@ -282,7 +284,7 @@ t.test('file engine: one kick of large requests is handed over in calls of about
 
 t.test('file engine: hasCompletions looks at the completion ring without collecting', async (t) => {
   const path = tmpImage('look.img', pattern(4 << 20, 3));
-  const image = FileImage.open(path);
+  const image = FileImage.open(path, RING);
   t.teardown(() => image.close());
   // Room for every attempt's buffers (the guest allocator does not reuse them).
   const r = new BlkRig({ image, pollUs: 0 }, new MmapGuest(96 << 20, 64));
@@ -322,7 +324,7 @@ t.test('FileImage.open errors', async (t) => {
 t.test('file engine: write, read back, flush, discard, write-zeroes — host-side checks', async (t) => {
   const size = 1 << 20;
   const path = tmpImage('disk.img', pattern(size, 3));
-  const image = FileImage.open(path);
+  const image = FileImage.open(path, RING);
   t.teardown(() => image.close());
   const r = new BlkRig({ image });
   const data = pattern(8192, 42);
@@ -363,7 +365,7 @@ t.test('file engine: write, read back, flush, discard, write-zeroes — host-sid
 
 t.test('file engine: read past a shrunken file is IOERR, never a partial OK', async (t) => {
   const path = tmpImage('shrink.img', pattern(1 << 16, 4));
-  const image = FileImage.open(path);
+  const image = FileImage.open(path, RING);
   t.teardown(() => image.close());
   const r = new BlkRig({ image });
   const fd = openSync(path, 'r+');
@@ -381,7 +383,7 @@ t.test('file engine: read past a shrunken file is IOERR, never a partial OK', as
 
 t.test('file engine: writethrough syncs each write; stop() waits for in-flight I/O', async (t) => {
   const path = tmpImage('wt.img', new Uint8Array(1 << 16));
-  const image = FileImage.open(path);
+  const image = FileImage.open(path, RING);
   t.teardown(() => image.close());
   const r = new BlkRig({ image });
   r.device.writeConfig(32, Uint8Array.of(0));
@@ -407,7 +409,7 @@ t.test('file engine: writethrough syncs each write; stop() waits for in-flight I
 
 t.test('file engine: writethrough makes write-zeroes durable too (an FDATASYNC after its ranges)', async (t) => {
   const path = tmpImage('wt-zeroes.img', pattern(1 << 16, 21));
-  const image = FileImage.open(path);
+  const image = FileImage.open(path, RING);
   t.teardown(() => image.close());
   const r = new BlkRig({ image });
   const fe = (r.handler as unknown as { engine: FileEngine }).engine;
@@ -627,7 +629,7 @@ t.test('file engine: a completion left over from an earlier request of the slot 
 
 t.test('file engine: read-only image', async (t) => {
   const path = tmpImage('ro.img', pattern(1 << 16, 9));
-  const image = FileImage.open(path, { readOnly: true });
+  const image = FileImage.open(path, { ...RING, readOnly: true });
   t.teardown(() => image.close());
   const dev = new BlkDevice({ image });
   t.equal(dev.readOnly, true);
@@ -643,7 +645,7 @@ t.test('file engine: read-only image', async (t) => {
 
 t.test('file engine: more ops than io_uring entries are submitted as room frees up', async (t) => {
   const path = tmpImage('many.img', pattern(1 << 20, 12));
-  const image = FileImage.open(path);
+  const image = FileImage.open(path, RING);
   t.teardown(() => image.close());
   // 64 slots → a 64-entry ring; 40 discards × 4 ranges + 20 reads = 180 ops.
   const r = new BlkRig({ image });

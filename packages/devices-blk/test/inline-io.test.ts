@@ -226,3 +226,65 @@ t.test('inline and ring give the same bytes for a mixed random workload (tmpfs w
   t.ok(sameBytes(readFileSync(paths[0]), readFileSync(paths[1])), 'the two images are identical after 160 requests');
   for (const r of rigs) await r.handler.stop();
 });
+
+t.test('inline: an op answering EAGAIN goes to the ring once instead of spinning on the thread', async (t) => {
+  const path = image(dir, 'again.img', pattern(1 << 16, 8));
+  const img = FileImage.open(path, { aio: 'inline' });
+  t.teardown(() => img.close());
+  const r = new BlkRig({ image: img });
+  const engine = engineOf(r) as Inner & { inlineToRing: number };
+  const ring = (engine as unknown as { ring: { runInline: (ops: Float64Array, n: number, iovs: Float64Array, out: Float64Array) => number } }).ring;
+  const run = ring.runInline.bind(ring);
+  let calls = 0;
+  ring.runInline = (ops, n, iovs, out) => {
+    calls++;
+    if (calls > 1) return run(ops, n, iovs, out);
+    // The first call: every op "would block", as a file system that refuses to wait says.
+    for (let i = 0; i < n; i++) { out[2 * i] = ops[i * 8 + 3]; out[2 * i + 1] = -11; }
+    return n;
+  };
+  const a = r.add({ type: VIRTIO_BLK_T_IN, sector: 8, inLen: 4096 });
+  const b = r.add({ type: VIRTIO_BLK_T_OUT, sector: 64, out: pattern(1024, 2) });
+  r.kick();
+  t.equal(engine.inlineToRing, 2, 'both ops moved to the ring');
+  t.equal(engine.submitCalls, 1, 'in one submit');
+  const used = await r.waitUsed(2);
+  t.equal(r.status(a), VIRTIO_BLK_S_OK);
+  t.equal(r.status(b), VIRTIO_BLK_S_OK);
+  t.equal(used.get(a.head), 4097);
+  t.ok(sameBytes(r.readIn(a), pattern(1 << 16, 8).subarray(4096, 8192)), 'the read, done by io_uring');
+  t.ok(sameBytes(readFileSync(path).subarray(64 * 512, 64 * 512 + 1024), pattern(1024, 2)), 'the write, done by io_uring');
+  const c = r.add({ type: VIRTIO_BLK_T_IN, sector: 0, inLen: 512 });
+  r.kick();
+  t.equal(r.collect().size, 1, 'the next request inline again, answered inside the kick');
+  t.equal(r.status(c), VIRTIO_BLK_S_OK);
+  await r.handler.stop();
+});
+
+t.test('write-zeroes on tmpfs: ZERO_RANGE refused once, holes punched straight away after that', async (t) => {
+  if (shm === null) { t.comment('SKIPPED: no tmpfs at /dev/shm'); t.pass('skipped'); return; }
+  const path = image(shm, 'wz.img', pattern(1 << 16, 9));
+  const img = FileImage.open(path);
+  t.teardown(() => img.close());
+  const r = new BlkRig({ image: img });
+  const engine = engineOf(r) as Inner & { noZeroRange: boolean };
+  const ring = (engine as unknown as { ring: { runInline: (ops: Float64Array, n: number, iovs: Float64Array, out: Float64Array) => number } }).ring;
+  const run = ring.runInline.bind(ring);
+  const modes: number[] = [];
+  ring.runInline = (ops, n, iovs, out) => {
+    for (let i = 0; i < n; i++) if (ops[i * 8] === 5) modes.push(ops[i * 8 + 6]);
+    return run(ops, n, iovs, out);
+  };
+  for (const sector of [8, 32]) {
+    const z = r.add({ type: VIRTIO_BLK_T_WRITE_ZEROES, out: segments([{ sector, num: 8 }]) });
+    r.kick();
+    t.equal(r.collect().size, 1);
+    t.equal(r.status(z), VIRTIO_BLK_S_OK);
+  }
+  t.same(modes, [0x11, 0x03, 0x03], 'ZERO_RANGE|KEEP_SIZE refused, then PUNCH_HOLE|KEEP_SIZE, and only PUNCH for the second');
+  t.equal(engine.noZeroRange, true);
+  const after = readFileSync(path);
+  t.ok(after.subarray(8 * 512, 16 * 512).every((b) => b === 0) && after.subarray(32 * 512, 40 * 512).every((b) => b === 0), 'both ranges read zeros');
+  t.notOk(after.subarray(16 * 512, 17 * 512).every((b) => b === 0), 'neighbour intact');
+  await r.handler.stop();
+});

@@ -302,23 +302,41 @@ class IoUring : public Napi::ObjectWrap<IoUring> {
     return false;
   }
 
+  // What is wrong with record `r` (its fields and iovec range, not the triples' buffers), or
+  // nullptr when it is fine.
+  static const char* RecordProblem(const double* r, size_t numTriples) {
+    if (!IsIntIn(r[0], kReadv, kWrite)) return "unknown opcode";
+    if (!IsIntIn(r[1], 0, INT32_MAX)) return "fd must be an integer >= 0";
+    if (!IsIntIn(r[2], 0, kMaxSafe)) return "file offset must be an integer in [0, 2^53)";
+    if (!IsIntIn(r[3], 0, static_cast<double>(kInternalTag - 1))) return "userData must be an integer in [0, 2^40)";
+    const int op = static_cast<int>(r[0]);
+    if (op == kReadv || op == kWritev || op == kRead || op == kWrite) {
+      const double maxIov = (op == kRead || op == kWrite) ? 1 : kMaxIovPerOp;
+      if (!IsIntIn(r[5], 1, maxIov)) return "bad iovCount";
+      if (!IsIntIn(r[4], 0, kMaxSafe) || r[4] + r[5] > static_cast<double>(numTriples)) return "iovec range outside the iovs array";
+      // arg = SQE flags; only IOSQE_ASYNC (the others change linking, fixed files or
+      // buffer selection, which this wrapper does not set up).
+      if (!IsIntIn(r[6], 0, 0xff) || (static_cast<unsigned>(r[6]) & ~static_cast<unsigned>(IOSQE_ASYNC)) != 0)
+        return "read/write flags: only IOSQE_ASYNC";
+    } else if (op == kFallocate) {
+      if (!IsIntIn(r[6], 0, 0xff)) return "bad fallocate mode";
+      if (!IsIntIn(r[7], 1, kMaxSafe) || r[2] + r[7] > kMaxSafe) return "bad fallocate length";
+    }
+    return nullptr;
+  }
+  static bool RecordOk(const double* r, size_t numTriples) { return RecordProblem(r, numTriples) == nullptr; }
+
   // Checks `count` records and every iovec triple they name; throws (BadOp) and returns false on
   // the first bad one. Adds the READV/WRITEV iovec count to *totalIovs.
   bool Validate(Napi::Env env, const char* fn, const double* ops, size_t count, const double* iovs, size_t numTriples, size_t* totalIovs) {
     for (size_t i = 0; i < count; i++) {
       const double* r = ops + i * kOpStride;
-      if (!IsIntIn(r[0], kReadv, kWrite)) return Bad(env, fn, i, "unknown opcode");
-      if (!IsIntIn(r[1], 0, INT32_MAX)) return Bad(env, fn, i, "fd must be an integer >= 0");
-      if (!IsIntIn(r[2], 0, kMaxSafe)) return Bad(env, fn, i, "file offset must be an integer in [0, 2^53)");
-      if (!IsIntIn(r[3], 0, static_cast<double>(kInternalTag - 1))) return Bad(env, fn, i, "userData must be an integer in [0, 2^40)");
-      int op = static_cast<int>(r[0]);
+      const char* problem = RecordProblem(r, numTriples);
+      if (problem != nullptr) return Bad(env, fn, i, problem);
+      const int op = static_cast<int>(r[0]);
       if (op == kReadv || op == kWritev || op == kRead || op == kWrite) {
-        double maxIov = (op == kRead || op == kWrite) ? 1 : kMaxIovPerOp;
-        if (!IsIntIn(r[5], 1, maxIov)) return Bad(env, fn, i, "bad iovCount");
-        if (!IsIntIn(r[4], 0, kMaxSafe) || r[4] + r[5] > static_cast<double>(numTriples))
-          return Bad(env, fn, i, "iovec range outside the iovs array");
-        size_t start = static_cast<size_t>(r[4]);
-        size_t n = static_cast<size_t>(r[5]);
+        const size_t start = static_cast<size_t>(r[4]);
+        const size_t n = static_cast<size_t>(r[5]);
         iovec v;
         for (size_t k = 0; k < n; k++) {
           if (!CheckIov(iovs, start + k, &v))
@@ -326,13 +344,6 @@ class IoUring : public Napi::ObjectWrap<IoUring> {
           if ((op == kRead || op == kWrite) && v.iov_len > UINT32_MAX) return Bad(env, fn, i, "length over 2^32 - 1");
         }
         if (op == kReadv || op == kWritev) *totalIovs += n;
-        // arg = SQE flags; only IOSQE_ASYNC (the others change linking, fixed files or
-        // buffer selection, which this wrapper does not set up).
-        if (!IsIntIn(r[6], 0, 0xff) || (static_cast<unsigned>(r[6]) & ~static_cast<unsigned>(IOSQE_ASYNC)) != 0)
-          return Bad(env, fn, i, "read/write flags: only IOSQE_ASYNC");
-      } else if (op == kFallocate) {
-        if (!IsIntIn(r[6], 0, 0xff)) return Bad(env, fn, i, "bad fallocate mode");
-        if (!IsIntIn(r[7], 1, kMaxSafe) || r[2] + r[7] > kMaxSafe) return Bad(env, fn, i, "bad fallocate length");
       }
     }
     return true;
@@ -366,29 +377,44 @@ class IoUring : public Napi::ObjectWrap<IoUring> {
     size_t maxIovs = 0;
     if (!Validate(env, "io_uring_run_inline", ops, count, iovs, iovsLen / kIovStride, &maxIovs)) return env.Undefined();
     if (scratch_.size() < kMaxIovPerOp) scratch_.resize(static_cast<size_t>(kMaxIovPerOp));
+    const size_t numTriples = iovsLen / kIovStride;
     for (size_t i = 0; i < count; i++) {
-      const double* r = ops + i * kOpStride;
+      // Unlike submit, ops run one after the other and write memory between them (`out`, and
+      // the data a read brings in), which the caller may have made overlap `ops` or `iovs`:
+      // each record is copied and checked again right before it runs, and its iovecs are
+      // built from checked triples; one that changed since the batch check fails alone.
+      double r[kOpStride];
+      std::memcpy(r, ops + i * kOpStride, sizeof r);
       const int op = static_cast<int>(r[0]);
       const int fd = static_cast<int>(r[1]);
       const off_t off = static_cast<off_t>(r[2]);
-      long res;
-      do {
+      long res = 0;
+      int cnt = 0;
+      if (!RecordOk(r, numTriples)) {
+        errno = EINVAL;
+        res = -1;
+      } else if (op == kRead || op == kWrite || op == kReadv || op == kWritev) {
+        const size_t start = static_cast<size_t>(r[4]);
+        cnt = static_cast<int>(r[5]);
+        for (int k = 0; k < cnt && res != -1; k++) {
+          if (!CheckIov(iovs, start + static_cast<size_t>(k), &scratch_[static_cast<size_t>(k)])) {
+            errno = EINVAL;
+            res = -1;
+          }
+        }
+      }
+      if (res != -1) do {
         switch (op) {
           case kRead:
           case kWrite: {
-            iovec v;
-            CheckIov(iovs, static_cast<size_t>(r[4]), &v);  // validated above
+            const iovec& v = scratch_[0];
             res = op == kRead ? ::pread(fd, v.iov_base, v.iov_len, off) : ::pwrite(fd, v.iov_base, v.iov_len, off);
             break;
           }
           case kReadv:
-          case kWritev: {
-            const size_t start = static_cast<size_t>(r[4]);
-            const int cnt = static_cast<int>(r[5]);
-            for (int k = 0; k < cnt; k++) CheckIov(iovs, start + static_cast<size_t>(k), &scratch_[static_cast<size_t>(k)]);
+          case kWritev:
             res = op == kReadv ? ::preadv(fd, scratch_.data(), cnt, off) : ::pwritev(fd, scratch_.data(), cnt, off);
             break;
-          }
           case kFsync:
             res = ::fsync(fd);
             break;

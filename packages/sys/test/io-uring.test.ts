@@ -427,6 +427,22 @@ t.test('runInline: the same records on the calling thread, results as reap gives
   throwsSys(t, () => ring.runInline(ops, 2, new Float64Array([0, 0, 16, 0, 100, 50]), out), 'EINVAL', 'io_uring_run_inline', 'iovec index past the array');
   t.same(readFileSync(path).subarray(0, 50), before, 'the valid first record of a refused batch did not run');
   throwsSys(t, () => ring.runInline(ops, 2, iovs, new Float64Array(3)), 'EINVAL', 'io_uring_run_inline', 'out too small');
+  // `out` overlapping the iovec triples: op 0's result turns op 1's triple into one naming
+  // buffer 5000 after the batch check; op 1 fails alone instead of using a stale iovec.
+  const shared = new Float64Array(16);
+  shared.set([0, 100, 50, 0, 100, 50]);
+  op(ops, 0, [IORING_OP.WRITE, file, 0, 5000, 0, 1, 0, 0]);
+  op(ops, 1, [IORING_OP.WRITE, file, 512, 31, 1, 1, 0, 0]);
+  t.equal(ring.runInline(ops, 2, shared, shared.subarray(3)), 2);
+  t.same([shared[3], shared[4], shared[5], shared[6]], [5000, 50, 31, -22], 'op 0 wrote 50 bytes; op 1 failed with EINVAL');
+  // `out` overlapping the op records: op 0's result (userData 0, 50 bytes) overwrites op 1's
+  // opcode and fd after the batch check.
+  const recs = new Float64Array(2 * OP_STRIDE);
+  op(recs, 0, [IORING_OP.WRITE, file, 0, 0, 0, 1, 0, 0]);
+  op(recs, 1, [IORING_OP.WRITE, file, 0, 32, 0, 1, 0, 0]);
+  const over = new Float64Array(recs.buffer, OP_STRIDE * 8, 4);
+  t.equal(ring.runInline(recs, 2, new Float64Array([0, 100, 50]), over), 2);
+  t.same(Array.from(over), [0, 50, 32, -22], 'a record changed by an earlier result fails alone');
   ring.close();
   throwsSys(t, () => ring.runInline(ops, 1, iovs, out), 'EBADF', 'io_uring_run_inline', 'closed ring');
   munmap(mem.buf);

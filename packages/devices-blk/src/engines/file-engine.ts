@@ -253,6 +253,12 @@ export class FileEngine implements BlockEngine {
   private readonly inlineOut: Float64Array;
   /** Native runInline calls made (tests check batching). */
   inlineCalls = 0;
+  /** Inline ops that answered EAGAIN and went to the ring instead. */
+  inlineToRing = 0;
+  /** Ops handed to the ring and not yet reaped. */
+  private ringPending = 0;
+  /** FALLOCATE ZERO_RANGE answered EOPNOTSUPP once: write-zeroes punch holes from then on. */
+  noZeroRange = false;
   /** Per slot: its current op was submitted with IOSQE_ASYNC. */
   private readonly asyncOp: Uint8Array;
   /** Per slot: generation of the request holding it (see GEN_SHIFT). */
@@ -363,13 +369,15 @@ export class FileEngine implements BlockEngine {
       if ((bytes >= INLINE_BYTES_PER_CALL || this.queued >= callOps) && i + 1 < count) {
         bytes = 0;
         this.flushQueued();
-        this.reapAll(); // reports what finished (the queue publishes it; it does not start new work mid-batch)
+        // Reports what finished (the queue publishes it; it does not start new work mid-batch).
+        // Inline ops reported themselves; the ring is looked at only when it holds some.
+        if (this.ringPending > 0) this.reapAll();
       }
     }
     this.flushQueued();
     // Buffered I/O that hits the page cache completes inside io_uring_enter: collect it now
     // (shared-memory read, no syscall) instead of one event-loop turn later via the eventfd.
-    this.reapAll();
+    if (this.ringPending > 0) this.reapAll();
   }
 
   /** Points the buffer table at the slabs of the batch's memory (a new memory table). */
@@ -431,7 +439,9 @@ export class FileEngine implements BlockEngine {
       case BLK_OP_WRITE_ZEROES: {
         req.pending = req.rangeCount;
         for (let r = 0; r < req.rangeCount; r++) {
-          const mode = req.op === BLK_OP_DISCARD || (req.rangeFlags[r] & VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP) !== 0 ? PUNCH : ZERO;
+          // Without ZERO_RANGE on this file system (tmpfs) a punched hole reads back zeros too.
+          const mode = req.op === BLK_OP_DISCARD || (req.rangeFlags[r] & VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP) !== 0
+            || this.noZeroRange ? PUNCH : ZERO;
           this.pushOp(IORING_OP.FALLOCATE, req.rangeOffset[r], req.index + r * RANGE_SHIFT, 0, 0, mode, req.rangeLen[r]);
         }
         return;
@@ -599,9 +609,21 @@ export class FileEngine implements BlockEngine {
     }
     this.inlineQueued = 0;
     const out = this.inlineOut;
+    // EAGAIN would come back at once on every retry here (only a forced `inline` on a file
+    // system that refuses to block can give it): such an op goes to the ring, which waits.
+    // Moved before any result is handled — handling queues follow-ups over inlineOps[0 …).
+    for (let i = 0; i < n; i++) {
+      if (out[2 * i + 1] !== EAGAIN) continue;
+      const from = i * OP_STRIDE, to = this.queued * OP_STRIDE;
+      for (let k = 0; k < OP_STRIDE; k++) this.ops[to + k] = this.inlineOps[from + k];
+      this.queued++;
+      this.inlineToRing++;
+      out[2 * i + 1] = NaN; // skipped below
+    }
     let any = false;
     for (let i = 0; i < n; i++) {
-      if (this.handleCqe(out[2 * i], out[2 * i + 1])) any = true;
+      const res = out[2 * i + 1];
+      if (!Number.isNaN(res) && this.handleCqe(out[2 * i], res)) any = true;
     }
     if (any) this.done();
   }
@@ -622,6 +644,7 @@ export class FileEngine implements BlockEngine {
       }
       if (taken > 0 && taken < this.queued) this.ops.copyWithin(0, taken * OP_STRIDE, this.queued * OP_STRIDE);
       this.queued -= taken;
+      this.ringPending += taken;
       if (this.inflight > 0 && !this.referenced) {
         this.watcher.ref();
         this.referenced = true;
@@ -690,6 +713,7 @@ export class FileEngine implements BlockEngine {
     let any = false;
     for (;;) {
       const n = this.ring.reap(cqes);
+      this.ringPending = Math.max(0, this.ringPending - n);
       for (let i = 0; i < n; i++) {
         if (this.handleCqe(cqes[2 * i], cqes[2 * i + 1])) any = true;
       }
@@ -753,6 +777,7 @@ export class FileEngine implements BlockEngine {
         return this.opDone(req);
       case BLK_OP_WRITE_ZEROES: {
         if (res === EOPNOTSUPP) {
+          this.noZeroRange = true;
           const r = Math.floor(userData / RANGE_SHIFT) % RANGE_SHIFT;
           if (r < req.rangeCount && (req.rangeFlags[r] & (VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP | RETRIED)) === 0) {
             // No ZERO_RANGE here: a punched hole reads back as zeros too.

@@ -145,7 +145,8 @@ export function markdownSection(x: ReportInput): string {
     L.push('(p50/p99). Every status byte is checked. Peers, each a fresh process per run:');
   }
   L.push('');
-  L.push('- `vhost-ts-file` — our `vhost-user-blk` CLI serving a raw image on tmpfs (io_uring engine);');
+  L.push('- `vhost-ts-file` — our `vhost-user-blk` CLI serving a raw image on tmpfs (file engine, `--aio auto`: reads and');
+  L.push('  writes inline on the queue\'s thread, reads and writes of 128 KiB or more through io_uring kernel workers);');
   L.push('  `qsd-file` — qemu-storage-daemon `driver=file` on the same image (`aio=' + x.qsdAio + '`, exported without a format node).');
   L.push('- `vhost-ts-null` — our `BlkDevice` over the library `NullImage` (reads zero the buffer, writes are dropped),');
   L.push('  served by `bench/src/blk/ts-server.ts` (the CLI serves files only); `qsd-null` — `driver=null-co,read-zeroes=on`.');

@@ -45,8 +45,8 @@ Serves a disk image as a vhost-user-blk device (virtio-blk over vhost-user).
   --direct             open the image with O_DIRECT (bypass the host page cache)
   --aio MODE           auto | io_uring | inline (default auto): io_uring submits reads and
                        writes to the queue's io_uring; inline runs them as plain syscalls on
-                       the queue's thread (reads of 128 KiB and more still go to kernel
-                       workers); auto = inline for a file on tmpfs/ramfs without --direct
+                       the queue's thread (reads and writes of 128 KiB and more still go to
+                       kernel workers); auto = inline for a file on tmpfs/ramfs without --direct
                        (io_uring hands each of its ops to a kernel thread), else io_uring
   --client             connect to PATH (QEMU listens, server=on) instead of listening; reconnects
   --log-level L        error | warn | info | debug (default info)

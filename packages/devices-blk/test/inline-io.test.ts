@@ -288,3 +288,25 @@ t.test('write-zeroes on tmpfs: ZERO_RANGE refused once, holes punched straight a
   t.notOk(after.subarray(16 * 512, 17 * 512).every((b) => b === 0), 'neighbour intact');
   await r.handler.stop();
 });
+
+t.test('inline: a large write goes to a kernel worker through the ring, small ones stay inline', async (t) => {
+  const path = image(dir, 'bigw.img', new Uint8Array(2 << 20));
+  const img = FileImage.open(path, { aio: 'inline' });
+  t.teardown(() => img.close());
+  const r = new BlkRig({ image: img }, new MmapGuest(8 << 20, 64));
+  const engine = engineOf(r);
+  const big = r.add({ type: VIRTIO_BLK_T_OUT, sector: 0, out: pattern(256 << 10, 4) });
+  const small = r.add({ type: VIRTIO_BLK_T_OUT, sector: 2048, out: pattern(4096, 5) });
+  r.kick();
+  t.equal(engine.submitCalls, 1, 'the 256 KiB write went to the ring');
+  t.equal(engine.inlineCalls, 1, 'the 4 KiB one ran inline');
+  t.equal(engine.asyncOps, 0, 'unflagged: the kernel punts it to io-wq');
+  await r.waitUsed(2);
+  t.equal(r.status(big), VIRTIO_BLK_S_OK);
+  t.equal(r.status(small), VIRTIO_BLK_S_OK);
+  const host = readFileSync(path);
+  t.ok(sameBytes(host.subarray(0, 256 << 10), pattern(256 << 10, 4)), 'large write on the host file');
+  t.ok(sameBytes(host.subarray(2048 * 512, 2048 * 512 + 4096), pattern(4096, 5)), 'small write on the host file');
+  t.equal(engine.offloaded, 0, 'nothing left on kernel threads');
+  await r.handler.stop();
+});

@@ -14,8 +14,12 @@
  *  FLUSH       → FDATASYNC                  (status only once it completed)
  *  DISCARD     → FALLOCATE PUNCH_HOLE|KEEP_SIZE per range (EOPNOTSUPP: ignored, discard is advisory)
  *  WRITE_ZEROES→ FALLOCATE ZERO_RANGE|KEEP_SIZE, or PUNCH_HOLE|KEEP_SIZE with UNMAP
- *                (ZERO_RANGE unsupported: retried as PUNCH_HOLE, which also reads back zeros)
+ *                (ZERO_RANGE unsupported: retried as PUNCH_HOLE, which also reads back zeros;
+ *                from then on punched straight away)
  *  writethrough: a WRITE or WRITE_ZEROES is followed by FDATASYNC before it completes.
+ *  inline (a file on tmpfs/ramfs, see MEMORY_FS_TYPES): the same op records run as plain
+ *            syscalls on this thread (IoUring.runInline), reads and writes of
+ *            ASYNC_READ_BYTES or more still through the ring.
  *  O_DIRECT: a READ/WRITE whose guest buffers are not 512-byte aligned (address or length)
  *            goes through an aligned per-queue bounce buffer, in chunks of BOUNCE_CHUNK.
  * ```

@@ -6,8 +6,8 @@
  * completed (vhost-user.rst "Inflight I/O tracking"). The guest must see no I/O error, its
  * read-back must verify every pass, and the image must hold exactly the final pass.
  *
- * The guest has 2 vCPUs, so its 4 parallel writers overlap; back-end instances alternate between
- * O_DIRECT and buffered image I/O.
+ * The guest has 2 vCPUs, so its 4 parallel writers overlap; back-end instances take turns with
+ * buffered io_uring, O_DIRECT and inline image I/O.
  *
  * Replay a schedule with `E2E_RESTART_SEED=<seed>` (the seed is printed).
  */
@@ -35,9 +35,10 @@ if (findVhostTsBlkCli() === null) {
       const res = await runRestartChaos({
         mode: 'kill', seed, targetDisruptive: TARGET_INFLIGHT_KILLS + 1, maxRestarts: 16,
         delayMs: [300, 1500], inflightWaitMs: 3000, budgetMs: 100_000, comment: (m) => t.comment(m),
-        // Both engine modes, alternating: O_DIRECT (requests stay in flight longer, several at
-        // once) and the host page cache (the default).
-        backendArgs: (n) => (n % 2 === 1 ? ['--direct'] : []),
+        // Three engine modes in turn: the host page cache through io_uring (the default for a
+        // disk image), O_DIRECT (requests stay in flight longer, several at once), and inline
+        // I/O (what a tmpfs image gets; forced here on the disk image).
+        backendArgs: (n) => [[], ['--direct'], ['--aio', 'inline']][n % 3],
         // Some kills land 0–50 ms after QEMU replayed its setup: while the new back-end is
         // resubmitting the previous one's requests. (Never inside the replay: QEMU 7.2 loses
         // the device for good then — README "Restarts", docs/protocol.md.)

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <string>
 
 #include "sys.h"
 
@@ -81,13 +82,39 @@ Napi::Value UnixListen(const Napi::CallbackInfo& info) {
   if (!FillAddr(env, "bind", path, &addr) || !RemoveStaleSocket(env, addr)) return env.Undefined();
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return ThrowSys(env, errno, "socket");
-  if (::bind(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) < 0) {
+  // The path must appear only once the socket listens: between bind() and listen() a client
+  // that saw the file (a script waiting for it, then starting QEMU) would get ECONNREFUSED.
+  // So bind a private name next to it, listen, then link() the real name to it — link, not
+  // rename, so a file that appeared at the path meanwhile is still reported as in use. A path
+  // with no room for the private suffix is bound directly.
+  sockaddr_un tmp;
+  const std::string tmpPath = path + ".listen-" + std::to_string(::getpid());
+  const bool viaTmp = tmpPath.size() < sizeof tmp.sun_path;
+  if (viaTmp) {
+    std::memset(&tmp, 0, sizeof tmp);
+    tmp.sun_family = AF_UNIX;
+    std::memcpy(tmp.sun_path, tmpPath.data(), tmpPath.size());
+    ::unlink(tmp.sun_path);  // left by an earlier process with our pid that died here
+  }
+  const sockaddr_un& first = viaTmp ? tmp : addr;
+  if (::bind(fd, reinterpret_cast<const sockaddr*>(&first), sizeof first) < 0) {
     CloseKeepErrno(fd);
     return ThrowSys(env, errno, "bind");
   }
   if (::listen(fd, static_cast<int>(backlog)) < 0) {
-    CloseKeepErrno(fd);
-    return ThrowSys(env, errno, "listen");
+    int err = errno;
+    if (viaTmp) ::unlink(tmp.sun_path);
+    ::close(fd);
+    return ThrowSys(env, err, "listen");
+  }
+  if (viaTmp) {
+    int err = ::link(tmp.sun_path, addr.sun_path) < 0 ? errno : 0;
+    ::unlink(tmp.sun_path);
+    if (err != 0) {
+      ::close(fd);
+      if (err == EEXIST) return ThrowSys(env, EADDRINUSE, "bind", "path exists (created while binding)");
+      return ThrowSys(env, err, "link");
+    }
   }
   return Napi::Number::New(env, fd);
 }

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import {
@@ -168,4 +168,53 @@ t.test('stale socket replacement and address errors', (t) => {
   close(a);
   close(b);
   t.end();
+});
+
+t.test('the socket path appears only once the socket listens (a client that sees it can connect)', async (t) => {
+  const dir = tempDir(t);
+  const ROUNDS = 500;
+  // The child spins on the path's existence and connects the moment it sees it; between bind()
+  // and listen() a file without a listener would answer ECONNREFUSED.
+  const sys = new URL('../src/index.ts', import.meta.url).href;
+  const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', `
+    import { existsSync } from 'node:fs';
+    import { join } from 'node:path';
+    import { close, unixConnect } from ${JSON.stringify(sys)};
+    const dir = process.argv[1];
+    const out = (l) => new Promise((r) => process.stdout.write(l + '\\n', r));
+    for (let i = 0; i < ${ROUNDS}; i++) {
+      const p = join(dir, 's' + i + '.sock');
+      await out('ready ' + i);
+      while (!existsSync(p)) { /* spin */ }
+      try { close(unixConnect(p)); await out('ok ' + i); } catch (e) { await out('err ' + i + ' ' + e.code); }
+    }
+  `, dir], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const results: string[] = [];
+  let buf = '';
+  let listening: number | null = null;
+  await new Promise<void>((resolve, reject) => {
+    child.on('error', reject);
+    child.stdout!.setEncoding('utf8').on('data', (d: string) => {
+      buf += d;
+      let nl;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        const [what, n] = line.split(' ');
+        if (what === 'ready') {
+          listening = unixListen(join(dir, `s${n}.sock`));
+        } else {
+          results.push(line);
+          if (listening !== null) close(listening);
+          listening = null;
+          if (results.length === ROUNDS) resolve();
+        }
+      }
+    });
+  });
+  child.kill();
+  const refused = results.filter((r) => r.startsWith('err'));
+  t.equal(results.length, ROUNDS, `${ROUNDS} rounds`);
+  t.same(refused, [], 'no client saw the path before it could connect');
+  t.same(readdirSync(dir).filter((n) => n.includes('.listen-')), [], 'no private names left behind');
 });

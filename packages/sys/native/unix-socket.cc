@@ -5,8 +5,11 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/random.h>
+#include <time.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstring>
 #include <string>
 
@@ -85,19 +88,36 @@ Napi::Value UnixListen(const Napi::CallbackInfo& info) {
   // The path must appear only once the socket listens: between bind() and listen() a client
   // that saw the file (a script waiting for it, then starting QEMU) would get ECONNREFUSED.
   // So bind a private name next to it, listen, then link() the real name to it — link, not
-  // rename, so a file that appeared at the path meanwhile is still reported as in use. A path
-  // with no room for the private suffix is bound directly.
+  // rename, so a file that appeared at the path meanwhile is still reported as in use. The
+  // private name is random and never taken over (another listener, even one with our pid in
+  // another container, may be using its own). Where that cannot be done — no room for the
+  // suffix in the 107 bytes, or a file system without hard links — the path is bound directly,
+  // with the short window.
   sockaddr_un tmp;
-  const std::string tmpPath = path + ".listen-" + std::to_string(::getpid());
-  const bool viaTmp = tmpPath.size() < sizeof tmp.sun_path;
-  if (viaTmp) {
-    std::memset(&tmp, 0, sizeof tmp);
-    tmp.sun_family = AF_UNIX;
-    std::memcpy(tmp.sun_path, tmpPath.data(), tmpPath.size());
-    ::unlink(tmp.sun_path);  // left by an earlier process with our pid that died here
+  bool viaTmp = false;
+  const size_t tmpLen = path.size() + 12;  // ".l-" + 8 hex digits + NUL fits?
+  if (tmpLen < sizeof tmp.sun_path) {
+    for (int attempt = 0; attempt < 8 && !viaTmp; attempt++) {
+      uint32_t r = 0;
+      if (::getrandom(&r, sizeof r, GRND_NONBLOCK) != static_cast<ssize_t>(sizeof r)) {
+        timespec ts;
+        ::clock_gettime(CLOCK_MONOTONIC, &ts);
+        r = static_cast<uint32_t>(ts.tv_nsec) ^ (static_cast<uint32_t>(::getpid()) << 12) ^ static_cast<uint32_t>(attempt);
+      }
+      char suffix[16];
+      std::snprintf(suffix, sizeof suffix, ".l-%08x", r);
+      const std::string name = path + suffix;
+      std::memset(&tmp, 0, sizeof tmp);
+      tmp.sun_family = AF_UNIX;
+      std::memcpy(tmp.sun_path, name.data(), name.size());
+      if (::bind(fd, reinterpret_cast<const sockaddr*>(&tmp), sizeof tmp) == 0) {
+        viaTmp = true;
+      } else if (errno != EADDRINUSE) {
+        break;  // e.g. EACCES for this name: bind the path itself below
+      }
+    }
   }
-  const sockaddr_un& first = viaTmp ? tmp : addr;
-  if (::bind(fd, reinterpret_cast<const sockaddr*>(&first), sizeof first) < 0) {
+  if (!viaTmp && ::bind(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) < 0) {
     CloseKeepErrno(fd);
     return ThrowSys(env, errno, "bind");
   }
@@ -110,10 +130,23 @@ Napi::Value UnixListen(const Napi::CallbackInfo& info) {
   if (viaTmp) {
     int err = ::link(tmp.sun_path, addr.sun_path) < 0 ? errno : 0;
     ::unlink(tmp.sun_path);
-    if (err != 0) {
+    if (err == EEXIST) {
       ::close(fd);
-      if (err == EEXIST) return ThrowSys(env, EADDRINUSE, "bind", "path exists (created while binding)");
-      return ThrowSys(env, err, "link");
+      return ThrowSys(env, EADDRINUSE, "bind", "path exists (created while binding)");
+    }
+    if (err != 0) {
+      // No hard links here: start over binding the path itself (a socket is bound once).
+      ::close(fd);
+      fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+      if (fd < 0) return ThrowSys(env, errno, "socket");
+      if (::bind(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) < 0) {
+        CloseKeepErrno(fd);
+        return ThrowSys(env, errno, "bind");
+      }
+      if (::listen(fd, static_cast<int>(backlog)) < 0) {
+        CloseKeepErrno(fd);
+        return ThrowSys(env, errno, "listen");
+      }
     }
   }
   return Napi::Number::New(env, fd);

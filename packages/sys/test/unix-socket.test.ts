@@ -194,6 +194,7 @@ t.test('the socket path appears only once the socket listens (a client that sees
   let listening: number | null = null;
   await new Promise<void>((resolve, reject) => {
     child.on('error', reject);
+    child.on('exit', (code) => { if (results.length < ROUNDS) reject(new Error(`client exited (${code}) after ${results.length} rounds`)); });
     child.stdout!.setEncoding('utf8').on('data', (d: string) => {
       buf += d;
       let nl;
@@ -202,7 +203,13 @@ t.test('the socket path appears only once the socket listens (a client that sees
         buf = buf.slice(nl + 1);
         const [what, n] = line.split(' ');
         if (what === 'ready') {
-          listening = unixListen(join(dir, `s${n}.sock`));
+          try {
+            listening = unixListen(join(dir, `s${n}.sock`));
+          } catch (e) {
+            child.kill();
+            reject(e as Error);
+            return;
+          }
         } else {
           results.push(line);
           if (listening !== null) close(listening);
@@ -216,5 +223,12 @@ t.test('the socket path appears only once the socket listens (a client that sees
   const refused = results.filter((r) => r.startsWith('err'));
   t.equal(results.length, ROUNDS, `${ROUNDS} rounds`);
   t.same(refused, [], 'no client saw the path before it could connect');
-  t.same(readdirSync(dir).filter((n) => n.includes('.listen-')), [], 'no private names left behind');
+  t.same(readdirSync(dir).filter((n) => !/^s\d+\.sock$/.test(n)), [], 'no private names left behind');
+  // A path with no room for the private name is bound directly and still works.
+  const long = join(dir, 'x'.repeat(Math.max(1, 100 - dir.length)));
+  const lfd = unixListen(long);
+  const c = unixConnect(long);
+  t.ok(c >= 0, `a ${Buffer.byteLength(long)}-byte path listens`);
+  close(c);
+  close(lfd);
 });

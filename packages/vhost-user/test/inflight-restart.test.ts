@@ -140,6 +140,21 @@ t.test('tracker: a batch published but not committed is not resubmitted (vhost-u
   t.end();
 });
 
+t.test('tracker: an area whose desc_num is the area\'s queue size (libvhost-user) serves a smaller ring', (t) => {
+  const region = new Uint8Array(inflightQueueRegionSize(64));
+  const a = new SplitInflightTracker(region, 64, () => 0);
+  for (const h of [5, 3]) a.begin(h);
+  t.equal(new DataView(region.buffer).getUint16(10, true), 64, 'desc_num 64');
+  const b = new SplitInflightTracker(region, 16, () => 0);
+  t.equal(b.fresh, false, 'a 16-entry ring keeps the area (not initialised again)');
+  t.same(b.resubmit, [5, 3], 'and resubmits its heads');
+  const big = new Uint8Array(inflightQueueRegionSize(16));
+  new SplitInflightTracker(big, 16, () => 0);
+  new DataView(big.buffer).setUint16(10, 200, true); // more entries than the region holds
+  t.equal(new SplitInflightTracker(big, 16, () => 0).fresh, true, 'desc_num beyond the region: initialised again');
+  t.end();
+});
+
 t.test('tracker: heads are resubmitted in the order they were popped, not by index', (t) => {
   const size = 16;
   const region = new Uint8Array(inflightQueueRegionSize(size));

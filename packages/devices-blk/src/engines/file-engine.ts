@@ -378,13 +378,14 @@ export class FileEngine implements BlockEngine {
         this.flushQueued();
         // Reports what finished (the queue publishes it; it does not start new work mid-batch).
         // Inline ops reported themselves; the ring is looked at only when it holds some.
-        if (this.ringPending > 0) this.reapAll();
+        if (this.ringPending > 0 || this.queued > 0) this.reapAll();
       }
     }
     this.flushQueued();
     // Buffered I/O that hits the page cache completes inside io_uring_enter: collect it now
     // (shared-memory read, no syscall) instead of one event-loop turn later via the eventfd.
-    if (this.ringPending > 0) this.reapAll();
+    // Also when ops are still queued (the kernel took none: reapAll's flush tries again).
+    if (this.ringPending > 0 || this.queued > 0) this.reapAll();
   }
 
   /** Points the buffer table at the slabs of the batch's memory (a new memory table). */

@@ -56,7 +56,13 @@ export class SplitInflightTracker implements InflightTracker {
     this.batch = new Uint16Array(size);
     const v = this.view;
     const usedIdx = readUsedIdx() & 0xffff;
-    if (v.getUint16(8, true) !== INFLIGHT_VERSION || v.getUint16(10, true) !== size) {
+    // desc_num may exceed the ring: libvhost-user writes the area's queue size there, and a
+    // driver may use a smaller ring (SeaBIOS: 128 entries on a queue-size=1024 disk). Any
+    // value from the ring size up to what the region holds is usable; entries past the ring
+    // are never read.
+    const capacity = Math.floor((region.byteLength - INFLIGHT_HEADER_SIZE) / INFLIGHT_DESC_SIZE);
+    const descNum = v.getUint16(10, true);
+    if (v.getUint16(8, true) !== INFLIGHT_VERSION || descNum < size || descNum > capacity) {
       // Fresh (version 0) or unusable: start clean.
       region.fill(0, 0, inflightQueueRegionSize(size));
       v.setUint16(8, INFLIGHT_VERSION, true);

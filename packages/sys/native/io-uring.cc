@@ -349,6 +349,38 @@ class IoUring : public Napi::ObjectWrap<IoUring> {
     return true;
   }
 
+  // A batch argument triple (ops, count, iovs) of submit / runInline, validated whole.
+  struct Batch {
+    const double* ops = nullptr;
+    const double* iovs = nullptr;
+    size_t count = 0;
+    size_t numTriples = 0;
+    size_t totalIovs = 0;  // READV/WRITEV iovecs in the batch
+  };
+
+  // Reads and validates info[0..2] for `fn` into *b; throws and returns false when they are bad
+  // (or the ring is closed). Starts a new buffer-resolution stamp.
+  bool TakeBatch(const Napi::CallbackInfo& info, const char* fn, Batch* b) {
+    Napi::Env env = info.Env();
+    if (Closed(env, fn)) return false;
+    double* ops;
+    size_t opsLen;
+    double* iovs;
+    size_t iovsLen;
+    if (info.Length() < 3 || !IsF64Array(env, info[0], &ops, &opsLen) || !IsF64Array(env, info[2], &iovs, &iovsLen)) {
+      ThrowArg(env, fn, "ops and iovs must be Float64Arrays");
+      return false;
+    }
+    double countD;
+    if (!ArgInt(info, 1, fn, "count", 0, static_cast<double>(opsLen / kOpStride), &countD)) return false;
+    b->ops = ops;
+    b->iovs = iovs;
+    b->count = static_cast<size_t>(countD);
+    b->numTriples = iovsLen / kIovStride;
+    stamp_++;
+    return Validate(env, fn, ops, b->count, iovs, b->numTriples, &b->totalIovs);
+  }
+
   // runInline(ops: Float64Array, count, iovs: Float64Array, out: Float64Array) -> ops run
   //
   // Runs the records on the calling thread with the plain syscalls (pread/pwrite/preadv/pwritev,
@@ -358,26 +390,17 @@ class IoUring : public Napi::ObjectWrap<IoUring> {
   // run without blocking (tmpfs): the ring punts every such op to an io-wq thread.
   Napi::Value RunInline(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    if (Closed(env, "io_uring_run_inline")) return env.Undefined();
-    double* ops;
-    size_t opsLen;
-    double* iovs;
-    size_t iovsLen;
+    Batch b;
+    if (!TakeBatch(info, "io_uring_run_inline", &b)) return env.Undefined();
     double* out;
     size_t outLen;
-    if (info.Length() < 4 || !IsF64Array(env, info[0], &ops, &opsLen) || !IsF64Array(env, info[2], &iovs, &iovsLen) ||
-        !IsF64Array(env, info[3], &out, &outLen))
-      return ThrowArg(env, "io_uring_run_inline", "ops, iovs and out must be Float64Arrays");
-    double countD;
-    if (!ArgInt(info, 1, "io_uring_run_inline", "count", 0, static_cast<double>(opsLen / kOpStride), &countD))
-      return env.Undefined();
-    size_t count = static_cast<size_t>(countD);
-    if (outLen / 2 < count) return ThrowArg(env, "io_uring_run_inline", "out must hold two numbers per op");
-    stamp_++;
-    size_t maxIovs = 0;
-    if (!Validate(env, "io_uring_run_inline", ops, count, iovs, iovsLen / kIovStride, &maxIovs)) return env.Undefined();
+    if (info.Length() < 4 || !IsF64Array(env, info[3], &out, &outLen) || outLen / 2 < b.count)
+      return ThrowArg(env, "io_uring_run_inline", "out must be a Float64Array holding two numbers per op");
+    const double* ops = b.ops;
+    const double* iovs = b.iovs;
+    const size_t count = b.count;
+    const size_t numTriples = b.numTriples;
     if (scratch_.size() < kMaxIovPerOp) scratch_.resize(static_cast<size_t>(kMaxIovPerOp));
-    const size_t numTriples = iovsLen / kIovStride;
     for (size_t i = 0; i < count; i++) {
       // Unlike submit, ops run one after the other and write memory between them (`out`, and
       // the data a read brings in), which the caller may have made overlap `ops` or `iovs`:
@@ -435,22 +458,13 @@ class IoUring : public Napi::ObjectWrap<IoUring> {
   // submit(ops: Float64Array, count, iovs: Float64Array) -> ops submitted
   Napi::Value Submit(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    if (Closed(env, "io_uring_submit")) return env.Undefined();
-    double* ops;
-    size_t opsLen;
-    double* iovs;
-    size_t iovsLen;
-    if (info.Length() < 3 || !IsF64Array(env, info[0], &ops, &opsLen) || !IsF64Array(env, info[2], &iovs, &iovsLen))
-      return ThrowArg(env, "io_uring_submit", "ops and iovs must be Float64Arrays");
-    double countD;
-    if (!ArgInt(info, 1, "io_uring_submit", "count", 0, static_cast<double>(opsLen / kOpStride), &countD))
-      return env.Undefined();
-    size_t count = static_cast<size_t>(countD);
-    stamp_++;
-
     // Pass 1: validate the whole batch before anything reaches the ring.
-    size_t totalIovs = 0;
-    if (!Validate(env, "io_uring_submit", ops, count, iovs, iovsLen / kIovStride, &totalIovs)) return env.Undefined();
+    Batch b;
+    if (!TakeBatch(info, "io_uring_submit", &b)) return env.Undefined();
+    const double* ops = b.ops;
+    const double* iovs = b.iovs;
+    const size_t count = b.count;
+    const size_t totalIovs = b.totalIovs;
     if (count == 0) return Napi::Number::New(env, 0);
 
     // Pass 2: fill what fits in the SQ.

@@ -74,6 +74,55 @@ bool RemoveStaleSocket(Napi::Env env, const sockaddr_un& addr) {
   return true;  // e.g. ENOENT (raced with a removal): bind() reports what is left
 }
 
+// A listening socket bound to `a`, or -1 with errno set and *call naming the syscall that
+// failed. A socket file it bound is removed again if listen() fails.
+int ListenAt(const sockaddr_un& a, int backlog, const char** call) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    *call = "socket";
+    return -1;
+  }
+  if (::bind(fd, reinterpret_cast<const sockaddr*>(&a), sizeof a) < 0) {
+    *call = "bind";
+    CloseKeepErrno(fd);
+    return -1;
+  }
+  if (::listen(fd, backlog) < 0) {
+    *call = "listen";
+    int err = errno;
+    ::unlink(a.sun_path);
+    ::close(fd);
+    errno = err;
+    return -1;
+  }
+  return fd;
+}
+
+// Listens on a random private name next to `path` (stored in *tmp); -1 when there is no room
+// for the suffix in the 107 bytes or no name could be bound.
+int ListenPrivately(const std::string& path, int backlog, sockaddr_un* tmp) {
+  if (path.size() + 12 > sizeof tmp->sun_path) return -1;  // ".l-" + 8 hex digits + NUL
+  for (int attempt = 0; attempt < 8; attempt++) {
+    uint32_t r = 0;
+    if (::getrandom(&r, sizeof r, GRND_NONBLOCK) != static_cast<ssize_t>(sizeof r)) {
+      timespec ts;
+      ::clock_gettime(CLOCK_MONOTONIC, &ts);
+      r = static_cast<uint32_t>(ts.tv_nsec) ^ (static_cast<uint32_t>(::getpid()) << 12) ^ static_cast<uint32_t>(attempt);
+    }
+    char suffix[16];
+    std::snprintf(suffix, sizeof suffix, ".l-%08x", r);
+    const std::string name = path + suffix;
+    std::memset(tmp, 0, sizeof *tmp);
+    tmp->sun_family = AF_UNIX;
+    std::memcpy(tmp->sun_path, name.data(), name.size());
+    const char* call;
+    int fd = ListenAt(*tmp, backlog, &call);
+    if (fd >= 0) return fd;
+    if (errno != EADDRINUSE) return -1;  // another listener's name: try another; else give up
+  }
+  return -1;
+}
+
 Napi::Value UnixListen(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string path;
@@ -83,72 +132,25 @@ Napi::Value UnixListen(const Napi::CallbackInfo& info) {
     return env.Undefined();
   sockaddr_un addr;
   if (!FillAddr(env, "bind", path, &addr) || !RemoveStaleSocket(env, addr)) return env.Undefined();
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return ThrowSys(env, errno, "socket");
   // The path must appear only once the socket listens: between bind() and listen() a client
   // that saw the file (a script waiting for it, then starting QEMU) would get ECONNREFUSED.
-  // So bind a private name next to it, listen, then link() the real name to it — link, not
+  // So listen on a private name next to it, then link() the real name to it — link, not
   // rename, so a file that appeared at the path meanwhile is still reported as in use. The
   // private name is random and never taken over (another listener, even one with our pid in
   // another container, may be using its own). Where that cannot be done — no room for the
-  // suffix in the 107 bytes, or a file system without hard links — the path is bound directly,
-  // with the short window.
+  // suffix, or a file system without hard links — the path is bound directly, with the window.
   sockaddr_un tmp;
-  bool viaTmp = false;
-  const size_t tmpLen = path.size() + 12;  // ".l-" + 8 hex digits + NUL fits?
-  if (tmpLen < sizeof tmp.sun_path) {
-    for (int attempt = 0; attempt < 8 && !viaTmp; attempt++) {
-      uint32_t r = 0;
-      if (::getrandom(&r, sizeof r, GRND_NONBLOCK) != static_cast<ssize_t>(sizeof r)) {
-        timespec ts;
-        ::clock_gettime(CLOCK_MONOTONIC, &ts);
-        r = static_cast<uint32_t>(ts.tv_nsec) ^ (static_cast<uint32_t>(::getpid()) << 12) ^ static_cast<uint32_t>(attempt);
-      }
-      char suffix[16];
-      std::snprintf(suffix, sizeof suffix, ".l-%08x", r);
-      const std::string name = path + suffix;
-      std::memset(&tmp, 0, sizeof tmp);
-      tmp.sun_family = AF_UNIX;
-      std::memcpy(tmp.sun_path, name.data(), name.size());
-      if (::bind(fd, reinterpret_cast<const sockaddr*>(&tmp), sizeof tmp) == 0) {
-        viaTmp = true;
-      } else if (errno != EADDRINUSE) {
-        break;  // e.g. EACCES for this name: bind the path itself below
-      }
-    }
-  }
-  if (!viaTmp && ::bind(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) < 0) {
-    CloseKeepErrno(fd);
-    return ThrowSys(env, errno, "bind");
-  }
-  if (::listen(fd, static_cast<int>(backlog)) < 0) {
-    int err = errno;
-    if (viaTmp) ::unlink(tmp.sun_path);
-    ::close(fd);
-    return ThrowSys(env, err, "listen");
-  }
-  if (viaTmp) {
+  int fd = ListenPrivately(path, static_cast<int>(backlog), &tmp);
+  if (fd >= 0) {
     int err = ::link(tmp.sun_path, addr.sun_path) < 0 ? errno : 0;
     ::unlink(tmp.sun_path);
-    if (err == EEXIST) {
-      ::close(fd);
-      return ThrowSys(env, EADDRINUSE, "bind", "path exists (created while binding)");
-    }
-    if (err != 0) {
-      // No hard links here: start over binding the path itself (a socket is bound once).
-      ::close(fd);
-      fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-      if (fd < 0) return ThrowSys(env, errno, "socket");
-      if (::bind(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) < 0) {
-        CloseKeepErrno(fd);
-        return ThrowSys(env, errno, "bind");
-      }
-      if (::listen(fd, static_cast<int>(backlog)) < 0) {
-        CloseKeepErrno(fd);
-        return ThrowSys(env, errno, "listen");
-      }
-    }
+    if (err == 0) return Napi::Number::New(env, fd);
+    ::close(fd);
+    if (err == EEXIST) return ThrowSys(env, EADDRINUSE, "bind", "path exists (created while binding)");
   }
+  const char* call;
+  fd = ListenAt(addr, static_cast<int>(backlog), &call);
+  if (fd < 0) return ThrowSys(env, errno, call);
   return Napi::Number::New(env, fd);
 }
 

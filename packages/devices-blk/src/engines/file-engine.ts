@@ -618,7 +618,8 @@ export class FileEngine implements BlockEngine {
       this.inlineCalls++;
     } catch {
       // Refused as a whole (a buffer vanished): fail these ops, as a refused ring batch.
-      this.failOps(this.inlineOps, n, () => { this.inlineQueued = 0; });
+      this.inlineQueued = 0;
+      this.failOps(this.inlineOps, n);
       return;
     }
     this.inlineQueued = 0;
@@ -653,7 +654,9 @@ export class FileEngine implements BlockEngine {
         // every queued op rather than guess which one. Failing large reads frees worker slots,
         // and reads waiting for one are queued then: they get their own try now, since no
         // completion may come later to flush them (nothing else in flight: a hang).
-        this.failOps(this.ops, this.queued, () => { this.queued = 0; });
+        const n = this.queued;
+        this.queued = 0;
+        this.failOps(this.ops, n);
         continue;
       }
       if (taken > 0 && taken < this.queued) this.ops.copyWithin(0, taken * OP_STRIDE, this.queued * OP_STRIDE);
@@ -667,12 +670,11 @@ export class FileEngine implements BlockEngine {
     }
   }
 
-  /** Fails the `n` op records of `ops` (a refused batch); `clear` empties their queue. */
-  private failOps(ops: Float64Array, n: number, clear: () => void): void {
+  /** Fails the `n` op records of `ops` (a refused batch), whose queue the caller emptied. */
+  private failOps(ops: Float64Array, n: number): void {
     const slots = this.failedSlots;
     // Read every slot out first: clearAsync below may queue a waiting read into ops[0 …).
     for (let i = 0; i < n; i++) slots[i] = ops[i * OP_STRIDE + 3] % RANGE_SHIFT;
-    clear();
     let any = false;
     for (let i = 0; i < n; i++) {
       const req = this.byIndex[slots[i]];

@@ -6,6 +6,7 @@
         "native/addon.cc",
         "native/errors.cc",
         "native/memory.cc",
+        "native/fill-ranges.cc",
         "native/mapping-faults.cc",
         "native/files.cc",
         "native/eventfd.cc",

@@ -31,6 +31,23 @@ t.test('null engine reads zeros and drops writes', async (t) => {
   t.ok(r.readIn(rd).every((b) => b === 0), 'zeros (the buffer was 0xee)');
 });
 
+t.test('null engine: a large read is zeroed in one fill shared with a helper thread, segments exact', async (t) => {
+  const { fillStats } = await import('@vhost-ts/sys');
+  const r = new BlkRig({ image: new NullImage(8 << 20) }, { heapBytes: 3 << 20, canaryBytes: 64 });
+  const before = fillStats().sharedFills;
+  // 1 MiB as a guest might send it: a big segment, an odd one, a page, the rest.
+  const big = r.add({ type: VIRTIO_BLK_T_IN, sector: 0, inLen: 1 << 20, inSplit: [512 * 1024, 300 * 1024 + 512, 4096, 208 * 1024 - 512 - 4096 + 4096] });
+  const small = r.add({ type: VIRTIO_BLK_T_IN, sector: 8, inLen: 64 * 1024 });
+  r.kick();
+  const used = r.collect();
+  t.equal(used.get(big.head), (1 << 20) + 1, 'whole read + status');
+  t.equal(used.get(small.head), 64 * 1024 + 1);
+  t.ok(r.readIn(big).every((b) => b === 0) && r.readIn(small).every((b) => b === 0), 'zeros in every segment (were 0xee)');
+  t.equal(r.status(big), VIRTIO_BLK_S_OK);
+  t.same(r.guest.checkCanaries(), [], 'nothing written around the buffers');
+  t.equal(fillStats().sharedFills - before, 1, 'the 1 MiB read shared, the 64 KiB one filled alone');
+});
+
 t.test('null engine with readZeroes off: reads complete whole and leave the buffers untouched', async (t) => {
   const r = new BlkRig({ image: new NullImage(8 << 20, { readZeroes: false }) }, { heapBytes: 2 << 20 });
   const reads = [0, 1, 2, 3].map((i) => r.add({ type: VIRTIO_BLK_T_IN, sector: i * 128, inLen: 64 * 1024 }));

@@ -10,6 +10,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   env.SetInstanceData<AddonData>(new AddonData());
   InitErrors(env, exports);
   InitMemory(env, exports);
+  InitFillRanges(env, exports);
   InitMappingFaults(env, exports);
   InitFiles(env, exports);
   InitEventfd(env, exports);
@@ -19,7 +20,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitIoUring(env, exports);
   // Bumped whenever the JS <-> native calling convention changes; the TS
   // loader refuses a stale build.
-  exports.Set("abiVersion", Napi::Number::New(env, 2));
+  exports.Set("abiVersion", Napi::Number::New(env, 3));
   return exports;
 }
 

@@ -86,39 +86,38 @@ bool ArgBool(const Napi::CallbackInfo& info, size_t i, const char* fn, const cha
   return false;
 }
 
+bool ViewBytes(napi_env env, napi_value v, uint8_t** data, size_t* len) {
+  bool is = false;
+  if (napi_is_typedarray(env, v, &is) == napi_ok && is) {
+    napi_typedarray_type type;
+    size_t length;
+    void* ptr;
+    if (napi_get_typedarray_info(env, v, &type, &length, &ptr, nullptr, nullptr) != napi_ok) return false;
+    size_t elem = 1;
+    switch (type) {
+      case napi_int16_array: case napi_uint16_array: elem = 2; break;
+      case napi_int32_array: case napi_uint32_array: case napi_float32_array: elem = 4; break;
+      case napi_float64_array: case napi_bigint64_array: case napi_biguint64_array: elem = 8; break;
+      default: elem = 1;
+    }
+    *data = static_cast<uint8_t*>(ptr);
+    *len = ptr == nullptr ? 0 : length * elem;  // detached views report no memory
+    return true;
+  }
+  if (napi_is_dataview(env, v, &is) == napi_ok && is) {
+    size_t length;
+    void* ptr;
+    if (napi_get_dataview_info(env, v, &length, &ptr, nullptr, nullptr) != napi_ok) return false;
+    *data = static_cast<uint8_t*>(ptr);
+    *len = ptr == nullptr ? 0 : length;
+    return true;
+  }
+  return false;
+}
+
 bool ArgBytes(const Napi::CallbackInfo& info, size_t i, const char* fn, const char* name, uint8_t** data,
               size_t* len) {
-  napi_env env = info.Env();
-  if (info.Length() > i) {
-    napi_value v = info[i];
-    bool is = false;
-    if (napi_is_typedarray(env, v, &is) == napi_ok && is) {
-      napi_typedarray_type type;
-      size_t length;
-      void* ptr;
-      if (napi_get_typedarray_info(env, v, &type, &length, &ptr, nullptr, nullptr) == napi_ok) {
-        size_t elem = 1;
-        switch (type) {
-          case napi_int16_array: case napi_uint16_array: elem = 2; break;
-          case napi_int32_array: case napi_uint32_array: case napi_float32_array: elem = 4; break;
-          case napi_float64_array: case napi_bigint64_array: case napi_biguint64_array: elem = 8; break;
-          default: elem = 1;
-        }
-        *data = static_cast<uint8_t*>(ptr);
-        *len = ptr == nullptr ? 0 : length * elem;  // detached views report no memory
-        return true;
-      }
-    }
-    if (napi_is_dataview(env, v, &is) == napi_ok && is) {
-      size_t length;
-      void* ptr;
-      if (napi_get_dataview_info(env, v, &length, &ptr, nullptr, nullptr) == napi_ok) {
-        *data = static_cast<uint8_t*>(ptr);
-        *len = ptr == nullptr ? 0 : length;
-        return true;
-      }
-    }
-  }
+  if (info.Length() > i && ViewBytes(info.Env(), info[i], data, len)) return true;
   std::string msg = std::string(name) + " must be an ArrayBufferView";
   ThrowArg(info.Env(), fn, msg.c_str());
   return false;

@@ -61,6 +61,9 @@ bool ArgBool(const Napi::CallbackInfo& info, size_t i, const char* fn, const cha
 // Any ArrayBufferView (TypedArray, Buffer or DataView): data pointer + length.
 bool ArgBytes(const Napi::CallbackInfo& info, size_t i, const char* fn, const char* name, uint8_t** data,
               size_t* len);
+// The same for a value that is not an argument (an array element); false, with
+// nothing thrown, when it is no ArrayBufferView.
+bool ViewBytes(napi_env env, napi_value v, uint8_t** data, size_t* len);
 // True when d is an integer in [min, max].
 inline bool IsIntIn(double d, double min, double max) {
   return d >= min && d <= max && static_cast<double>(static_cast<int64_t>(d)) == d;
@@ -75,6 +78,7 @@ void CloseWatcherForFd(Napi::Env env, int fd);
 // --- module parts: each adds its exports --------------------------------
 void InitErrors(Napi::Env env, Napi::Object exports);
 void InitMemory(Napi::Env env, Napi::Object exports);
+void InitFillRanges(Napi::Env env, Napi::Object exports);
 void InitMappingFaults(Napi::Env env, Napi::Object exports);
 void InitFiles(Napi::Env env, Napi::Object exports);
 void InitEventfd(Napi::Env env, Napi::Object exports);

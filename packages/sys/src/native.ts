@@ -36,6 +36,8 @@ export interface NativeAddon {
   mappingFaultFd(): number;
   mappingFaults(buffer: ArrayBuffer): number;
   copyRanges(dst: ArrayBufferView, src: ArrayBufferView, plan: Float64Array, count: number, prefetchDst: boolean): void;
+  fillRanges(views: readonly ArrayBufferView[], plan: Float64Array, count: number, value: number): void;
+  fillStats(): [number, number, number];
   openFile(path: string, write: boolean, create: boolean, direct: boolean, mode: number): number;
   fstatSize(fd: number): number;
   fdatasync(fd: number): void;
@@ -69,7 +71,7 @@ export interface NativeAddon {
 }
 
 /** Calling-convention version this wrapper expects (native/addon.cc). */
-const ABI_VERSION = 2;
+const ABI_VERSION = 3;
 
 // src/ and dist/ both sit one level below the package root.
 const require = createRequire(import.meta.url);

@@ -16,7 +16,7 @@ t.test('every native function rejects junk arguments with SysError', (t) => {
   const fns: string[] = [
     'memfdCreate', 'ftruncate', 'mmap', 'munmap', 'openFile', 'fstatSize', 'fdatasync', 'fsync', 'dup', 'close',
     'eventfdRead', 'eventfdWrite', 'unixListen', 'unixAccept', 'unixConnect', 'sendMsg', 'recvMsg', 'tapOpen',
-    'tapSetVnetHdrSize', 'tapSetOffload',
+    'tapSetVnetHdrSize', 'tapSetOffload', 'copyRanges', 'fillRanges',
   ];
   let calls = 0;
   for (const name of fns) {

@@ -6,6 +6,7 @@
 import {
   BLK_OP_DISCARD, BLK_OP_FLUSH, BLK_OP_READ, BLK_OP_WRITE, BLK_OP_WRITE_ZEROES, type BlkRequest,
 } from '../blk-request.js';
+import { fillRanges } from '@vhost-ts/sys';
 import { VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK } from '../constants.js';
 import type { BlockCompletionSink, BlockEngine, BlockImage, EngineOptions } from '../engine.js';
 
@@ -17,6 +18,14 @@ import type { BlockCompletionSink, BlockEngine, BlockImage, EngineOptions } from
  * randread 0.83 → 0.91, randwrite 0.66 → 1.02 — a noisy machine, direction consistent).
  */
 const PROGRESS_BYTES = 32768;
+
+/**
+ * Reads of zeros at least this large are filled by sys `fillRanges`, which shares them with a
+ * helper thread on another core: one thread's memset is the whole cost of a large null read
+ * (1 MiB ≈ 40 µs here at 26 GB/s), and two threads store about twice as fast. Smaller reads
+ * stay with V8's fill: the native call and the hand-over would cost more than they save.
+ */
+const SHARED_ZERO_BYTES = 128 * 1024;
 
 /** A disk image held in memory. */
 export class MemoryImage implements BlockImage {
@@ -85,6 +94,8 @@ class SyncEngine implements BlockEngine {
   private readonly publishFirst: boolean;
   /** Null image: reads write zeros (else they touch no guest memory). */
   private readonly zeroReads: boolean;
+  /** `[slab, offset, length]` per data segment for a shared fill; grown to the largest request seen. */
+  private zeroPlan = new Float64Array(0);
 
   constructor(sink: BlockCompletionSink, bytes: Uint8Array | null, publishFirst: boolean, zeroReads = true) {
     this.sink = sink;
@@ -119,7 +130,10 @@ class SyncEngine implements BlockEngine {
     switch (req.op) {
       case BLK_OP_READ:
         if (img !== null) req.copyToData(req.offset, img, req.length);
-        else if (this.zeroReads) req.zeroData();
+        else if (this.zeroReads) {
+          if (req.length >= SHARED_ZERO_BYTES) this.zeroShared(req);
+          else req.zeroData();
+        }
         req.written = req.length;
         return VIRTIO_BLK_S_OK;
       case BLK_OP_WRITE: {
@@ -146,6 +160,21 @@ class SyncEngine implements BlockEngine {
       default:
         return VIRTIO_BLK_S_IOERR;
     }
+  }
+
+  /** Zeros the data segments of a large read in one shared fill. */
+  private zeroShared(req: BlkRequest): void {
+    const mem = req.memory;
+    if (mem === null) return;
+    const n = req.segCount;
+    if (this.zeroPlan.length < 3 * n) this.zeroPlan = new Float64Array(3 * req.segCapacity);
+    const plan = this.zeroPlan;
+    for (let i = 0; i < n; i++) {
+      plan[3 * i] = req.segSlab[i];
+      plan[3 * i + 1] = req.segOffset[i];
+      plan[3 * i + 2] = req.segLen[i];
+    }
+    fillRanges(mem.slabs, plan, n, 0);
   }
 
   setWriteback(_writeback: boolean): void {}

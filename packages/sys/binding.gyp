@@ -20,7 +20,8 @@
       "cflags!": ["-O3", "-fexceptions"],
       "cflags_cc!": ["-O3", "-fexceptions", "-std=gnu++17", "-std=gnu++20"],
       "cflags": ["-O2", "-Wall", "-fno-exceptions"],
-      "cflags_cc": ["-std=c++17", "-O2", "-Wall", "-fno-exceptions", "-fno-rtti"]
+      "cflags_cc": ["-std=c++17", "-O2", "-Wall", "-fno-exceptions", "-fno-rtti"],
+      "ldflags": ["-Wl,-z,nodelete"]
     }
   ]
 }

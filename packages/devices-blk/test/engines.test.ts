@@ -45,7 +45,8 @@ t.test('null engine: a large read is zeroed in one fill shared with a helper thr
   t.ok(r.readIn(big).every((b) => b === 0) && r.readIn(small).every((b) => b === 0), 'zeros in every segment (were 0xee)');
   t.equal(r.status(big), VIRTIO_BLK_S_OK);
   t.same(r.guest.checkCanaries(), [], 'nothing written around the buffers');
-  t.equal(fillStats().sharedFills - before, 1, 'the 1 MiB read shared, the 64 KiB one filled alone');
+  const shared = fillStats().helpers > 0 ? 1 : 0; // no helpers where one CPU is usable
+  t.equal(fillStats().sharedFills - before, shared, 'the 1 MiB read shared, the 64 KiB one filled alone');
 });
 
 t.test('null engine with readZeroes off: reads complete whole and leave the buffers untouched', async (t) => {

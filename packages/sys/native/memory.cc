@@ -12,6 +12,7 @@
 #include <cstring>
 #include <mutex>
 #include <unordered_map>
+#include <vector>
 
 #include "sys.h"
 
@@ -215,12 +216,19 @@ Napi::Value CopyRanges(const Napi::CallbackInfo& info) {
     prefetchDst = info[4].As<Napi::Boolean>().Value();
   }
   const double dl = static_cast<double>(dstLen), sl = static_cast<double>(srcLen);
+  // The checked values are kept and used: a plan over a SharedArrayBuffer can
+  // be rewritten by another thread between the check and the copy.
+  thread_local std::vector<size_t> checked;
+  checked.resize(3 * n);
   for (size_t i = 0; i < n; i++) {
     const double so = plan[3 * i], d = plan[3 * i + 1], len = plan[3 * i + 2];
     // `!(a <= b)` also rejects NaN.
     if (!(so >= 0 && d >= 0 && len >= 0) || !(so + len <= sl) || !(d + len <= dl) ||
         !IsIntIn(so, 0, kMaxSafe) || !IsIntIn(d, 0, kMaxSafe) || !IsIntIn(len, 0, kMaxSafe))
       return ThrowSys(env, EINVAL, "copyRanges", "a range lies outside its buffer");
+    checked[3 * i] = static_cast<size_t>(so);
+    checked[3 * i + 1] = static_cast<size_t>(d);
+    checked[3 * i + 2] = static_cast<size_t>(len);
     // Sources written by another CPU (a guest's TX frames) miss: start every range's first
     // and last line now so the misses overlap; the memmoves below then mostly hit.
     if (len != 0) {
@@ -236,13 +244,12 @@ Napi::Value CopyRanges(const Napi::CallbackInfo& info) {
     if (prefetchDst && i + 1 < n) {
       // Every line the range touches, from the one holding its first byte (a range may start
       // mid-line: an RX payload starts 12 bytes into its buffer).
-      const uintptr_t first = reinterpret_cast<uintptr_t>(dst + static_cast<size_t>(plan[3 * (i + 1) + 1]));
-      const uintptr_t end = first + static_cast<size_t>(plan[3 * (i + 1) + 2]);
+      const uintptr_t first = reinterpret_cast<uintptr_t>(dst + checked[3 * (i + 1) + 1]);
+      const uintptr_t end = first + checked[3 * (i + 1) + 2];
       for (uintptr_t a = first & ~static_cast<uintptr_t>(63); a < end; a += 64) PrefetchForWrite(reinterpret_cast<const void*>(a));
     }
-    const size_t len = static_cast<size_t>(plan[3 * i + 2]);
-    if (len != 0)
-      std::memmove(dst + static_cast<size_t>(plan[3 * i + 1]), src + static_cast<size_t>(plan[3 * i]), len);
+    const size_t len = checked[3 * i + 2];
+    if (len != 0) std::memmove(dst + checked[3 * i + 1], src + checked[3 * i], len);
   }
   return env.Undefined();
 }

@@ -6,8 +6,8 @@ import { addon } from './native.js';
  * `[viewIndex, byteOffset, byteLength]`, offsets relative to the view. Every range is checked
  * first (EINVAL, nothing written, when one names no view or lies outside it).
  *
- * A fill of 128 KiB or more is cut into 64 KiB pieces that the calling thread shares with up to
- * three helper threads (one fewer than the online CPUs): one thread's stores run at about its
+ * A fill of 128 KiB or more is laid end to end in 64 KiB pieces that the calling thread shares with up to
+ * two helper threads (one fewer than the CPUs this process may use): one thread's stores run at about its
  * own bandwidth, and a null disk's 1 MiB reads of zeros are bound by exactly that. The call
  * still returns only when every byte is written, so callers see a plain synchronous fill.
  * Helpers are started on the first shared fill, look for the next one for 50 µs after each,
@@ -21,7 +21,7 @@ export function fillRanges(views: readonly ArrayBufferView[], plan: Float64Array
 export interface FillStats {
   /** Helper threads running (0 before the first shared fill, or on one CPU). */
   helpers: number;
-  /** Fills shared with the helpers. */
+  /** Fills shared with the helpers (one per 64 MiB of a larger fill). */
   sharedFills: number;
   /** 64 KiB pieces the helpers wrote. */
   helperPieces: number;

@@ -115,6 +115,18 @@ bool ViewBytes(napi_env env, napi_value v, uint8_t** data, size_t* len) {
   return false;
 }
 
+bool Float64View(napi_env env, napi_value v, double** data, size_t* len) {
+  bool is = false;
+  if (napi_is_typedarray(env, v, &is) != napi_ok || !is) return false;
+  napi_typedarray_type type;
+  void* ptr;
+  if (napi_get_typedarray_info(env, v, &type, len, &ptr, nullptr, nullptr) != napi_ok) return false;
+  if (type != napi_float64_array) return false;
+  if (ptr == nullptr) *len = 0;  // detached
+  *data = static_cast<double*>(ptr);
+  return true;
+}
+
 bool ArgBytes(const Napi::CallbackInfo& info, size_t i, const char* fn, const char* name, uint8_t** data,
               size_t* len) {
   if (info.Length() > i && ViewBytes(info.Env(), info[i], data, len)) return true;

@@ -281,22 +281,17 @@ Napi::Value FillRanges(const Napi::CallbackInfo& info) {
   BusyGuard busy(&s.busy);
   if (info.Length() < 1 || !info[0].IsArray()) return ThrowArg(env, "fillRanges", "views must be an array");
   napi_value views = info[0];
-  bool is = false;
-  napi_typedarray_type type;
+  double* planPtr = nullptr;
   size_t planLen = 0;
-  void* planPtr = nullptr;
-  if (info.Length() < 2 || napi_is_typedarray(env, info[1], &is) != napi_ok || !is ||
-      napi_get_typedarray_info(env, info[1], &type, &planLen, &planPtr, nullptr, nullptr) != napi_ok ||
-      type != napi_float64_array)
+  if (info.Length() < 2 || !Float64View(env, info[1], &planPtr, &planLen))
     return ThrowArg(env, "fillRanges", "plan must be a Float64Array");
-  if (planPtr == nullptr) planLen = 0;
   double count, value;
   if (!ArgInt(info, 2, "fillRanges", "count", 0, static_cast<double>(planLen / 3), &count) ||
       !ArgInt(info, 3, "fillRanges", "value", 0, 255, &value))
     return env.Undefined();
   const size_t n = static_cast<size_t>(count);
   // Copied once: a plan over a SharedArrayBuffer may change under us.
-  s.plan.assign(static_cast<const double*>(planPtr), static_cast<const double*>(planPtr) + 3 * n);
+  s.plan.assign(planPtr, planPtr + 3 * n);
   uint32_t viewCount = 0;
   if (napi_get_array_length(env, views, &viewCount) != napi_ok)
     return ThrowArg(env, "fillRanges", "views must be an array");

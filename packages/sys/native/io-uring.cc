@@ -59,18 +59,6 @@ int SysRegister(int fd, unsigned op, const void* arg, unsigned nr) {
 inline unsigned LoadAcquire(const unsigned* p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 inline void StoreRelease(unsigned* p, unsigned v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
 
-bool IsF64Array(napi_env env, napi_value v, double** data, size_t* len) {
-  bool is = false;
-  if (napi_is_typedarray(env, v, &is) != napi_ok || !is) return false;
-  napi_typedarray_type type;
-  void* ptr;
-  if (napi_get_typedarray_info(env, v, &type, len, &ptr, nullptr, nullptr) != napi_ok) return false;
-  if (type != napi_float64_array) return false;
-  if (ptr == nullptr) *len = 0;  // detached
-  *data = static_cast<double*>(ptr);
-  return true;
-}
-
 struct BufSlot {
   napi_ref ref = nullptr;
   bool whole = true;     // the whole ArrayBuffer, or a window of it
@@ -367,7 +355,7 @@ class IoUring : public Napi::ObjectWrap<IoUring> {
     size_t opsLen;
     double* iovs;
     size_t iovsLen;
-    if (info.Length() < 3 || !IsF64Array(env, info[0], &ops, &opsLen) || !IsF64Array(env, info[2], &iovs, &iovsLen)) {
+    if (info.Length() < 3 || !Float64View(env, info[0], &ops, &opsLen) || !Float64View(env, info[2], &iovs, &iovsLen)) {
       ThrowArg(env, fn, "ops and iovs must be Float64Arrays");
       return false;
     }
@@ -394,7 +382,7 @@ class IoUring : public Napi::ObjectWrap<IoUring> {
     if (!TakeBatch(info, "io_uring_run_inline", &b)) return env.Undefined();
     double* out;
     size_t outLen;
-    if (info.Length() < 4 || !IsF64Array(env, info[3], &out, &outLen) || outLen / 2 < b.count)
+    if (info.Length() < 4 || !Float64View(env, info[3], &out, &outLen) || outLen / 2 < b.count)
       return ThrowArg(env, "io_uring_run_inline", "out must be a Float64Array holding two numbers per op");
     const double* ops = b.ops;
     const double* iovs = b.iovs;
@@ -549,7 +537,7 @@ class IoUring : public Napi::ObjectWrap<IoUring> {
     if (Closed(env, "io_uring_reap")) return env.Undefined();
     double* out;
     size_t outLen;
-    if (info.Length() < 1 || !IsF64Array(env, info[0], &out, &outLen) || outLen < 2)
+    if (info.Length() < 1 || !Float64View(env, info[0], &out, &outLen) || outLen < 2)
       return ThrowArg(env, "io_uring_reap", "out must be a Float64Array of length >= 2");
     const size_t max = outLen / 2;
     size_t got = 0;

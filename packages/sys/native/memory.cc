@@ -197,18 +197,13 @@ Napi::Value CopyRanges(const Napi::CallbackInfo& info) {
   size_t dstLen, srcLen;
   if (!ArgBytes(info, 0, "copyRanges", "dst", &dst, &dstLen) || !ArgBytes(info, 1, "copyRanges", "src", &src, &srcLen))
     return env.Undefined();
-  bool is = false;
-  napi_typedarray_type type;
+  double* planPtr = nullptr;
   size_t planLen = 0;
-  void* planPtr = nullptr;
-  if (info.Length() < 3 || napi_is_typedarray(env, info[2], &is) != napi_ok || !is ||
-      napi_get_typedarray_info(env, info[2], &type, &planLen, &planPtr, nullptr, nullptr) != napi_ok ||
-      type != napi_float64_array)
+  if (info.Length() < 3 || !Float64View(env, info[2], &planPtr, &planLen))
     return ThrowArg(env, "copyRanges", "plan must be a Float64Array");
-  if (planPtr == nullptr) planLen = 0;
   double count;
   if (!ArgInt(info, 3, "copyRanges", "count", 0, static_cast<double>(planLen / 3), &count)) return env.Undefined();
-  const double* plan = static_cast<const double*>(planPtr);
+  const double* plan = planPtr;
   const size_t n = static_cast<size_t>(count);
   bool prefetchDst = false;
   if (info.Length() > 4 && !info[4].IsUndefined()) {

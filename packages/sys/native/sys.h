@@ -64,6 +64,9 @@ bool ArgBytes(const Napi::CallbackInfo& info, size_t i, const char* fn, const ch
 // The same for a value that is not an argument (an array element); false, with
 // nothing thrown, when it is no ArrayBufferView.
 bool ViewBytes(napi_env env, napi_value v, uint8_t** data, size_t* len);
+// A Float64Array (op records, copy and fill plans): its doubles and length (0
+// when detached); false, with nothing thrown, for anything else.
+bool Float64View(napi_env env, napi_value v, double** data, size_t* len);
 // True when d is an integer in [min, max].
 inline bool IsIntIn(double d, double min, double max) {
   return d >= min && d <= max && static_cast<double>(static_cast<int64_t>(d)) == d;

@@ -3,10 +3,10 @@
  * `memory` keeps the disk in an ArrayBuffer; `null` reads zeros (or nothing) and discards writes.
  * @module
  */
+import { fillRanges } from '@vhost-ts/sys';
 import {
   BLK_OP_DISCARD, BLK_OP_FLUSH, BLK_OP_READ, BLK_OP_WRITE, BLK_OP_WRITE_ZEROES, type BlkRequest,
 } from '../blk-request.js';
-import { fillRanges } from '@vhost-ts/sys';
 import { VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK } from '../constants.js';
 import type { BlockCompletionSink, BlockEngine, BlockImage, EngineOptions } from '../engine.js';
 

@@ -99,3 +99,15 @@ t.test('a bad range copies nothing and throws', (t) => {
   throwsSys(t, () => copyRanges({} as Uint8Array, src, new Float64Array(3), 1), 'EINVAL', 'copyRanges', 'dst not a view');
   t.end();
 });
+
+t.test('a plan over a SharedArrayBuffer is taken as it was when checked', (t) => {
+  const src = pattern(1024, 9);
+  const dst = new Uint8Array(1024);
+  const plan = new Float64Array(new SharedArrayBuffer(3 * 8));
+  plan.set([10, 20, 100]);
+  copyRanges(dst, src, plan, 1);
+  t.same(Array.from(dst.subarray(20, 120)), Array.from(src.subarray(10, 110)));
+  plan.set([0, 1000, 100]); // outside dst: refused like any other plan
+  throwsSys(t, () => copyRanges(dst, src, plan, 1), 'EINVAL', 'copyRanges', 'checked first');
+  t.end();
+});

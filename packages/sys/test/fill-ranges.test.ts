@@ -270,3 +270,13 @@ t.test('fills from worker threads at the same time (one pool; a busy pool means 
   })));
   t.same(results, [0, 0, 0], 'every fill in every thread exact');
 });
+
+t.test('a plan over a SharedArrayBuffer, large and small', (t) => {
+  const mem = new Uint8Array(1 * MiB);
+  const plan = new Float64Array(new SharedArrayBuffer(6 * 8));
+  plan.set([0, 0, 512 * KiB, 0, 600 * KiB, 10]);
+  fillRanges([mem], plan, 2, 3);
+  t.ok(mem.subarray(0, 512 * KiB).every((x) => x === 3) && mem[512 * KiB] === 0, 'the large range');
+  t.ok(mem.subarray(600 * KiB, 600 * KiB + 10).every((x) => x === 3) && mem[600 * KiB + 10] === 0, 'the small one');
+  t.end();
+});

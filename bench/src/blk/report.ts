@@ -148,8 +148,10 @@ export function markdownSection(x: ReportInput): string {
   L.push('- `vhost-ts-file` — our `vhost-user-blk` CLI serving a raw image on tmpfs (file engine, `--aio auto`: reads and');
   L.push('  writes inline on the queue\'s thread, reads and writes of 128 KiB or more through io_uring kernel workers);');
   L.push('  `qsd-file` — qemu-storage-daemon `driver=file` on the same image (`aio=' + x.qsdAio + '`, exported without a format node).');
-  L.push('- `vhost-ts-null` — our `BlkDevice` over the library `NullImage` (reads zero the buffer, writes are dropped),');
-  L.push('  served by `bench/src/blk/ts-server.ts` (the CLI serves files only); `qsd-null` — `driver=null-co,read-zeroes=on`.');
+  L.push('- `vhost-ts-null` — our `BlkDevice` over the library `NullImage` (reads zero the buffer, writes are dropped;');
+  L.push('  reads of 128 KiB or more are zeroed by the caller and a helper thread together, sys `fillRanges`),');
+  L.push('  served by `bench/src/blk/ts-server.ts` (the CLI serves files only); `qsd-null` — `driver=null-co,read-zeroes=on`');
+  L.push('  (its main loop\'s thread zeroes every read).');
   L.push('- Our peers busy-poll adaptively after each batch (`--poll-us`, default 100 µs; `npm run bench:blk -- --poll-us 0` for the');
   L.push('  sleep-at-once behaviour), the instant device with the same `AdaptivePoller`.');
   L.push('- `ts-instant` — a bench-only device that completes every request at once without touching data, served by');

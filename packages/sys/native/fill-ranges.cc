@@ -358,6 +358,7 @@ Napi::Value FillStats(const Napi::CallbackInfo& info) {
 void InitFillRanges(Napi::Env env, Napi::Object exports) {
   exports.Set("fillRanges", Napi::Function::New(env, FillRanges, "fillRanges"));
   exports.Set("fillStats", Napi::Function::New(env, FillStats, "fillStats"));
+  exports.Set("fillSharedFrom", Napi::Number::New(env, static_cast<double>(kShareFrom)));
 }
 
 }  // namespace vts

@@ -2,6 +2,12 @@
 import { addon } from './native.js';
 
 /**
+ * Fills at least this large (in total) are shared with the helper threads; smaller ones are
+ * done by the caller alone, so a caller with a cheaper fill of its own may keep it below this.
+ */
+export const FILL_SHARED_FROM: number = addon.fillSharedFrom;
+
+/**
  * Fills byte ranges of `views` with `value` in one native call. `plan` holds `count` triples
  * `[viewIndex, byteOffset, byteLength]`, offsets relative to the view. Every range is checked
  * first (EINVAL, nothing written, when one names no view or lies outside it).

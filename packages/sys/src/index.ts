@@ -5,7 +5,7 @@
  */
 export { SysError } from './errors.js';
 export { MAX_MAPPING_LENGTH, memfdCreate, ftruncate, mmap, munmap, copyRanges } from './memory.js';
-export { fillRanges, fillStats, type FillStats } from './fill-ranges.js';
+export { FILL_SHARED_FROM, fillRanges, fillStats, type FillStats } from './fill-ranges.js';
 export { mappingFaults, onMappingFault } from './mapping-faults.js';
 export { type OpenFileOptions, openFile, fstatSize, fdatasync, fsync, dup, close, openFdCount } from './files.js';
 export { OwnedFd } from './owned-fd.js';

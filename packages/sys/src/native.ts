@@ -38,6 +38,7 @@ export interface NativeAddon {
   copyRanges(dst: ArrayBufferView, src: ArrayBufferView, plan: Float64Array, count: number, prefetchDst: boolean): void;
   fillRanges(views: readonly ArrayBufferView[], plan: Float64Array, count: number, value: number): void;
   fillStats(): [number, number, number];
+  fillSharedFrom: number;
   openFile(path: string, write: boolean, create: boolean, direct: boolean, mode: number): number;
   fstatSize(fd: number): number;
   fdatasync(fd: number): void;

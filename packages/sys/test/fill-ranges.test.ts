@@ -2,7 +2,7 @@ import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import fc from 'fast-check';
 import t from 'tap';
-import { close, fillRanges, fillStats, ftruncate, mappingFaults, memfdCreate, mmap, munmap } from '../src/index.js';
+import { close, FILL_SHARED_FROM, fillRanges, fillStats, ftruncate, mappingFaults, memfdCreate, mmap, munmap } from '../src/index.js';
 import { throwsSys } from './helpers.js';
 
 const KiB = 1024;
@@ -71,6 +71,7 @@ t.test('large fills are shared with helper threads and come out exact', (t) => {
   }
   const small = fillStats().sharedFills;
   fillRanges([mem], new Float64Array([0, 0, 64 * KiB, 0, MiB, 64 * KiB - 1]), 2);
+  t.equal(FILL_SHARED_FROM, 128 * KiB);
   t.equal(fillStats().sharedFills, small, 'under 128 KiB: filled by the caller alone');
   munmap(buf);
   close(fd);

@@ -3,7 +3,7 @@
  * `memory` keeps the disk in an ArrayBuffer; `null` reads zeros (or nothing) and discards writes.
  * @module
  */
-import { fillRanges } from '@vhost-ts/sys';
+import { FILL_SHARED_FROM, fillRanges } from '@vhost-ts/sys';
 import {
   BLK_OP_DISCARD, BLK_OP_FLUSH, BLK_OP_READ, BLK_OP_WRITE, BLK_OP_WRITE_ZEROES, type BlkRequest,
 } from '../blk-request.js';
@@ -18,14 +18,6 @@ import type { BlockCompletionSink, BlockEngine, BlockImage, EngineOptions } from
  * randread 0.83 → 0.91, randwrite 0.66 → 1.02 — a noisy machine, direction consistent).
  */
 const PROGRESS_BYTES = 32768;
-
-/**
- * Reads of zeros at least this large are filled by sys `fillRanges`, which shares them with a
- * helper thread on another core: one thread's memset is the whole cost of a large null read
- * (1 MiB ≈ 40 µs here at 26 GB/s), and two threads store about twice as fast. Smaller reads
- * stay with V8's fill: the native call and the hand-over would cost more than they save.
- */
-const SHARED_ZERO_BYTES = 128 * 1024;
 
 /** A disk image held in memory. */
 export class MemoryImage implements BlockImage {
@@ -131,7 +123,10 @@ class SyncEngine implements BlockEngine {
       case BLK_OP_READ:
         if (img !== null) req.copyToData(req.offset, img, req.length);
         else if (this.zeroReads) {
-          if (req.length >= SHARED_ZERO_BYTES) this.zeroShared(req);
+          // One thread's memset is the whole cost of a large null read (1 MiB ≈ 40 µs at 26 GB/s
+          // here); a fill sys shares with a helper thread on another core stores about twice as
+          // fast. Below the size sys would share, V8's fill is cheaper than the native call.
+          if (req.length >= FILL_SHARED_FROM) this.zeroShared(req);
           else req.zeroData();
         }
         req.written = req.length;
